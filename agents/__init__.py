@@ -1,0 +1,1 @@
+"""Stream agents: one unit of stream logic per module."""

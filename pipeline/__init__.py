@@ -1,0 +1,1 @@
+"""notify-pipeline: the Faust app, settings, topology, CLI and embedded stack."""

@@ -1,0 +1,11 @@
+"""The ``notify`` command: Faust's CLI for the app, plus the project's commands."""
+
+from __future__ import annotations
+
+from pipeline.app import app
+from pipeline import commands  # noqa: F401 - registers the project's commands
+
+
+def main() -> None:
+    """Run the CLI (``notify worker``, ``notify agents``, ``notify topics`` ...)."""
+    app.main()

@@ -1,0 +1,160 @@
+"""The Kafka transport the app runs on: Faust's aiokafka driver plus two guards.
+
+1. End offsets. Table recovery reads a changelog up to its end offset. Where the
+   broker declares the ``list_offsets_latest`` defect (ListOffsets answering the
+   first offset of the last batch + 1), the end offset is taken from a Fetch
+   response's high watermark instead, which such brokers get right.
+2. No silent loss on a failed produce. Faust logs a failed send and drops the
+   record, then commits the source offset anyway: an at-least-once hole on any
+   broker. Here a failed send trips a guard that refuses every later offset
+   commit and crashes the worker, so its uncommitted input is redelivered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from confluent_kafka import Consumer as KafkaConsumer
+from confluent_kafka import KafkaError, TopicPartition
+from faust.sensors import Sensor
+from faust.transport.drivers import aiokafka as aiokafka_driver
+from faust.types import TP, AppT, ProducerT
+
+log = logging.getLogger(__name__)
+
+END_OFFSETS_DEFECT = "list_offsets_latest"
+
+
+def fetch_end_offsets(
+    bootstrap: str,
+    hints: Mapping[tuple[str, int], int],
+    *,
+    timeout: float = 10.0,
+) -> dict[tuple[str, int], int]:
+    """True end offsets, read from Fetch high watermarks rather than ListOffsets.
+
+    ``hints`` maps (topic, partition) to the broker's ListOffsets answer, which
+    is never above the true end: a fetch starts just below it, inside the last
+    batch, and its response carries the partition's high watermark.
+    """
+    result = {tp: 0 for tp, hint in hints.items() if hint <= 0}
+    pending = {tp: hint for tp, hint in hints.items() if hint > 0}
+    if not pending:
+        return result
+    consumer = KafkaConsumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": "notify-end-offset-probe",
+            "enable.auto.commit": False,
+            "enable.partition.eof": True,
+            "fetch.wait.max.ms": 10,
+            "log_level": 3,
+        }
+    )
+    try:
+        consumer.assign(
+            [TopicPartition(t, p, hint - 1) for (t, p), hint in pending.items()]
+        )
+        deadline = time.monotonic() + timeout
+        while pending and time.monotonic() < deadline:
+            message = consumer.poll(0.1)
+            if message is None:
+                continue
+            error = message.error()
+            if error is not None and error.code() != KafkaError._PARTITION_EOF:
+                raise RuntimeError(f"end-offset probe failed: {error}")
+            tp = (message.topic(), message.partition())
+            if tp not in pending:
+                continue
+            _, high = consumer.get_watermark_offsets(
+                TopicPartition(*tp), cached=True
+            )
+            if high >= 0:
+                result[tp] = max(high, pending.pop(tp))
+        if pending:
+            raise TimeoutError(f"no high watermark within {timeout}s for {pending}")
+    finally:
+        consumer.close()
+    return result
+
+
+class SendFailureGuard(Sensor):
+    """Trips on the first failed produce; see the module docstring."""
+
+    def __init__(self, app: AppT, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._app = app
+        self.failure: BaseException | None = None
+
+    def on_send_error(
+        self, producer: ProducerT, exc: BaseException, state: Any
+    ) -> None:
+        """Record the failure and crash the worker."""
+        if self.failure is None:
+            self.failure = exc
+            log.critical(
+                "produce failed, refusing further offset commits and stopping the "
+                "worker so its uncommitted input is redelivered: %r",
+                exc,
+            )
+            asyncio.ensure_future(self._app.crash(exc))
+
+    def check(self) -> None:
+        """Raise if a produce has failed since the worker started."""
+        if self.failure is not None:
+            raise RuntimeError(
+                f"a produce failed ({self.failure!r}); offsets stay uncommitted"
+            )
+
+
+class Consumer(aiokafka_driver.Consumer):
+    """aiokafka consumer that honours the guard and the declared defects."""
+
+    async def _commit(self, offsets: Mapping[TP, int]) -> bool:
+        # The commit path flushed the producer just before this; give failed
+        # sends' callbacks their turn, then refuse if any has failed.
+        await asyncio.sleep(0)
+        guard: SendFailureGuard = self.app.send_guard  # type: ignore[attr-defined]
+        if guard.failure is not None:
+            log.error("not committing %d offsets: %r", len(offsets), guard.failure)
+            return False
+        return await super()._commit(offsets)
+
+    async def highwaters(self, *partitions: TP) -> Mapping[TP, int]:
+        """End offsets, corrected where the broker's ListOffsets is known wrong."""
+        offsets = await super().highwaters(*partitions)
+        settings = self.app.settings  # type: ignore[attr-defined]
+        if END_OFFSETS_DEFECT not in settings.defects:
+            return offsets
+        hints = {(tp.topic, tp.partition): value or 0 for tp, value in offsets.items()}
+        loop = asyncio.get_running_loop()
+        true = await loop.run_in_executor(
+            None, fetch_end_offsets, settings.bootstrap_servers, hints
+        )
+        corrected = {TP(topic, partition): v for (topic, partition), v in true.items()}
+        _log_corrections(offsets, corrected)
+        return corrected
+
+
+def _log_corrections(reported: Mapping[TP, int], corrected: Mapping[TP, int]) -> None:
+    changed: Iterable[TP] = (
+        tp for tp in corrected if (reported.get(tp) or 0) != corrected[tp]
+    )
+    for tp in changed:
+        log.info(
+            "end offset of %s[%s]: broker said %s, fetch high watermark %s",
+            tp.topic,
+            tp.partition,
+            reported.get(tp),
+            corrected[tp],
+        )
+
+
+class Transport(aiokafka_driver.Transport):
+    """Faust's aiokafka transport with the guarded consumer."""
+
+    Consumer = Consumer

@@ -1,0 +1,1 @@
+"""Records, codecs and the published JSON Schemas of notify-pipeline."""
