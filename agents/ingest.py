@@ -73,7 +73,9 @@ class Rejection:
         )
 
 
-def admit(raw: bytes | None, source: str, now: datetime) -> NotificationEvent | Rejection:
+def admit(
+    raw: bytes | None, source: str, now: datetime
+) -> NotificationEvent | Rejection:
     """Decide one raw message: its ``accepted`` event, or why it is rejected."""
     if raw is None:
         return Rejection("empty message (no value)", "empty", source)

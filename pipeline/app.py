@@ -7,6 +7,7 @@ from typing import Any
 import faust
 from faust.types import TransportT
 
+from pipeline import web
 from pipeline.clock import Clock, SystemClock
 from pipeline.settings import Settings, get_settings
 from pipeline.topology import Topology
@@ -15,7 +16,7 @@ from schemas import codec
 
 #: Modules that declare agents, tables and web views. Listed, not scanned, so a
 #: moved file is an import error rather than a silently missing agent.
-DISCOVER = ["agents.ingest", "pipeline.web"]
+DISCOVER = ["agents.ingest"]
 
 #: Never change by accident: the version is part of every internal topic name.
 APP_VERSION = 1
@@ -36,24 +37,32 @@ class NotifyApp(faust.App):
         return Transport(self.conf.broker_producer, self)
 
 
-def faust_options(settings: Settings) -> dict[str, Any]:
+def faust_options(
+    settings: Settings, discover: list[str] | None = None
+) -> dict[str, Any]:
     """Map our settings onto Faust's App keyword arguments (the only place)."""
     return {
         "version": APP_VERSION,
         "broker": settings.broker_url,
         "store": settings.store_url,
         "datadir": str(settings.data_dir / "faust"),
-        "autodiscover": DISCOVER,
+        "autodiscover": DISCOVER if discover is None else discover,
         "origin": "pipeline",
         "web_host": settings.web_host,
         "web_bind": settings.web_host,
         "web_port": settings.web_port,
         "web_in_thread": False,
+        **(
+            {"canonical_url": settings.web_canonical_url}
+            if settings.web_canonical_url
+            else {}
+        ),
         "broker_session_timeout": settings.broker_session_timeout,
         "broker_heartbeat_interval": settings.broker_heartbeat_interval,
         "broker_commit_interval": settings.broker_commit_interval,
         "broker_request_timeout": max(30.0, settings.broker_session_timeout * 2),
         "producer_request_timeout": settings.broker_request_timeout,
+        "producer_linger": settings.producer_linger,
         "topic_partitions": settings.topic_partitions,
         "topic_replication_factor": settings.topic_replication_factor,
         "key_serializer": "raw",
@@ -66,16 +75,25 @@ def faust_options(settings: Settings) -> dict[str, Any]:
     }
 
 
-def create_app(settings: Settings, *, clock: Clock | None = None) -> NotifyApp:
-    """Build the app for ``settings``; tests build their own with other settings."""
+def create_app(
+    settings: Settings,
+    *,
+    clock: Clock | None = None,
+    discover: list[str] | None = None,
+) -> NotifyApp:
+    """Build the app for ``settings``; tests build their own with other settings.
+
+    ``discover`` replaces the modules scanned for agents (a test app's own).
+    """
     codec.register()
     (settings.data_dir / "faust").mkdir(parents=True, exist_ok=True)
-    app = NotifyApp(settings.app_id, **faust_options(settings))
+    app = NotifyApp(settings.app_id, **faust_options(settings, discover))
     app.settings = settings
     app.clock = clock or SystemClock()
     app.topology = Topology(app, settings)
     app.send_guard = SendFailureGuard(app)
     app.sensors.add(app.send_guard)
+    web.register(app)
     return app
 
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from pipeline.app import app
 from pipeline import commands  # noqa: F401 - registers the project's commands
+from pipeline.app import app
 
 
 def main() -> None:

@@ -60,7 +60,14 @@ class Settings(BaseSettings):
         0.5, gt=0, description="Consumer group heartbeat interval, seconds."
     )
     broker_request_timeout: float = Field(
-        10.0, gt=0, description="Producer request timeout, seconds (bounded on purpose)."
+        10.0,
+        gt=0,
+        description="Producer request timeout, seconds (bounded on purpose).",
+    )
+    producer_linger: float = Field(
+        0.0,
+        ge=0,
+        description="Seconds the producer waits to fill a batch (aiokafka linger).",
     )
     broker_commit_interval: float = Field(
         1.0, gt=0, description="Seconds between consumer offset commits."
@@ -75,10 +82,16 @@ class Settings(BaseSettings):
         Path("var"), description="Worker state: RocksDB tables, logs of `make run`."
     )
     store_url: str = Field(
-        "rocksdb://", description="Table store: `rocksdb://` (rocksdict) or `memory://`."
+        "rocksdb://",
+        description="Table store: `rocksdb://` (rocksdict) or `memory://`.",
     )
     web_host: str = Field("127.0.0.1", description="Address the web server binds.")
     web_port: int = Field(6066, ge=0, le=65535, description="Web server port.")
+    web_canonical_url: str = Field(
+        "",
+        description="URL other workers use to reach this one (table routing); "
+        "empty = http://<hostname>:<web_port>.",
+    )
     clickhouse_dsn: str = Field(
         "",
         description="clickhouse-connect DSN; empty = in-process chDB under data_dir.",
@@ -87,7 +100,6 @@ class Settings(BaseSettings):
         "critical,bulk",
         description="Lanes this worker runs agents for: `critical`, `bulk` or both.",
     )
-    log_level: str = Field("info", description="Worker log level.")
 
     @field_validator("broker_defects")
     @classmethod

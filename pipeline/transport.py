@@ -70,9 +70,7 @@ def fetch_end_offsets(
             tp = (message.topic(), message.partition())
             if tp not in pending:
                 continue
-            _, high = consumer.get_watermark_offsets(
-                TopicPartition(*tp), cached=True
-            )
+            _, high = consumer.get_watermark_offsets(TopicPartition(*tp), cached=True)
             if high >= 0:
                 result[tp] = max(high, pending.pop(tp))
         if pending:

@@ -2,24 +2,39 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+from faust.tables.manager import TableManager
 from faust.web import Request, Response, View
 
-from pipeline.app import app
+if TYPE_CHECKING:
+    from pipeline.app import NotifyApp
 
 
-@app.page("/health")
-class Health(View):
-    """Liveness and readiness of this worker."""
+def register(app: NotifyApp) -> None:
+    """Add the project's views to ``app``'s web server."""
 
-    async def get(self, request: Request) -> Response:
-        """200 while the worker runs and no produce has failed, else 503."""
-        guard = app.send_guard
-        ok = guard.failure is None and not app.should_stop
-        body = {
-            "status": "ok" if ok else "failing",
-            "app_id": app.settings.app_id,
-            "lanes": list(app.settings.worker_lanes),
-            "ready": app.tables.recovery.completed.is_set(),
-            "send_failure": repr(guard.failure) if guard.failure else None,
-        }
-        return self.json(body, status=200 if ok else 503)
+    @app.page("/health")
+    class Health(View):
+        """Liveness and readiness of this worker."""
+
+        async def get(self, request: Request) -> Response:
+            """200 while the worker runs and no produce has failed, else 503."""
+            guard = app.send_guard
+            ok = guard.failure is None and not app.should_stop
+            body = {
+                "status": "ok" if ok else "failing",
+                "app_id": app.settings.app_id,
+                "lanes": list(app.settings.worker_lanes),
+                "ready": _recovered(app),
+                "send_failure": repr(guard.failure) if guard.failure else None,
+            }
+            return self.json(body, status=200 if ok else 503)
+
+
+def _recovered(app: NotifyApp) -> bool:
+    """True once this worker's tables have been recovered from their changelogs."""
+    tables = app.tables
+    if not isinstance(tables, TableManager):
+        return False
+    return tables.recovery.completed.is_set()

@@ -67,11 +67,17 @@ def validate_request(body: Any) -> NotificationRequest:
         )
     priority = body.get("priority", "transactional")
     if priority not in PRIORITIES:
-        raise _invalid("priority", f"must be one of {list(PRIORITIES)}", "invalid_value")
+        raise _invalid(
+            "priority", f"must be one of {list(PRIORITIES)}", "invalid_value"
+        )
     strings = {name: _optional_string(body, name) for name in _OPTIONAL_STRINGS}
     data = body.get("data", {})
     if not isinstance(data, Mapping):
         raise _invalid("data", "must be a JSON object", "invalid_type")
+    try:
+        orjson.dumps(data)
+    except TypeError as exc:  # e.g. an integer beyond 64 bits from another decoder
+        raise _invalid("data", f"cannot be encoded: {exc}", "invalid_value") from None
     schedule_at = _optional_time(body, "schedule_at")
     expiry_at = _optional_time(body, "expiry_at")
     if schedule_at and expiry_at and expiry_at <= schedule_at:
@@ -129,7 +135,8 @@ def _optional_channels(body: Mapping[str, Any]) -> list[str] | None:
     for channel in channels:
         if channel not in CHANNELS:
             raise _invalid(
-                "channels", f"unknown channel {channel!r}; one of {list(CHANNELS)}",
+                "channels",
+                f"unknown channel {channel!r}; one of {list(CHANNELS)}",
                 "invalid_value",
             )
     if len(set(channels)) != len(channels):
@@ -146,7 +153,9 @@ def _optional_time(body: Mapping[str, Any], name: str) -> datetime | None:
     try:
         moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
-        raise _invalid(name, f"not an ISO 8601 date-time: {value!r}", "invalid_value") from None
+        raise _invalid(
+            name, f"not an ISO 8601 date-time: {value!r}", "invalid_value"
+        ) from None
     if moment.tzinfo is None:
         raise _invalid(name, "needs a time zone offset (e.g. Z)", "invalid_value")
     return moment

@@ -1,0 +1,37 @@
+# The notify-pipeline worker image: the project installed at its locked versions.
+FROM python:3.11-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+
+# A fixed, unprivileged uid owns the worker's state directory; a named volume
+# mounted there starts with this ownership.
+RUN groupadd --system --gid 10001 notify \
+    && useradd --system --uid 10001 --gid notify --no-create-home \
+        --home-dir /nonexistent --shell /usr/sbin/nologin notify \
+    && mkdir -p /var/lib/notify \
+    && chown notify:notify /var/lib/notify
+
+WORKDIR /app
+
+# Dependencies first, in their own layer: it is rebuilt only when the lock changes.
+COPY requirements.lock ./
+RUN pip install --no-cache-dir --require-hashes -r requirements.lock
+
+# The project itself; its dependencies are all in the lock above.
+COPY pyproject.toml README.md ./
+COPY pipeline ./pipeline
+COPY agents ./agents
+COPY schemas ./schemas
+COPY tables ./tables
+RUN pip install --no-cache-dir --no-deps . \
+    && rm -rf build *.egg-info
+
+USER notify:notify
+ENV NOTIFY_DATA_DIR=/var/lib/notify
+EXPOSE 6066
+
+# Exec form: SIGTERM reaches the worker, which then commits and leaves the group.
+ENTRYPOINT ["notify"]
+CMD ["worker", "-l", "info"]

@@ -1,0 +1,99 @@
+"""The ingest agents in Faust's test context, with the output topics mocked."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from unittest.mock import AsyncMock
+
+import orjson
+import pytest
+
+import agents.ingest  # noqa: F401 - registers the agents
+from pipeline.app import app
+from pipeline.clock import FrozenClock
+from pipeline.ids import notification_id
+from pipeline.topology import DLQ_CODE, DLQ_REASON, DLQ_SOURCE, DLQ_STAGE
+
+NOW = datetime(2026, 11, 21, 9, 30, tzinfo=UTC)
+REQUEST = {
+    "idempotency_key": "order-4412-shipped",
+    "recipient": {"user_id": "u_991"},
+    "type": "order_shipped",
+    "channels": ["push", "email"],
+    "data": {"order_id": 4412, "eta": "Tue"},
+    "priority": "transactional",
+}
+
+
+@pytest.fixture
+def outputs(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, AsyncMock]]:
+    """Replace the events and dead-letter topics' send with async mocks."""
+    mocks = {"events": AsyncMock(), "deadletter": AsyncMock()}
+    monkeypatch.setattr(app.topology.events, "send", mocks["events"])
+    monkeypatch.setattr(app.topology.deadletter, "send", mocks["deadletter"])
+    monkeypatch.setattr(app, "clock", FrozenClock(NOW))
+    yield mocks
+
+
+async def test_valid_request_is_accepted_on_its_lane(
+    outputs: dict[str, AsyncMock],
+) -> None:
+    """A valid request becomes one ``accepted`` event keyed by its notification id."""
+    async with app.agents["ingest.critical"].test_context() as agent:
+        await agent.put(key=b"u_991", value=orjson.dumps(REQUEST))
+    outputs["deadletter"].assert_not_awaited()
+    outputs["events"].assert_awaited_once()
+    call = outputs["events"].await_args
+    assert call is not None
+    nid = notification_id("default", "order-4412-shipped")
+    assert call.kwargs["key"] == nid
+    event = call.kwargs["value"]
+    assert (event.event_type, event.notification_id, event.lane) == (
+        "accepted",
+        nid,
+        "critical",
+    )
+    assert (event.user_id, event.type, event.ts) == ("u_991", "order_shipped", NOW)
+
+
+async def test_promotional_request_is_routed_to_the_bulk_lane(
+    outputs: dict[str, AsyncMock],
+) -> None:
+    """Promotional traffic is tagged for the bulk lane whatever topic it came on."""
+    body = {**REQUEST, "priority": "promotional", "campaign_id": 1042}
+    async with app.agents["ingest.critical"].test_context() as agent:
+        await agent.put(key=b"u_991", value=orjson.dumps(body))
+    event = outputs["events"].await_args.kwargs["value"]
+    assert (event.lane, event.campaign_id) == ("bulk", "1042")
+
+
+async def test_malformed_message_goes_to_dead_letter_with_its_bytes(
+    outputs: dict[str, AsyncMock],
+) -> None:
+    """Bad bytes reach the dead-letter topic unchanged, with the reason in headers."""
+    raw = b'{"idempotency_key": "k1", "recipient": {}, "type": "x"}'
+    async with app.agents["ingest.bulk"].test_context() as agent:
+        await agent.put(key=b"u_1", value=raw)
+    call = outputs["deadletter"].await_args
+    assert call is not None
+    assert (call.kwargs["key"], call.kwargs["value"]) == (b"u_1", raw)
+    headers = dict(call.kwargs["headers"])
+    assert headers[DLQ_REASON] == b"recipient.user_id: required non-empty string"
+    assert headers[DLQ_CODE] == b"required"
+    assert headers[DLQ_STAGE] == b"ingest"
+    assert headers[DLQ_SOURCE].startswith(b"notify.requests.bulk[")
+    event = outputs["events"].await_args.kwargs["value"]
+    assert (event.event_type, event.reason) == ("dead_lettered", "required")
+
+
+async def test_agent_keeps_going_after_a_bad_message(
+    outputs: dict[str, AsyncMock],
+) -> None:
+    """A malformed message does not stop the stream: the next one is accepted."""
+    async with app.agents["ingest.critical"].test_context() as agent:
+        await agent.put(key=b"u_1", value=b"\xff\xfe not json")
+        await agent.put(key=b"u_2", value=orjson.dumps(REQUEST))
+    assert outputs["deadletter"].await_count == 1
+    kinds = [c.kwargs["value"].event_type for c in outputs["events"].await_args_list]
+    assert kinds == ["dead_lettered", "accepted"]

@@ -1,0 +1,104 @@
+"""A produce that fails is never dropped: the worker stops and its input is redone."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import orjson
+import pytest
+from confluent_kafka import Message
+
+from pipeline.admin import ensure_topics
+from pipeline.broker import EmbeddedBroker
+from pipeline.ids import notification_id
+from pipeline.settings import Settings
+from tests.support import WorkerProcess, produce, read_until, unique
+
+pytestmark = pytest.mark.integration
+
+REQUESTS = 20_000
+
+
+class AllAccepted:
+    """Done once every wanted notification id has an event; reads each once."""
+
+    def __init__(self, wanted: set[str]) -> None:
+        self.missing = set(wanted)
+        self.read = 0
+
+    def __call__(self, kept: list[Message]) -> bool:
+        for message in kept[self.read :]:
+            self.missing.discard(orjson.loads(message.value())["notification_id"])
+        self.read = len(kept)
+        return not self.missing
+
+
+def test_failed_produce_stops_the_worker_and_loses_nothing(tmp_path: Path) -> None:
+    """The broker freezes mid-stream; sends time out; every request still ends accepted.
+
+    Faust's own behaviour here is to log the failed send, drop the record and
+    commit the input offset anyway. The send guard refuses that commit and
+    crashes the worker; a restarted worker redoes the uncommitted input.
+    """
+    with EmbeddedBroker(log_path=tmp_path / "broker.log") as broker:
+        ensure_topics(Settings(broker_url=broker.url))
+        run = unique("guard")
+        keys = [f"{run}-{i}" for i in range(REQUESTS)]
+        bodies = [
+            orjson.dumps(
+                {
+                    "idempotency_key": key,
+                    "recipient": {"user_id": f"u{i % 97}"},
+                    "type": "order_shipped",
+                }
+            )
+            for i, key in enumerate(keys)
+        ]
+        produce(
+            broker.bootstrap,
+            "notify.requests.critical",
+            [(f"u{i % 97}".encode(), body) for i, body in enumerate(bodies)],
+            **{"linger.ms": 20},
+        )
+        env = {
+            "NOTIFY_BROKER_URL": broker.url,
+            "NOTIFY_APP_ID": run,
+            "NOTIFY_BROKER_REQUEST_TIMEOUT": "2",
+        }
+        first = WorkerProcess(
+            "pipeline.app",
+            {**env, "NOTIFY_DATA_DIR": str(tmp_path / "first")},
+            tmp_path / "first.log",
+        ).start()
+        try:
+            first.wait_ready(timeout=90)
+            read_until(
+                broker.bootstrap,
+                ["notify.events"],
+                lambda kept: len(kept) >= 2_000,
+                timeout=90,
+            )
+            broker.pause()
+            try:
+                code = first.wait_exit(timeout=60)
+            finally:
+                broker.resume()
+        finally:
+            first.stop()
+        log = first.log_path.read_text(errors="replace")
+        assert code != 0, first.log_tail()
+        assert "produce failed, refusing further offset commits" in log
+
+        second = WorkerProcess(
+            "pipeline.app",
+            {**env, "NOTIFY_DATA_DIR": str(tmp_path / "second")},
+            tmp_path / "second.log",
+        ).start()
+        wanted = {notification_id("default", key) for key in keys}
+        try:
+            second.wait_ready(timeout=90)
+
+            accepted = AllAccepted(wanted)
+            read_until(broker.bootstrap, ["notify.events"], accepted, timeout=120)
+        finally:
+            second.stop()

@@ -1,0 +1,231 @@
+"""Shared test helpers: the broker under test, worker processes, topic readers."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaError, Message, Producer
+
+from pipeline.broker import free_port
+from pipeline.settings import EMBEDDED_BROKER_DEFECTS
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+
+@dataclass(frozen=True)
+class BrokerUnderTest:
+    """The broker a test session talks to, and the defects declared for it."""
+
+    url: str
+    bootstrap: str
+    defects: frozenset[str]
+    embedded: bool
+
+    @classmethod
+    def embedded_at(cls, url: str, bootstrap: str) -> BrokerUnderTest:
+        """The embedded broker: it has the embedded profile's declared defects."""
+        declared = os.environ.get("NOTIFY_BROKER_DEFECTS", EMBEDDED_BROKER_DEFECTS)
+        return cls(url, bootstrap, _defects(declared), embedded=True)
+
+    @classmethod
+    def external(cls, url: str) -> BrokerUnderTest:
+        """A broker named by ``NOTIFY_TEST_BROKER_URL`` (e.g. Apache Kafka)."""
+        from pipeline.settings import bootstrap_servers
+
+        declared = os.environ.get("NOTIFY_BROKER_DEFECTS", "")
+        return cls(url, bootstrap_servers(url), _defects(declared), embedded=False)
+
+
+def _defects(declared: str) -> frozenset[str]:
+    return frozenset(part.strip() for part in declared.split(",") if part.strip())
+
+
+def unique(prefix: str) -> str:
+    """A name no other test uses: topics, groups, idempotency keys."""
+    return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+def consumer_config(bootstrap: str, group: str, **extra: Any) -> dict[str, Any]:
+    """A confluent-kafka consumer config with the short group timeouts."""
+    config: dict[str, Any] = {
+        "bootstrap.servers": bootstrap,
+        "group.id": group,
+        "auto.offset.reset": "earliest",
+        "enable.auto.commit": False,
+        # librdkafka's defaults take ~23 s to join on the dev broker.
+        "session.timeout.ms": 3000,
+        "heartbeat.interval.ms": 500,
+        "log_level": 3,
+    }
+    config.update(extra)
+    return config
+
+
+def produce(
+    bootstrap: str,
+    topic: str,
+    records: Iterable[tuple[bytes | None, bytes | None]],
+    **config: Any,
+) -> list[Message]:
+    """Produce (key, value) records and return their delivery reports."""
+    delivered: list[Message] = []
+    errors: list[KafkaError] = []
+
+    def on_delivery(error: KafkaError | None, message: Message) -> None:
+        if error is not None:
+            errors.append(error)
+        else:
+            delivered.append(message)
+
+    producer = Producer({"bootstrap.servers": bootstrap, **config})
+    for key, value in records:
+        producer.produce(topic, key=key, value=value, on_delivery=on_delivery)
+        producer.poll(0)
+    remaining = producer.flush(30)
+    assert remaining == 0, f"{remaining} records not delivered"
+    assert not errors, errors
+    return delivered
+
+
+def read_until(
+    bootstrap: str,
+    topics: list[str],
+    done: Callable[[list[Message]], bool],
+    *,
+    timeout: float = 60.0,
+    keep: Callable[[Message], bool] = lambda message: True,
+) -> list[Message]:
+    """Read ``topics`` from the start until ``done(kept messages)`` or the deadline."""
+    consumer = Consumer(consumer_config(bootstrap, unique("reader")))
+    consumer.subscribe(topics)
+    kept: list[Message] = []
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            for message in consumer.consume(num_messages=1000, timeout=0.2):
+                if message.error() is None and keep(message):
+                    kept.append(message)
+            if done(kept):
+                return kept
+    finally:
+        consumer.close()
+    raise AssertionError(
+        f"condition not met within {timeout}s on {topics}; read {len(kept)}"
+    )
+
+
+def wait_for(
+    condition: Callable[[], Any], *, timeout: float, interval: float = 0.1
+) -> Any:
+    """Poll ``condition`` until it returns something truthy, or fail at the deadline."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = condition()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s")
+        time.sleep(interval)
+
+
+@dataclass
+class WorkerProcess:
+    """A real ``faust worker`` subprocess with its own data dir, port and log."""
+
+    app: str
+    env: dict[str, str]
+    log_path: Path
+    web_port: int = field(default_factory=free_port)
+    process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> WorkerProcess:
+        """Start the worker; it binds its web server to loopback only."""
+        env = {**os.environ, **self.env}
+        env["NOTIFY_WEB_PORT"] = str(self.web_port)
+        env["NOTIFY_WEB_HOST"] = "127.0.0.1"
+        argv = [
+            str(BIN / "faust"),
+            "-A",
+            self.app,
+            "worker",
+            "-l",
+            "info",
+            "--web-port",
+            str(self.web_port),
+            "--web-host",
+            "127.0.0.1",
+        ]
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                argv, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT
+            )
+        return self
+
+    def get(self, path: str) -> Any:
+        """GET a JSON document from the worker's web server, or None if not up."""
+        url = f"http://127.0.0.1:{self.web_port}{path}"
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310
+                return json.loads(response.read())
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            return None
+
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        """Wait until the worker says its tables are recovered and it runs."""
+
+        def ready() -> bool:
+            self.assert_alive()
+            health = self.get("/health")
+            return bool(health and health.get("ready"))
+
+        wait_for(ready, timeout=timeout, interval=0.2)
+
+    def assert_alive(self) -> None:
+        """Fail with the log's tail if the worker has exited."""
+        assert self.process is not None
+        code = self.process.poll()
+        if code is not None:
+            raise AssertionError(f"worker exited with {code}:\n{self.log_tail()}")
+
+    def log_tail(self, lines: int = 40) -> str:
+        """The last lines of the worker's log."""
+        text = self.log_path.read_text(errors="replace").splitlines()
+        return "\n".join(text[-lines:])
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown, no final commit, no flush."""
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait(10)
+
+    def stop(self, timeout: float = 30.0) -> int | None:
+        """SIGTERM and wait; SIGKILL if it does not stop in time."""
+        if self.process is None:
+            return None
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(10)
+        return self.process.returncode
+
+    def wait_exit(self, timeout: float) -> int:
+        """Wait for the worker to exit by itself; return its exit code."""
+        assert self.process is not None
+        return self.process.wait(timeout)

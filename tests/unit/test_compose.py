@@ -1,0 +1,732 @@
+"""docker-compose.yml and the Dockerfile, checked against the settings they feed."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import re
+import shlex
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+import pytest
+import yaml
+from pydantic import ValidationError
+
+from pipeline.settings import LANES, Settings, bootstrap_servers
+
+Compose = dict[str, Any]
+Service = dict[str, Any]
+Env = dict[str, str | None]
+
+REPO = Path(__file__).resolve().parents[2]
+COMPOSE_FILE = REPO / "docker-compose.yml"
+PREFIX = str(Settings.model_config.get("env_prefix", "")).upper()
+#: What an operator exports before ``docker compose up``: the file requires it.
+#: URL-safe, as it must be: Compose pastes it into the DSN without quoting.
+OPERATOR_ENV = {"CLICKHOUSE_PASSWORD": "s3cret-Pa55_word"}
+WORKER_ARGV = ("notify", "worker")
+TOPICS_ARGV = ("notify", "topics")
+
+# ---------------------------------------------------------------------------
+# Reading the files the way Docker does.
+
+_VARIABLE = re.compile(
+    r"\$(?:(?P<escaped>\$)|\{(?P<braced>[^}]*)\}|(?P<named>[A-Za-z_]\w*))"
+)
+_BRACED = re.compile(r"(?P<name>[A-Za-z_]\w*)(?:(?P<op>:?[-?+])(?P<arg>.*))?", re.S)
+
+
+def interpolate(text: str, env: Mapping[str, str]) -> str:
+    """Substitute ``$VAR``, ``${VAR}``, ``${VAR:-d}``, ``${VAR:?e}``... as Compose."""
+
+    def substitute(match: re.Match[str]) -> str:
+        if match["escaped"]:
+            return "$"
+        if match["named"]:
+            return env.get(match["named"], "")
+        braced = _BRACED.fullmatch(match["braced"])
+        if braced is None:
+            raise ValueError(f"invalid interpolation {match[0]!r}")
+        name, op, arg = braced["name"], braced["op"] or "", braced["arg"] or ""
+        value = env.get(name)
+        missing = not value if op.startswith(":") else value is None
+        if op.endswith("-"):
+            return arg if missing else value or ""
+        if op.endswith("?"):
+            if missing:
+                raise ValueError(f"required variable {name} is missing: {arg}")
+            return value or ""
+        if op.endswith("+"):
+            return "" if missing else arg
+        return value or ""
+
+    return _VARIABLE.sub(substitute, text)
+
+
+def _interpolate_tree(node: Any, env: Mapping[str, str]) -> Any:
+    if isinstance(node, str):
+        return interpolate(node, env)
+    if isinstance(node, list):
+        return [_interpolate_tree(item, env) for item in node]
+    if isinstance(node, dict):
+        return {key: _interpolate_tree(value, env) for key, value in node.items()}
+    return node
+
+
+def load_compose(path: Path, env: Mapping[str, str]) -> Compose:
+    """The compose file with anchors merged and ``${...}`` interpolated."""
+    loaded = yaml.safe_load(path.read_text())
+    assert isinstance(loaded, dict), f"{path.name} is not a mapping"
+    compose: Compose = _interpolate_tree(loaded, env)
+    return compose
+
+
+@dataclass
+class Dockerfile:
+    """What a Dockerfile's final stage declares, as far as these checks need."""
+
+    path: Path
+    base: str = ""
+    entrypoint: list[str] = field(default_factory=list)
+    cmd: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
+    user: str = ""
+    runs: list[str] = field(default_factory=list)
+
+
+def _instructions(text: str) -> list[tuple[str, str]]:
+    logical, pending = [], ""
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not pending and (not line or line.startswith("#")):
+            continue
+        if line.startswith("#"):
+            continue
+        if line.endswith("\\"):
+            pending += line[:-1] + " "
+            continue
+        logical.append(pending + line)
+        pending = ""
+    result = []
+    for line in logical:
+        keyword, _, rest = line.partition(" ")
+        result.append((keyword.upper(), rest.strip()))
+    return result
+
+
+def _exec_form(rest: str) -> list[str]:
+    if rest.startswith("["):
+        argv = json.loads(rest)
+        return [str(arg) for arg in argv]
+    return ["/bin/sh", "-c", rest]
+
+
+def parse_dockerfile(path: Path) -> Dockerfile:
+    """Parse ``path`` (the last ``FROM`` stage is the image that runs)."""
+    image = Dockerfile(path)
+    for keyword, rest in _instructions(path.read_text()):
+        if keyword == "FROM":
+            image = Dockerfile(path, base=rest.split()[0])
+        elif keyword == "ENTRYPOINT":
+            image.entrypoint = _exec_form(rest)
+            image.cmd = []  # a new ENTRYPOINT resets an inherited CMD
+        elif keyword == "CMD":
+            image.cmd = _exec_form(rest)
+        elif keyword == "USER":
+            image.user = rest
+        elif keyword == "RUN":
+            image.runs.append(rest)
+        elif keyword == "ENV":
+            words = shlex.split(rest)
+            if words and "=" not in words[0]:
+                image.env[words[0]] = " ".join(words[1:])
+            else:
+                for word in words:
+                    key, _, value = word.partition("=")
+                    image.env[key] = value
+    return image
+
+
+def dockerfile_path(service: Service, base_dir: Path) -> Path | None:
+    """The Dockerfile a service is built from, or None for a pulled image."""
+    build = service.get("build")
+    if build is None:
+        return None
+    if isinstance(build, str):
+        return base_dir / build / "Dockerfile"
+    return base_dir / build.get("context", ".") / build.get("dockerfile", "Dockerfile")
+
+
+def image_of(service: Service, base_dir: Path) -> Dockerfile | None:
+    """The parsed Dockerfile of a built service (None: pulled, or file missing)."""
+    path = dockerfile_path(service, base_dir)
+    return parse_dockerfile(path) if path is not None and path.is_file() else None
+
+
+def _argv(value: Any) -> list[str]:
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return shlex.split(value)
+    return [str(arg) for arg in value]
+
+
+def effective_argv(service: Service, image: Dockerfile | None) -> list[str]:
+    """What the container runs: Compose's entrypoint/command over the image's."""
+    if "entrypoint" in service:
+        # Compose: overriding the entrypoint also drops the image's CMD.
+        return _argv(service["entrypoint"]) + _argv(service.get("command"))
+    entrypoint = image.entrypoint if image else []
+    if "command" in service:
+        return entrypoint + _argv(service["command"])
+    return entrypoint + (image.cmd if image else [])
+
+
+def services_running(
+    compose: Compose, base_dir: Path, argv: tuple[str, ...]
+) -> dict[str, Service]:
+    """The services whose container runs a command starting with ``argv``."""
+    return {
+        name: service
+        for name, service in compose.get("services", {}).items()
+        if tuple(effective_argv(service, image_of(service, base_dir))[: len(argv)])
+        == argv
+    }
+
+
+def _env_value(value: Any) -> str | None:
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def declared_env(service: Service) -> Env:
+    """A service's ``environment``, list or mapping form; None: taken from host."""
+    environment = service.get("environment") or {}
+    if isinstance(environment, dict):
+        return {str(key): _env_value(value) for key, value in environment.items()}
+    result: Env = {}
+    for item in environment:
+        key, sep, value = str(item).partition("=")
+        result[key] = value if sep else None
+    return result
+
+
+def container_env(service: Service, image: Dockerfile | None) -> Env:
+    """The environment the process sees: the image's ENV, overridden by Compose."""
+    env: Env = dict(image.env) if image else {}
+    env.update(declared_env(service))
+    return env
+
+
+def settings_env_names() -> set[str]:
+    """Every variable the settings read: prefix + field name, upper-cased."""
+    return {f"{PREFIX}{name}".upper() for name in Settings.model_fields}
+
+
+def settings_from_env(env: Env, monkeypatch: pytest.MonkeyPatch) -> Settings:
+    """Build the settings exactly as a worker would, from ``env`` alone."""
+    for key in list(os.environ):
+        if key.upper().startswith(PREFIX):
+            monkeypatch.delenv(key)
+    for key, value in env.items():
+        if key.upper().startswith(PREFIX) and value is not None:
+            monkeypatch.setenv(key, value)
+    return Settings()
+
+
+def _service_at(compose: Compose, host: str) -> tuple[str, Service] | None:
+    for name, service in compose.get("services", {}).items():
+        if host in (name, service.get("hostname")):
+            return name, service
+    return None
+
+
+def _container_ports(service: Service) -> set[int]:
+    ports = {int(port) for port in service.get("expose", [])}
+    return ports | {target for _, target in published_ports(service)}
+
+
+def published_ports(service: Service) -> list[tuple[int | None, int]]:
+    """(host port, container port) of each ``ports`` entry, short or long syntax."""
+    result: list[tuple[int | None, int]] = []
+    for entry in service.get("ports", []):
+        if isinstance(entry, dict):
+            published = entry.get("published")
+            result.append((int(published) if published else None, int(entry["target"])))
+            continue
+        parts = str(entry).split("/", 1)[0].rsplit(":", 2)
+        host = int(parts[-2]) if len(parts) >= 2 and parts[-2] else None
+        result.append((host, int(parts[-1])))
+    return result
+
+
+def _names(value: str | None) -> set[str]:
+    return {item.strip() for item in (value or "").split(",") if item.strip()}
+
+
+def _mounts(service: Service) -> list[tuple[str, str]]:
+    """(source, target) of each volume, short or long syntax."""
+    result = []
+    for volume in service.get("volumes", []):
+        if isinstance(volume, dict):
+            result.append((str(volume.get("source", "")), str(volume["target"])))
+        else:
+            source, _, rest = str(volume).partition(":")
+            result.append((source, rest.split(":")[0]))
+    return result
+
+
+def _listeners(value: str | None) -> dict[str, tuple[str, int]]:
+    result = {}
+    for item in (value or "").split(","):
+        if "://" not in item:
+            continue
+        name, address = item.strip().split("://", 1)
+        host, _, port = address.rpartition(":")
+        result[name] = (host, int(port))
+    return result
+
+
+# ---------------------------------------------------------------------------
+# The checks. Each returns what is wrong, so a test can show it can fail.
+
+
+def unknown_notify_variables(compose: Compose, base_dir: Path) -> list[str]:
+    """NOTIFY_* variables (Compose or image ENV) that no settings field reads."""
+    allowed = settings_env_names()
+    problems = []
+    for name, service in compose.get("services", {}).items():
+        image = image_of(service, base_dir)
+        for key, value in container_env(service, image).items():
+            if not key.upper().startswith(PREFIX):
+                continue
+            if key not in allowed:
+                problems.append(f"{name}: {key} is not a settings field")
+            if value is None:
+                problems.append(f"{name}: {key} has no value (taken from the host)")
+    return problems
+
+
+def settings_problems(
+    name: str, env: Env, monkeypatch: pytest.MonkeyPatch
+) -> list[str]:
+    """What is wrong with the settings a worker builds from ``env``."""
+    try:
+        settings = settings_from_env(env, monkeypatch)
+    except ValidationError as exc:
+        return [f"{name}: settings rejected: {exc}"]
+    problems = []
+    if settings.profile != "production":
+        problems.append(f"{name}: profile {settings.profile!r}, not production")
+    if settings.defects:
+        problems.append(f"{name}: declares broker defects {sorted(settings.defects)}")
+    if not settings.clickhouse_dsn:
+        problems.append(f"{name}: no ClickHouse DSN (would run chDB in-process)")
+    if settings.broker_heartbeat_interval * 3 > settings.broker_session_timeout:
+        problems.append(f"{name}: heartbeat above a third of the session timeout")
+    if not settings.data_dir.is_absolute():
+        problems.append(f"{name}: data dir {settings.data_dir} is relative")
+    if settings.web_host in ("127.0.0.1", "localhost", "::1"):
+        problems.append(f"{name}: web server bound to loopback inside a container")
+    return problems
+
+
+def dependency_problems(compose: Compose) -> list[str]:
+    """depends_on naming undefined services, or conditions they cannot meet."""
+    services = compose.get("services", {})
+    problems = []
+    for name, service in services.items():
+        depends_on = service.get("depends_on") or {}
+        if isinstance(depends_on, list):
+            depends_on = {dep: {"condition": "service_started"} for dep in depends_on}
+        for dep, spec in depends_on.items():
+            if dep not in services:
+                problems.append(f"{name}: depends on undefined service {dep!r}")
+                continue
+            condition = (spec or {}).get("condition", "service_started")
+            target = services[dep]
+            if condition == "service_healthy" and not target.get("healthcheck"):
+                problems.append(f"{name}: waits for {dep} healthy; it has no check")
+            if condition == "service_completed_successfully" and target.get(
+                "restart", "no"
+            ) not in ("no", "on-failure"):
+                problems.append(f"{name}: waits for {dep} to exit; it restarts")
+    return problems
+
+
+def _depends_with(service: Service, dep: str, condition: str) -> bool:
+    depends_on = service.get("depends_on") or {}
+    if isinstance(depends_on, list):
+        return dep in depends_on and condition == "service_started"
+    return (depends_on.get(dep) or {}).get("condition") == condition
+
+
+def broker_problems(compose: Compose, name: str, env: Env) -> list[str]:
+    """The broker URL must name listeners a Kafka service advertises."""
+    url = env.get(f"{PREFIX}BROKER_URL") or ""
+    problems = []
+    for address in filter(None, bootstrap_servers(url).split(",")):
+        host, _, port_text = address.rpartition(":")
+        found = _service_at(compose, host)
+        if found is None:
+            problems.append(f"{name}: broker host {host!r} is no service")
+            continue
+        kafka_name, kafka = found
+        kafka_env = declared_env(kafka)
+        advertised = _listeners(kafka_env.get("KAFKA_ADVERTISED_LISTENERS"))
+        listening = _listeners(kafka_env.get("KAFKA_LISTENERS"))
+        controllers = _names(kafka_env.get("KAFKA_CONTROLLER_LISTENER_NAMES"))
+        protocols = {
+            pair.split(":", 1)[0]
+            for pair in _names(kafka_env.get("KAFKA_LISTENER_SECURITY_PROTOCOL_MAP"))
+        }
+        matches = [
+            listener
+            for listener, (adv_host, adv_port) in advertised.items()
+            if (adv_host, str(adv_port)) == (host, port_text)
+        ]
+        if not matches:
+            problems.append(f"{name}: {kafka_name} advertises no listener {address}")
+        for listener in matches:
+            if listening.get(listener, ("", -1))[1] != int(port_text):
+                problems.append(f"{name}: {kafka_name} does not listen on {address}")
+            if listener in controllers:
+                problems.append(f"{name}: {address} is the controller listener")
+            if listener not in protocols:
+                problems.append(f"{name}: listener {listener} has no protocol")
+        if not _depends_with(compose["services"][name], kafka_name, "service_healthy"):
+            problems.append(f"{name}: does not wait for {kafka_name} to be healthy")
+    if not url:
+        problems.append(f"{name}: no broker URL")
+    return problems
+
+
+def clickhouse_problems(compose: Compose, name: str, env: Env) -> list[str]:
+    """The DSN must log in to a ClickHouse service with the account it creates."""
+    dsn = urlsplit(env.get(f"{PREFIX}CLICKHOUSE_DSN") or "")
+    if dsn.scheme not in ("http", "https") or not dsn.hostname:
+        return [f"{name}: ClickHouse DSN is not an http(s) server URL"]
+    found = _service_at(compose, dsn.hostname)
+    if found is None:
+        return [f"{name}: ClickHouse host {dsn.hostname!r} is no service"]
+    server_name, server = found
+    server_env = declared_env(server)
+    problems = []
+    port = dsn.port or (8443 if dsn.scheme == "https" else 8123)
+    if port not in _container_ports(server):
+        problems.append(f"{name}: {server_name} exposes no port {port}")
+    expected = {
+        "user": (unquote(dsn.username or ""), server_env.get("CLICKHOUSE_USER")),
+        "password": (
+            unquote(dsn.password or ""),
+            server_env.get("CLICKHOUSE_PASSWORD"),
+        ),
+        "database": (
+            unquote(dsn.path.lstrip("/")) or "default",
+            server_env.get("CLICKHOUSE_DB") or "default",
+        ),
+    }
+    for what, (in_dsn, on_server) in expected.items():
+        if in_dsn != on_server:
+            problems.append(f"{name}: DSN {what} differs from {server_name}'s")
+    if not _depends_with(compose["services"][name], server_name, "service_healthy"):
+        problems.append(f"{name}: does not wait for {server_name} to be healthy")
+    return problems
+
+
+def lane_problems(workers: Mapping[str, Env]) -> list[str]:
+    """Each lane has exactly one worker service, running that lane only."""
+    problems = []
+    for lane in LANES:
+        running = [
+            name
+            for name, env in workers.items()
+            if lane in (env.get(f"{PREFIX}LANES") or "").split(",")
+        ]
+        if len(running) != 1:
+            problems.append(f"lane {lane}: {len(running)} worker services {running}")
+        for name in running:
+            if workers[name].get(f"{PREFIX}LANES") != lane:
+                problems.append(f"{name}: runs more than lane {lane}")
+    return problems
+
+
+def web_port_problems(compose: Compose, workers: Mapping[str, Env]) -> list[str]:
+    """Workers serve distinct web ports, published, and no host port is reused."""
+    problems = []
+    web_ports: dict[str, str] = {}
+    for name, env in workers.items():
+        port = env.get(f"{PREFIX}WEB_PORT") or ""
+        if port in web_ports:
+            problems.append(f"{name}: web port {port} also {web_ports[port]}'s")
+        web_ports[port] = name
+        targets = {target for _, target in published_ports(compose["services"][name])}
+        if not port.isdigit() or int(port) not in targets:
+            problems.append(f"{name}: web port {port!r} is not published")
+    host_ports: dict[int, str] = {}
+    for name, service in compose.get("services", {}).items():
+        for host, _ in published_ports(service):
+            if host is not None and host in host_ports:
+                problems.append(f"{name}: host port {host} also {host_ports[host]}'s")
+            if host is not None:
+                host_ports[host] = name
+    return problems
+
+
+def state_volume_problems(
+    compose: Compose, workers: Mapping[str, Env], data_dirs: Mapping[str, Path]
+) -> list[str]:
+    """Each worker keeps its data dir on its own named volume (RocksDB locks it)."""
+    declared = set(compose.get("volumes") or {})
+    owners: dict[str, str] = {}
+    problems = []
+    for name in workers:
+        data_dir = str(data_dirs[name])
+        mounted = [
+            source
+            for source, target in _mounts(compose["services"][name])
+            if target == data_dir
+        ]
+        if not mounted:
+            problems.append(f"{name}: no volume at {data_dir}")
+        for source in mounted:
+            if source not in declared:
+                problems.append(f"{name}: volume {source!r} is not declared")
+            if source in owners:
+                problems.append(f"{name}: shares volume {source} with {owners[source]}")
+            owners[source] = name
+    return problems
+
+
+def topics_job_problems(
+    compose: Compose, base_dir: Path, workers: Mapping[str, Env]
+) -> list[str]:
+    """One ``notify topics`` job creates topics exactly as the workers expect."""
+    jobs = services_running(compose, base_dir, TOPICS_ARGV)
+    if len(jobs) != 1:
+        return [f"{len(jobs)} services run `notify topics`"]
+    ((job_name, job),) = jobs.items()
+    job_env = container_env(job, image_of(job, base_dir))
+    problems = []
+    shared = ("APP_ID", "BROKER_URL", "TOPIC_PARTITIONS", "TOPIC_REPLICATION_FACTOR")
+    for name, env in workers.items():
+        for key in (f"{PREFIX}{suffix}" for suffix in shared):
+            if env.get(key) != job_env.get(key):
+                problems.append(f"{name}: {key} differs from {job_name}'s")
+        service = compose["services"][name]
+        if not _depends_with(service, job_name, "service_completed_successfully"):
+            problems.append(f"{name}: does not wait for {job_name} to complete")
+    return problems
+
+
+def image_problems(compose: Compose, base_dir: Path) -> list[str]:
+    """Built services have a Dockerfile that installs the lock and runs a worker."""
+    problems = []
+    for name, service in compose.get("services", {}).items():
+        path = dockerfile_path(service, base_dir)
+        if path is None:
+            continue
+        if not path.is_file():
+            problems.append(f"{name}: no Dockerfile at {path.relative_to(base_dir)}")
+            continue
+        image = parse_dockerfile(path)
+        if tuple((image.entrypoint + image.cmd)[:2]) != WORKER_ARGV:
+            problems.append(f"{name}: image runs {image.entrypoint + image.cmd}")
+        if image.user.split(":")[0] in ("", "root", "0"):
+            problems.append(f"{name}: image runs as root")
+        if not any(
+            "--require-hashes -r requirements.lock" in run for run in image.runs
+        ):
+            problems.append(f"{name}: image does not install the hashed lock")
+    return problems
+
+
+# ---------------------------------------------------------------------------
+# The tests.
+
+
+@pytest.fixture
+def compose() -> Compose:
+    """The repository's compose file, interpolated with the operator's env."""
+    return load_compose(COMPOSE_FILE, OPERATOR_ENV)
+
+
+def worker_envs(compose: Compose, base_dir: Path = REPO) -> dict[str, Env]:
+    """Each worker service's container environment."""
+    return {
+        name: container_env(service, image_of(service, base_dir))
+        for name, service in services_running(compose, base_dir, WORKER_ARGV).items()
+    }
+
+
+def test_every_notify_variable_is_a_settings_field(compose: Compose) -> None:
+    """No NOTIFY_* variable in the stack is ignored by the settings."""
+    assert unknown_notify_variables(compose, REPO) == []
+
+
+def test_an_unknown_notify_variable_is_rejected(compose: Compose) -> None:
+    """A typo'd variable name, silently ignored by the settings, fails the check."""
+    mutated = copy.deepcopy(compose)
+    name = next(iter(worker_envs(mutated)))
+    environment = mutated["services"][name]["environment"]
+    environment[f"{PREFIX}BROKER_ULR"] = environment.pop(f"{PREFIX}BROKER_URL")
+    assert unknown_notify_variables(mutated, REPO) == [
+        f"{name}: {PREFIX}BROKER_ULR is not a settings field"
+    ]
+
+
+def test_workers_build_production_settings(
+    compose: Compose, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each worker's environment validates into production settings."""
+    workers = worker_envs(compose)
+    assert workers, "no service runs `notify worker`"
+    for name, env in workers.items():
+        assert settings_problems(name, env, monkeypatch) == []
+        settings = settings_from_env(env, monkeypatch)
+        assert settings.profile == "production"
+        assert settings.defects == frozenset()
+
+
+def test_every_dependency_is_defined_and_reachable(compose: Compose) -> None:
+    """depends_on names defined services whose conditions can be met."""
+    assert dependency_problems(compose) == []
+
+
+def test_workers_reach_kafka_and_clickhouse(compose: Compose) -> None:
+    """Broker URL and ClickHouse DSN name services, ports and accounts that exist."""
+    for name, env in worker_envs(compose).items():
+        assert broker_problems(compose, name, env) == []
+        assert clickhouse_problems(compose, name, env) == []
+
+
+def test_each_lane_has_one_worker_service(compose: Compose) -> None:
+    """Every lane of the settings is run by exactly one worker service."""
+    assert lane_problems(worker_envs(compose)) == []
+
+
+def test_worker_web_ports_and_state_volumes(
+    compose: Compose, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Workers publish distinct web ports and keep state on their own volumes."""
+    workers = worker_envs(compose)
+    data_dirs = {
+        name: settings_from_env(env, monkeypatch).data_dir
+        for name, env in workers.items()
+    }
+    assert web_port_problems(compose, workers) == []
+    assert state_volume_problems(compose, workers, data_dirs) == []
+
+
+def test_topics_job_matches_the_workers(compose: Compose) -> None:
+    """`notify topics` runs once, with the workers' topic settings, before them."""
+    assert topics_job_problems(compose, REPO, worker_envs(compose)) == []
+
+
+def test_image_runs_a_worker_from_the_lock(compose: Compose) -> None:
+    """The build context's Dockerfile exists, installs the lock, runs a worker."""
+    assert image_problems(compose, REPO) == []
+
+
+def test_compose_requires_the_clickhouse_password() -> None:
+    """No ClickHouse password is baked into the file: the operator must set one."""
+    with pytest.raises(ValueError, match="CLICKHOUSE_PASSWORD"):
+        load_compose(COMPOSE_FILE, {})
+
+
+def _first_worker(compose: Compose) -> Service:
+    return compose["services"][next(iter(worker_envs(compose)))]
+
+
+def _broker_on_controller_port(compose: Compose) -> None:
+    _first_worker(compose)["environment"][f"{PREFIX}BROKER_URL"] = "kafka://kafka:9093"
+
+
+def _dsn_to_unknown_host(compose: Compose) -> None:
+    environment = _first_worker(compose)["environment"]
+    key = f"{PREFIX}CLICKHOUSE_DSN"
+    environment[key] = environment[key].replace("@clickhouse:", "@clickhous:")
+
+
+def _both_workers_on_one_lane(compose: Compose) -> None:
+    for name in worker_envs(compose):
+        compose["services"][name]["environment"][f"{PREFIX}LANES"] = LANES[0]
+
+
+def _web_ports_collide(compose: Compose) -> None:
+    for name in worker_envs(compose):
+        service = compose["services"][name]
+        service["environment"][f"{PREFIX}WEB_PORT"] = "6066"
+
+
+def _dev_broker_defects(compose: Compose) -> None:
+    _first_worker(compose)["environment"][f"{PREFIX}BROKER_DEFECTS"] = "compaction"
+
+
+def _missing_dockerfile(compose: Compose) -> None:
+    _first_worker(compose)["build"] = {"context": ".", "dockerfile": "Missing.file"}
+
+
+def _undefined_dependency(compose: Compose) -> None:
+    _first_worker(compose)["depends_on"]["zookeeper"] = {"condition": "service_healthy"}
+
+
+def _topics_job_other_partitions(compose: Compose) -> None:
+    for service in compose["services"].values():
+        if service.get("command") == ["topics"]:
+            service["environment"] = {
+                **service["environment"],
+                f"{PREFIX}TOPIC_PARTITIONS": "3",
+            }
+
+
+def _all_problems(compose: Compose, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    workers = worker_envs(compose)
+    problems = [
+        *unknown_notify_variables(compose, REPO),
+        *dependency_problems(compose),
+        *lane_problems(workers),
+        *web_port_problems(compose, workers),
+        *topics_job_problems(compose, REPO, workers),
+        *image_problems(compose, REPO),
+    ]
+    for name, env in workers.items():
+        problems += settings_problems(name, env, monkeypatch)
+        problems += broker_problems(compose, name, env)
+        problems += clickhouse_problems(compose, name, env)
+    return problems
+
+
+@pytest.mark.parametrize(
+    ("mutate", "expected"),
+    [
+        (_broker_on_controller_port, "advertises no listener kafka:9093"),
+        (_dsn_to_unknown_host, "ClickHouse host 'clickhous' is no service"),
+        (_both_workers_on_one_lane, "worker services"),
+        (_web_ports_collide, "web port 6066 also"),
+        (_dev_broker_defects, "declares broker defects ['compaction']"),
+        (_missing_dockerfile, "no Dockerfile at Missing.file"),
+        (_undefined_dependency, "depends on undefined service 'zookeeper'"),
+        (_topics_job_other_partitions, f"{PREFIX}TOPIC_PARTITIONS differs"),
+    ],
+)
+def test_checks_reject_a_broken_stack(
+    compose: Compose,
+    monkeypatch: pytest.MonkeyPatch,
+    mutate: Callable[[Compose], None],
+    expected: str,
+) -> None:
+    """Each check fails on a stack broken the way it guards against."""
+    assert _all_problems(compose, monkeypatch) == []
+    mutated = copy.deepcopy(compose)
+    mutate(mutated)
+    problems = _all_problems(mutated, monkeypatch)
+    assert any(expected in problem for problem in problems), problems

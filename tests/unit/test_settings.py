@@ -1,0 +1,89 @@
+"""Settings: environment names, validation, and the one mapping onto Faust."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from pipeline.app import faust_options
+from pipeline.settings import Settings, bootstrap_servers
+
+
+def test_defaults_describe_the_embedded_stack(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With no environment the settings are the dev profile's."""
+    for name in list(__import__("os").environ):
+        if name.startswith("NOTIFY_"):
+            monkeypatch.delenv(name)
+    settings = Settings()
+    assert settings.profile == "dev"
+    assert settings.web_port == 6066
+    assert settings.web_host == "127.0.0.1"
+    assert settings.defects == {"list_offsets_latest", "compaction", "transactions"}
+    assert settings.worker_lanes == ("critical", "bulk")
+    assert settings.resolved_clickhouse_dsn.startswith("chdb://")
+
+
+def test_environment_is_read_with_the_prefix(monkeypatch: pytest.MonkeyPatch) -> None:
+    """NOTIFY_* variables set the fields of the same name."""
+    monkeypatch.setenv("NOTIFY_BROKER_URL", "kafka://k1:9092;k2:9092")
+    monkeypatch.setenv("NOTIFY_WEB_PORT", "7001")
+    monkeypatch.setenv("NOTIFY_BROKER_DEFECTS", "")
+    monkeypatch.setenv("NOTIFY_LANES", "bulk")
+    settings = Settings()
+    assert settings.bootstrap_servers == "k1:9092,k2:9092"
+    assert settings.web_port == 7001
+    assert settings.defects == frozenset()
+    assert settings.worker_lanes == ("bulk",)
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("broker_defects", "list_offsets_latest,made_up"),
+        ("lanes", "critical,express"),
+        ("lanes", ""),
+        ("web_port", "70000"),
+        ("profile", "staging"),
+        ("topic_partitions", "0"),
+    ],
+)
+def test_bad_values_are_refused(field: str, value: str) -> None:
+    """A wrong value fails at start-up, naming the field."""
+    with pytest.raises(ValidationError) as raised:
+        Settings(**{field: value})
+    assert field in str(raised.value)
+
+
+def test_settings_are_frozen() -> None:
+    """Nobody changes the settings of a running worker."""
+    settings = Settings()
+    with pytest.raises(ValidationError):
+        settings.web_port = 1  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("kafka://127.0.0.1:9092", "127.0.0.1:9092"),
+        ("kafka://a:1;b:2", "a:1,b:2"),
+        ("a:1,b:2", "a:1,b:2"),
+        ("kafka://a:1/", "a:1"),
+    ],
+)
+def test_bootstrap_servers(url: str, expected: str) -> None:
+    """Faust's broker URL becomes librdkafka's bootstrap list."""
+    assert bootstrap_servers(url) == expected
+
+
+def test_faust_options_carry_the_dev_profile(tmp_path: Path) -> None:
+    """The group timeouts and bounded request timeout reach Faust."""
+    options = faust_options(Settings(data_dir=tmp_path, producer_linger=0.01))
+    assert options["broker_session_timeout"] == 3.0
+    assert options["broker_heartbeat_interval"] == 0.5
+    assert options["producer_request_timeout"] == 10.0
+    assert options["producer_linger"] == 0.01
+    assert options["web_bind"] == "127.0.0.1"
+    assert options["datadir"] == str(tmp_path / "faust")
+    assert options["version"] == 1
