@@ -40,9 +40,18 @@ def broker_binary() -> str:
 
 def wait_for_metadata(bootstrap: str, timeout: float) -> None:
     """Block until the broker at ``bootstrap`` answers a metadata request."""
-    admin = AdminClient({"bootstrap.servers": bootstrap, "socket.timeout.ms": 1000})
     deadline = time.monotonic() + timeout
     last_error: Exception | None = None
+    host, _, port = bootstrap.split(",")[0].rpartition(":")
+    # Wait for the listener first, so the client does not log refused connects.
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection((host, int(port)), timeout=0.5):
+                break
+        except OSError as exc:
+            last_error = exc
+            time.sleep(0.02)
+    admin = AdminClient({"bootstrap.servers": bootstrap, "socket.timeout.ms": 1000})
     while time.monotonic() < deadline:
         try:
             metadata = admin.list_topics(timeout=1.0)

@@ -6,7 +6,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 #: Broker behaviours a broker may get wrong, each with a workaround or a
@@ -120,6 +120,15 @@ class Settings(BaseSettings):
         if not lanes or unknown:
             raise ValueError(f"lanes must name one or more of {list(LANES)}")
         return value
+
+    @model_validator(mode="after")
+    def _production_needs_servers(self) -> Settings:
+        if self.profile == "production" and not self.clickhouse_dsn:
+            raise ValueError(
+                "NOTIFY_CLICKHOUSE_DSN must name a ClickHouse server in production "
+                "(the in-process chDB engine is for development)"
+            )
+        return self
 
     @property
     def worker_lanes(self) -> tuple[str, ...]:

@@ -87,3 +87,12 @@ def test_faust_options_carry_the_dev_profile(tmp_path: Path) -> None:
     assert options["web_bind"] == "127.0.0.1"
     assert options["datadir"] == str(tmp_path / "faust")
     assert options["version"] == 1
+
+
+def test_production_refuses_the_embedded_analytics_engine() -> None:
+    """A production worker must be pointed at a ClickHouse server."""
+    with pytest.raises(ValidationError) as raised:
+        Settings(profile="production", clickhouse_dsn="")
+    assert "NOTIFY_CLICKHOUSE_DSN" in str(raised.value)
+    production = Settings(profile="production", clickhouse_dsn="http://ch:8123/db")
+    assert production.resolved_clickhouse_dsn == "http://ch:8123/db"

@@ -1,0 +1,228 @@
+"""``make run``: the embedded broker, a worker and demo traffic, until Ctrl-C."""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import logging
+import os
+import shutil
+import signal
+import subprocess  # noqa: S404 - the worker is our own console script
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections import Counter
+from pathlib import Path
+from types import FrameType
+
+import orjson
+from confluent_kafka import Consumer, Producer
+
+from pipeline.admin import ensure_topics
+from pipeline.broker import EmbeddedBroker, free_port
+from pipeline.settings import EMBEDDED_BROKER_DEFECTS, Settings
+
+log = logging.getLogger("devstack")
+
+DEMO_TYPES = ("order_shipped", "password_reset", "comment_reply", "campaign_1042")
+DEV_BROKER_PORT = 19092
+
+
+def say(message: str) -> None:
+    """Print a line for the person at the terminal."""
+    sys.stdout.write(message + "\n")
+    sys.stdout.flush()
+
+
+def demo_request(n: int) -> tuple[str, bytes, bytes]:
+    """The n-th demo message: (topic, key, value); every 25th is malformed."""
+    user = f"u_{n % 50:03d}"
+    if n % 25 == 24:
+        return "notify.requests.bulk", user.encode(), b'{"recipient": "not an object"'
+    kind = DEMO_TYPES[n % len(DEMO_TYPES)]
+    promotional = kind.startswith("campaign")
+    body = {
+        "idempotency_key": f"demo-{n}",
+        "recipient": {"user_id": user},
+        "type": kind,
+        "priority": "promotional" if promotional else "transactional",
+        "data": {"n": n},
+        **({"campaign_id": 1042} if promotional else {}),
+    }
+    lane = "bulk" if promotional else "critical"
+    return f"notify.requests.{lane}", user.encode(), orjson.dumps(body)
+
+
+def demo_traffic(bootstrap: str, stop: threading.Event, per_second: float) -> None:
+    """Produce demo requests at ``per_second`` until ``stop`` is set."""
+    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5})
+    for n in itertools.count():
+        if stop.wait(1.0 / per_second):
+            break
+        topic, key, value = demo_request(n)
+        producer.produce(topic, key=key, value=value)
+        producer.poll(0)
+    producer.flush(5)
+
+
+def tally_events(bootstrap: str, stop: threading.Event, tally: Counter[str]) -> None:
+    """Count the event types on ``notify.events`` (what `make run` reports)."""
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": "devstack-tally",
+            "auto.offset.reset": "earliest",
+            "session.timeout.ms": 3000,
+            "heartbeat.interval.ms": 500,
+        }
+    )
+    consumer.subscribe(["notify.events", "notify.deadletter"])
+    try:
+        while not stop.is_set():
+            for message in consumer.consume(num_messages=500, timeout=0.5):
+                if message.error() is not None:
+                    continue
+                if message.topic() == "notify.deadletter":
+                    tally["dead-letter records"] += 1
+                else:
+                    tally[orjson.loads(message.value() or b"{}").get("event_type")] += 1
+    finally:
+        consumer.close()
+
+
+def healthy(port: int) -> bool:
+    """True once the worker's /health says it is ready."""
+    try:
+        url = f"http://127.0.0.1:{port}/health"
+        with urllib.request.urlopen(url, timeout=1) as response:  # noqa: S310
+            return bool(orjson.loads(response.read()).get("ready"))
+    except (urllib.error.URLError, ConnectionError, TimeoutError, ValueError):
+        return False
+
+
+def port_is_free(port: int) -> bool:
+    """True if nothing listens on 127.0.0.1:``port``."""
+    import socket
+
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) != 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the stack in the foreground; Ctrl-C stops every part of it."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--rate", type=float, default=20.0, help="demo requests/s")
+    parser.add_argument("--no-demo", action="store_true", help="no demo traffic")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+
+    base = Settings()
+    data_dir = base.data_dir.resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    if not port_is_free(base.web_port):
+        say(f"port {base.web_port} is taken; set NOTIFY_WEB_PORT to another port")
+        return 2
+    # The embedded broker keeps topics in memory: a new one has no changelogs,
+    # so table state left by the previous run would be ahead of them.
+    shutil.rmtree(data_dir / "faust", ignore_errors=True)
+
+    port = DEV_BROKER_PORT if port_is_free(DEV_BROKER_PORT) else free_port()
+    broker = EmbeddedBroker(port=port, log_path=data_dir / "broker.log").start()
+    stop = threading.Event()
+    worker: subprocess.Popen[bytes] | None = None
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    try:
+        settings = Settings(
+            broker_url=broker.url, broker_defects=EMBEDDED_BROKER_DEFECTS
+        )
+        ensure_topics(settings)
+        env = {
+            **os.environ,
+            "NOTIFY_BROKER_URL": broker.url,
+            "NOTIFY_BROKER_DEFECTS": EMBEDDED_BROKER_DEFECTS,
+            "NOTIFY_DATA_DIR": str(data_dir),
+        }
+        worker_log = data_dir / "worker.log"
+        with worker_log.open("ab") as output:
+            worker = subprocess.Popen(  # noqa: S603
+                [str(Path(sys.executable).parent / "notify"), "worker", "-l", "info"],
+                env=env,
+                stdout=output,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # Ctrl-C is ours to relay, in order
+            )
+        deadline = time.monotonic() + 90
+        while not healthy(base.web_port):
+            if (
+                worker.poll() is not None
+                or time.monotonic() > deadline
+                or stop.is_set()
+            ):
+                say(f"worker did not start; see {worker_log}")
+                return 1
+            time.sleep(0.2)
+
+        tally: Counter[str] = Counter()
+        threads = [
+            threading.Thread(target=tally_events, args=(broker.bootstrap, stop, tally))
+        ]
+        if not args.no_demo:
+            threads.append(
+                threading.Thread(
+                    target=demo_traffic, args=(broker.bootstrap, stop, args.rate)
+                )
+            )
+        for thread in threads:
+            thread.start()
+        web = f"http://127.0.0.1:{base.web_port}"
+        say(
+            "\n".join(
+                [
+                    "notify-pipeline is running (Ctrl-C stops everything)",
+                    f"  broker        {broker.url}   log {data_dir / 'broker.log'}",
+                    f"  worker        pid {worker.pid}   log {worker_log}",
+                    f"  health        {web}/health",
+                    "  demo traffic  "
+                    + ("off" if args.no_demo else f"{args.rate:g} requests/s"),
+                    f"  your shell    export NOTIFY_BROKER_URL={broker.url}",
+                    "  produce       kcat -P -b "
+                    f"{broker.bootstrap} -t notify.requests.critical -k u_1",
+                    "  read events   kcat -C -b "
+                    f"{broker.bootstrap} -t notify.events -o beginning",
+                ]
+            )
+        )
+        while not stop.wait(10):
+            if worker.poll() is not None:
+                say(f"worker exited with {worker.returncode}; see {worker_log}")
+                return 1
+            say(
+                "  events so far: "
+                + ", ".join(f"{k} {v}" for k, v in sorted(tally.items()))
+            )
+        for thread in threads:
+            thread.join(10)
+        return 0
+    finally:
+        stop.set()
+        if worker is not None and worker.poll() is None:
+            say("stopping worker")
+            worker.send_signal(signal.SIGTERM)
+            try:
+                worker.wait(30)
+            except subprocess.TimeoutExpired:
+                worker.kill()
+        say("stopping broker")
+        broker.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

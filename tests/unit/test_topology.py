@@ -1,0 +1,50 @@
+"""The README's diagram and settings table match the app; topics are declared once."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import agents.ingest  # noqa: F401 - registers the agents
+from pipeline.app import app
+from pipeline.diagram import AGENT_OUTPUTS, agent_inputs, mermaid
+from pipeline.settings import Settings
+from pipeline.topology import ALL_TOPICS
+
+README = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+
+
+def test_readme_diagram_is_the_apps_real_chain() -> None:
+    """The Mermaid block in the README is what `notify diagram` draws today."""
+    blocks = re.findall(r"```mermaid\n(.*?)```", README, flags=re.S)
+    assert blocks, "README has no mermaid diagram"
+    assert blocks[0].strip() == mermaid(app).strip()
+
+
+def test_every_agent_reads_and_writes_declared_topics() -> None:
+    """No agent consumes or produces a topic that topology.py does not declare."""
+    declared = {spec.name for spec in ALL_TOPICS}
+    inputs = agent_inputs(app)
+    assert inputs, "no agents registered"
+    assert set(inputs) == set(AGENT_OUTPUTS)
+    for name, topics in inputs.items():
+        assert set(topics) <= declared, name
+        assert set(AGENT_OUTPUTS[name]) <= declared, name
+
+
+def test_every_agent_has_help_text() -> None:
+    """`notify agents` reads like a table of contents: one line per agent."""
+    for agent in app.agents.values():
+        assert agent.help and "\n" not in agent.help.strip(), agent.name
+
+
+def test_topic_names_are_unique() -> None:
+    """Each topic is declared exactly once."""
+    names = [spec.name for spec in ALL_TOPICS]
+    assert len(names) == len(set(names))
+
+
+def test_readme_documents_every_setting() -> None:
+    """Each NOTIFY_ variable has a row in the README's settings table."""
+    for name in Settings.model_fields:
+        assert f"| `NOTIFY_{name.upper()}` |" in README, name
