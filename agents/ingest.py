@@ -92,24 +92,31 @@ def source_of(event: EventT) -> str:
     return f"{message.topic}[{message.partition}]@{message.offset}"
 
 
-def _make_agent(lane: str) -> None:
+async def handle(event: EventT) -> None:
+    """Decide one message and write the outcome: accepted, or dead-lettered."""
     topology = app.topology
+    decision = admit(event.value, source_of(event), app.clock.now())
+    if isinstance(decision, Rejection):
+        log.warning("dead-lettering %s: %s", decision.source, decision.reason)
+        await topology.deadletter.send(
+            key=event.key, value=event.value, headers=decision.headers()
+        )
+        outcome = decision.event(app.clock.now())
+        await topology.events.send(key=decision.source, value=outcome)
+    else:
+        await topology.events.send(key=decision.notification_id, value=decision)
 
+
+def _make_agent(lane: str) -> None:
     async def ingest(stream: StreamT[bytes]) -> None:
         async for event in stream.events():
-            decision = admit(event.value, source_of(event), app.clock.now())
-            if isinstance(decision, Rejection):
-                log.warning("dead-lettering %s: %s", decision.source, decision.reason)
-                await topology.deadletter.send(
-                    key=event.key, value=event.value, headers=decision.headers()
-                )
-                outcome = decision.event(app.clock.now())
-                await topology.events.send(key=decision.source, value=outcome)
-            else:
-                await topology.events.send(key=decision.notification_id, value=decision)
+            # Anything but an invalid message (a decision) is a bug: Faust would
+            # ack the event as the agent dies; the guard keeps it uncommitted.
+            with app.commit_guard.watching(source_of(event)):
+                await handle(event)
 
     ingest.__doc__ = f"Validate {lane}-lane requests: accepted event or dead-letter."
-    app.agent(topology.requests[lane], name=f"ingest.{lane}")(ingest)
+    app.agent(app.topology.requests[lane], name=f"ingest.{lane}")(ingest)
 
 
 for _lane in app.settings.worker_lanes:

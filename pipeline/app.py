@@ -11,7 +11,7 @@ from pipeline import web
 from pipeline.clock import Clock, SystemClock
 from pipeline.settings import Settings, get_settings
 from pipeline.topology import Topology
-from pipeline.transport import SendFailureGuard, Transport
+from pipeline.transport import CommitGuard, Transport
 from schemas import codec
 
 #: Modules that declare agents, tables and web views. Listed, not scanned, so a
@@ -28,7 +28,7 @@ class NotifyApp(faust.App):
     settings: Settings
     clock: Clock
     topology: Topology
-    send_guard: SendFailureGuard
+    commit_guard: CommitGuard
 
     def _new_transport(self) -> TransportT:
         return Transport(self.conf.broker_consumer, self)
@@ -91,8 +91,8 @@ def create_app(
     app.settings = settings
     app.clock = clock or SystemClock()
     app.topology = Topology(app, settings)
-    app.send_guard = SendFailureGuard(app)
-    app.sensors.add(app.send_guard)
+    app.commit_guard = CommitGuard(app)
+    app.sensors.add(app.commit_guard)
     web.register(app)
     return app
 

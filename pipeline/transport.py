@@ -4,10 +4,12 @@
    broker declares the ``list_offsets_latest`` defect (ListOffsets answering the
    first offset of the last batch + 1), the end offset is taken from a Fetch
    response's high watermark instead, which such brokers get right.
-2. No silent loss on a failed produce. Faust logs a failed send and drops the
-   record, then commits the source offset anyway: an at-least-once hole on any
-   broker. Here a failed send trips a guard that refuses every later offset
-   commit and crashes the worker, so its uncommitted input is redelivered.
+2. No silent loss. Faust logs a failed send and drops the record, then commits
+   the source offset anyway; and an agent that raises has its current event
+   acked (a stream's ``finally``), so a restarted agent skips it. Both are
+   at-least-once holes on any broker. Here either trips a guard that refuses
+   every later offset commit and crashes the worker, so its uncommitted input
+   is redelivered to the worker that takes over (or the same one, restarted).
 """
 
 from __future__ import annotations
@@ -15,7 +17,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 from confluent_kafka import Consumer as KafkaConsumer
@@ -80,33 +83,41 @@ def fetch_end_offsets(
     return result
 
 
-class SendFailureGuard(Sensor):
-    """Trips on the first failed produce; see the module docstring."""
+class CommitGuard(Sensor):
+    """Trips on the first failed produce or agent crash; see the module docstring."""
 
     def __init__(self, app: AppT, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._app = app
         self.failure: BaseException | None = None
 
+    def trip(self, reason: BaseException) -> None:
+        """Refuse all further offset commits and crash the worker."""
+        if self.failure is None:
+            self.failure = reason
+            log.critical(
+                "refusing further offset commits and stopping the worker so its "
+                "uncommitted input is redelivered: %r",
+                reason,
+            )
+            asyncio.ensure_future(self._app.crash(reason))
+
+    @contextmanager
+    def watching(self, source: str) -> Iterator[None]:
+        """Trip if the block raises: for an agent's work on the event at ``source``."""
+        try:
+            yield
+        except Exception as exc:
+            log.exception("agent crashed on %s", source)
+            self.trip(RuntimeError(f"agent crashed on {source}: {exc!r}"))
+            raise
+
     def on_send_error(
         self, producer: ProducerT, exc: BaseException, state: Any
     ) -> None:
-        """Record the failure and crash the worker."""
-        if self.failure is None:
-            self.failure = exc
-            log.critical(
-                "produce failed, refusing further offset commits and stopping the "
-                "worker so its uncommitted input is redelivered: %r",
-                exc,
-            )
-            asyncio.ensure_future(self._app.crash(exc))
-
-    def check(self) -> None:
-        """Raise if a produce has failed since the worker started."""
-        if self.failure is not None:
-            raise RuntimeError(
-                f"a produce failed ({self.failure!r}); offsets stay uncommitted"
-            )
+        """A produce failed: Faust would drop the record, so trip."""
+        log.error("produce failed: %r", exc)
+        self.trip(exc)
 
 
 class Consumer(aiokafka_driver.Consumer):
@@ -116,7 +127,7 @@ class Consumer(aiokafka_driver.Consumer):
         # The commit path flushed the producer just before this; give failed
         # sends' callbacks their turn, then refuse if any has failed.
         await asyncio.sleep(0)
-        guard: SendFailureGuard = self.app.send_guard  # type: ignore[attr-defined]
+        guard: CommitGuard = self.app.commit_guard  # type: ignore[attr-defined]
         if guard.failure is not None:
             log.error("not committing %d offsets: %r", len(offsets), guard.failure)
             return False

@@ -19,15 +19,15 @@ def register(app: NotifyApp) -> None:
         """Liveness and readiness of this worker."""
 
         async def get(self, request: Request) -> Response:
-            """200 while the worker runs and no produce has failed, else 503."""
-            guard = app.send_guard
+            """200 while the worker runs and its commit guard holds, else 503."""
+            guard = app.commit_guard
             ok = guard.failure is None and not app.should_stop
             body = {
                 "status": "ok" if ok else "failing",
                 "app_id": app.settings.app_id,
                 "lanes": list(app.settings.worker_lanes),
                 "ready": _recovered(app),
-                "send_failure": repr(guard.failure) if guard.failure else None,
+                "failure": repr(guard.failure) if guard.failure else None,
             }
             return self.json(body, status=200 if ok else 503)
 

@@ -97,3 +97,23 @@ async def test_agent_keeps_going_after_a_bad_message(
     assert outputs["deadletter"].await_count == 1
     kinds = [c.kwargs["value"].event_type for c in outputs["events"].await_args_list]
     assert kinds == ["dead_lettered", "accepted"]
+
+
+async def test_a_bug_trips_the_commit_guard_instead_of_skipping_the_message(
+    outputs: dict[str, AsyncMock], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An unexpected exception stops commits, so the message is redone, not lost."""
+    crash = AsyncMock()
+    monkeypatch.setattr(app, "crash", crash)
+    monkeypatch.setattr(app.commit_guard, "failure", None)
+
+    def broken(raw: bytes) -> None:
+        raise KeyError("a bug, not bad input")
+
+    monkeypatch.setattr(agents.ingest, "parse_request", broken)
+    async with app.agents["ingest.critical"].test_context() as agent:
+        with pytest.raises(KeyError):
+            await agent.put(key=b"u_1", value=orjson.dumps(REQUEST))
+    assert "notify.requests.critical" in repr(app.commit_guard.failure)
+    crash.assert_called_once()
+    outputs["events"].assert_not_awaited()

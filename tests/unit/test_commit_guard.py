@@ -1,0 +1,50 @@
+"""The commit guard: after a failed send or an agent crash, no offset is committed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from unittest.mock import AsyncMock
+
+import pytest
+from faust.types import TP
+
+from pipeline.app import NotifyApp, create_app
+from pipeline.settings import Settings
+
+
+@pytest.fixture
+def app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> NotifyApp:
+    """An app that is never started; its crash is recorded, not performed."""
+    built = create_app(Settings(data_dir=tmp_path, store_url="memory://"), discover=[])
+    monkeypatch.setattr(built, "crash", AsyncMock())
+    return built
+
+
+async def test_a_failed_send_refuses_commits_and_crashes(app: NotifyApp) -> None:
+    """on_send_error (Faust's hook for a failed produce) trips the guard."""
+    error = TimeoutError("produce timed out")
+    app.commit_guard.on_send_error(app.producer, error, state=None)
+    assert await app.consumer._commit({TP("notify.events", 0): 10}) is False
+    await_crash = app.crash
+    assert isinstance(await_crash, AsyncMock)
+    await_crash.assert_called_once_with(error)
+
+
+async def test_an_agent_crash_refuses_commits(app: NotifyApp) -> None:
+    """An exception inside ``watching`` trips the guard and still propagates."""
+    with pytest.raises(ZeroDivisionError):
+        with app.commit_guard.watching("notify.requests.bulk[2]@41"):
+            _ = 1 / 0
+    assert "notify.requests.bulk[2]@41" in repr(app.commit_guard.failure)
+    assert await app.consumer._commit({TP("notify.events", 0): 10}) is False
+
+
+async def test_the_guard_trips_once(app: NotifyApp) -> None:
+    """The first failure is the one reported; later ones do not crash again."""
+    first, second = RuntimeError("first"), RuntimeError("second")
+    app.commit_guard.trip(first)
+    app.commit_guard.trip(second)
+    assert app.commit_guard.failure is first
+    crash = app.crash
+    assert isinstance(crash, AsyncMock)
+    assert crash.call_count == 1
