@@ -30,6 +30,12 @@ def _default(obj: Any) -> Any:
     return str(obj)
 
 
+def dumps(obj: Any, *, sort_keys: bool = False) -> bytes:
+    """orjson encoding that also handles (nested) Faust records."""
+    option = orjson.OPT_SORT_KEYS if sort_keys else 0
+    return orjson.dumps(obj, default=_default, option=option)
+
+
 def register() -> None:
     """Register the codec; safe to call more than once."""
     if CODEC_NAME not in codecs.codecs:

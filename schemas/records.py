@@ -16,6 +16,7 @@ CHANNELS = ("push", "email", "sms", "in_app")
 EVENT_TYPES = (
     "accepted",
     "deduplicated",
+    "queued",
     "suppressed",
     "deferred",
     "throttled",
@@ -89,3 +90,180 @@ class NotificationEvent(PublicRecord):
     reason: str | None = None
     error: str | None = None
     attempt: int = 0
+    until: datetime | None = None
+
+
+PLATFORMS = ("apns", "fcm")
+
+
+class QuietHours(PublicRecord):
+    """A daily window, in the user's local time, when only critical traffic goes."""
+
+    start: str  # "22:00"
+    end: str  # "08:00"; an end before the start spans midnight
+
+
+class Preferences(PublicRecord):
+    """What one user wants to receive (seed 002's shape, extended)."""
+
+    user_id: str
+    tenant: str = "default"
+    enabled: bool = True  # global switch: False opts out of everything non-critical
+    channels: dict[str, bool] = {}  # noqa: RUF012 - per-channel opt-outs
+    types: dict[str, bool] = {}  # noqa: RUF012 - per-type (category) opt-outs
+    marketing: bool = True  # promotional traffic at all
+    quiet_hours: QuietHours | None = None
+    timezone: str | None = None  # IANA zone for quiet hours; profile's if absent
+    locale: str | None = None
+    updated_at: datetime | None = None
+
+
+class UserProfile(PublicRecord):
+    """Who a user is and how to reach them."""
+
+    user_id: str
+    tenant: str = "default"
+    email: str | None = None
+    phone: str | None = None  # E.164
+    locale: str | None = None
+    timezone: str | None = None  # IANA zone, e.g. "Europe/Paris"
+    tags: list[str] = []  # noqa: RUF012
+    updated_at: datetime | None = None
+
+
+class DeviceToken(PublicRecord):
+    """One push token of one user; ``active=False`` removes it."""
+
+    user_id: str
+    token: str
+    platform: str  # apns | fcm
+    tenant: str = "default"
+    active: bool = True
+    updated_at: datetime | None = None
+
+
+class AcceptedRequest(PublicRecord):
+    """A validated request with its id and lane, on its way to enrichment."""
+
+    notification_id: str
+    lane: str
+    # The request's JSON form, not a nested NotificationRequest: Faust mistakes
+    # a nested record with a field called ``type`` for a field descriptor.
+    request: dict[str, Any]
+    body_hash: str
+    accepted_at: datetime
+    #: topic[partition]@offset of the request: a redelivery has the same source,
+    #: a caller's retry a new one.
+    source: str
+
+    def notification(self) -> NotificationRequest:
+        """The request as a record."""
+        return NotificationRequest.from_data(self.request)
+
+
+class DeliveryJob(PublicRecord):
+    """One notification on one channel, ready for that channel's sender."""
+
+    notification_id: str
+    tenant: str
+    user_id: str
+    type: str
+    priority: str
+    lane: str
+    channel: str
+    data: dict[str, Any]
+    created_at: datetime
+    locale: str | None = None
+    timezone: str | None = None
+    campaign_id: str | None = None
+    digest_key: str | None = None
+    expiry_at: datetime | None = None
+    email: str | None = None
+    phone: str | None = None
+    devices: list[DeviceToken] = []  # noqa: RUF012
+    attempt: int = 0
+
+
+class Deferral(PublicRecord):
+    """A notification held back (quiet hours, schedule_at) until ``until``."""
+
+    notification_id: str
+    lane: str
+    until: datetime
+    reason: str
+    accepted: AcceptedRequest
+
+
+class InternalRecord(
+    faust.Record,
+    abstract=True,
+    serializer=CODEC_NAME,
+    include_metadata=False,
+    isodates=True,
+    coerce=True,
+):
+    """Base of table values that never leave the app (no published schema)."""
+
+
+class DeviceSet(InternalRecord):
+    """Every known push token of one user, by token."""
+
+    devices: dict[str, DeviceToken] = {}  # noqa: RUF012
+
+    def active(self) -> list[DeviceToken]:
+        """The tokens that may receive pushes."""
+        return [device for device in self.devices.values() if device.active]
+
+
+class SeenRequest(InternalRecord):
+    """What one idempotency key was first used for."""
+
+    notification_id: str
+    body_hash: str
+    first_seen: datetime
+    source: str
+
+
+class SeenRequests(InternalRecord):
+    """The idempotency keys one user's notifications used recently."""
+
+    keys: dict[str, SeenRequest] = {}  # noqa: RUF012
+
+
+class TrailEntry(InternalRecord):
+    """One decision in a notification's trail."""
+
+    event_id: str
+    event_type: str
+    stage: str
+    ts: datetime
+    channel: str | None = None
+    reason: str | None = None
+    error: str | None = None
+    until: datetime | None = None
+
+
+class NotificationStatus(InternalRecord):
+    """A notification as ``GET /v1/notifications/{id}`` shows it."""
+
+    notification_id: str
+    tenant: str | None = None
+    user_id: str | None = None
+    type: str | None = None
+    priority: str | None = None
+    lane: str | None = None
+    campaign_id: str | None = None
+    status: str = "accepted"
+    channels: dict[str, str] = {}  # noqa: RUF012 - channel → latest outcome
+    trail: list[TrailEntry] = []  # noqa: RUF012
+
+
+class ApiKey(InternalRecord):
+    """One tenant API key, stored by id with the SHA-256 of its secret only."""
+
+    key_id: str
+    tenant: str
+    secret_sha256: str
+    scopes: list[str]
+    created_at: datetime
+    revoked: bool = False

@@ -10,6 +10,7 @@ from typing import Any
 import orjson
 
 from pipeline.errors import InvalidMessage
+from schemas.fields import invalid, optional_string, require_object, required_string
 from schemas.records import CHANNELS, PRIORITIES, NotificationRequest, Recipient
 
 MAX_KEY_LENGTH = 255
@@ -44,44 +45,38 @@ def parse_request(raw: bytes) -> NotificationRequest:
 
 def validate_request(body: Any) -> NotificationRequest:
     """Check a decoded body field by field; the first fault names its field."""
-    if not isinstance(body, Mapping):
-        raise InvalidMessage("the request must be a JSON object", code="not_an_object")
-    unknown = sorted(set(body) - _FIELDS)
-    if unknown:
-        raise _invalid(unknown[0], f"unknown field {unknown[0]!r}", "unknown_field")
-    key = _required_string(body, "idempotency_key")
+    body = require_object(body, _FIELDS)
+    key = required_string(body, "idempotency_key")
     if len(key) > MAX_KEY_LENGTH:
-        raise _invalid(
+        raise invalid(
             "idempotency_key", f"longer than {MAX_KEY_LENGTH} characters", "too_long"
         )
     recipient = body.get("recipient")
     if not isinstance(recipient, Mapping):
-        raise _invalid("recipient", "required object with a user_id", "required")
+        raise invalid("recipient", "required object with a user_id", "required")
     user_id = recipient.get("user_id")
     if not isinstance(user_id, str) or not user_id.strip():
-        raise _invalid("recipient.user_id", "required non-empty string", "required")
-    notification_type = _required_string(body, "type")
+        raise invalid("recipient.user_id", "required non-empty string", "required")
+    notification_type = required_string(body, "type")
     if not _TYPE_PATTERN.match(notification_type):
-        raise _invalid(
+        raise invalid(
             "type", "lower-case letters, digits and _ . - only", "invalid_value"
         )
     priority = body.get("priority", "transactional")
     if priority not in PRIORITIES:
-        raise _invalid(
-            "priority", f"must be one of {list(PRIORITIES)}", "invalid_value"
-        )
-    strings = {name: _optional_string(body, name) for name in _OPTIONAL_STRINGS}
+        raise invalid("priority", f"must be one of {list(PRIORITIES)}", "invalid_value")
+    strings = {name: optional_string(body, name) for name in _OPTIONAL_STRINGS}
     data = body.get("data", {})
     if not isinstance(data, Mapping):
-        raise _invalid("data", "must be a JSON object", "invalid_type")
+        raise invalid("data", "must be a JSON object", "invalid_type")
     try:
         orjson.dumps(data)
     except TypeError as exc:  # e.g. an integer beyond 64 bits from another decoder
-        raise _invalid("data", f"cannot be encoded: {exc}", "invalid_value") from None
+        raise invalid("data", f"cannot be encoded: {exc}", "invalid_value") from None
     schedule_at = _optional_time(body, "schedule_at")
     expiry_at = _optional_time(body, "expiry_at")
     if schedule_at and expiry_at and expiry_at <= schedule_at:
-        raise _invalid("expiry_at", "must be later than schedule_at", "invalid_value")
+        raise invalid("expiry_at", "must be later than schedule_at", "invalid_value")
     return NotificationRequest(
         idempotency_key=key,
         recipient=Recipient(user_id=user_id),
@@ -98,31 +93,13 @@ def validate_request(body: Any) -> NotificationRequest:
     )
 
 
-def _invalid(field: str, message: str, code: str) -> InvalidMessage:
-    return InvalidMessage(f"{field}: {message}", field=field, code=code)
-
-
-def _required_string(body: Mapping[str, Any], name: str) -> str:
-    value = body.get(name)
-    if not isinstance(value, str) or not value.strip():
-        raise _invalid(name, "required non-empty string", "required")
-    return value
-
-
-def _optional_string(body: Mapping[str, Any], name: str) -> str | None:
-    value = body.get(name)
-    if value is not None and (not isinstance(value, str) or not value.strip()):
-        raise _invalid(name, "must be a non-empty string", "invalid_type")
-    return value
-
-
 def _optional_campaign(body: Mapping[str, Any]) -> str | None:
     value = body.get("campaign_id")
     if value is None:
         return None
     # Seed 001's funnel filters on campaign_id = 1042: numbers and strings both work.
     if isinstance(value, bool) or not isinstance(value, str | int) or value == "":
-        raise _invalid("campaign_id", "must be a string or an integer", "invalid_type")
+        raise invalid("campaign_id", "must be a string or an integer", "invalid_type")
     return str(value)
 
 
@@ -131,16 +108,16 @@ def _optional_channels(body: Mapping[str, Any]) -> list[str] | None:
     if channels is None:
         return None
     if not isinstance(channels, list) or not channels:
-        raise _invalid("channels", "must be a non-empty list", "invalid_type")
+        raise invalid("channels", "must be a non-empty list", "invalid_type")
     for channel in channels:
         if channel not in CHANNELS:
-            raise _invalid(
+            raise invalid(
                 "channels",
                 f"unknown channel {channel!r}; one of {list(CHANNELS)}",
                 "invalid_value",
             )
     if len(set(channels)) != len(channels):
-        raise _invalid("channels", "lists a channel twice", "invalid_value")
+        raise invalid("channels", "lists a channel twice", "invalid_value")
     return list(channels)
 
 
@@ -149,13 +126,13 @@ def _optional_time(body: Mapping[str, Any], name: str) -> datetime | None:
     if value is None:
         return None
     if not isinstance(value, str):
-        raise _invalid(name, "must be an ISO 8601 date-time string", "invalid_type")
+        raise invalid(name, "must be an ISO 8601 date-time string", "invalid_type")
     try:
         moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
-        raise _invalid(
+        raise invalid(
             name, f"not an ISO 8601 date-time: {value!r}", "invalid_value"
         ) from None
     if moment.tzinfo is None:
-        raise _invalid(name, "needs a time zone offset (e.g. Z)", "invalid_value")
+        raise invalid(name, "needs a time zone offset (e.g. Z)", "invalid_value")
     return moment
