@@ -1,7 +1,13 @@
-"""ingest: validate raw requests; accepted ones get an id, bad ones the dead-letter topic."""
+"""ingest: validate raw requests, re-key valid ones by user onto their lane.
+
+Requests may arrive partitioned by any producer's partitioner; this hop is
+where they are re-keyed by tenant/user so every later stage is co-partitioned
+with the user's state, and where lanes part.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from dataclasses import dataclass
 from datetime import datetime
@@ -11,8 +17,9 @@ from faust.types import EventT, StreamT
 from pipeline.app import app
 from pipeline.errors import InvalidMessage
 from pipeline.ids import event_id, notification_id
-from pipeline.topology import DLQ_CODE, DLQ_REASON, DLQ_SOURCE, DLQ_STAGE
-from schemas.records import NotificationEvent, NotificationRequest
+from pipeline.topology import DLQ_CODE, DLQ_REASON, DLQ_SOURCE, DLQ_STAGE, user_key
+from schemas import codec
+from schemas.records import AcceptedRequest, NotificationEvent, NotificationRequest
 from schemas.requests import parse_request
 
 log = logging.getLogger(__name__)
@@ -25,22 +32,21 @@ def lane_for(priority: str) -> str:
     return "bulk" if priority == "promotional" else "critical"
 
 
-def accepted_event(request: NotificationRequest, now: datetime) -> NotificationEvent:
-    """The ``accepted`` event for a valid request."""
-    nid = notification_id(request.tenant, request.idempotency_key)
-    return NotificationEvent(
-        event_id=event_id(nid, "accepted", STAGE),
-        event_type="accepted",
-        ts=now,
-        stage=STAGE,
-        notification_id=nid,
-        tenant=request.tenant,
-        user_id=request.recipient.user_id,
-        campaign_id=request.campaign_id,
-        type=request.type,
-        priority=request.priority,
+def body_hash(request: NotificationRequest) -> str:
+    """A digest of what the request asks for, blind to JSON formatting."""
+    canonical = codec.dumps(request, sort_keys=True)
+    return hashlib.blake2b(canonical, digest_size=16).hexdigest()
+
+
+def accept(request: NotificationRequest, source: str, now: datetime) -> AcceptedRequest:
+    """The accepted form of a valid request: its id, lane and body digest."""
+    return AcceptedRequest(
+        notification_id=notification_id(request.tenant, request.idempotency_key),
         lane=lane_for(request.priority),
-        locale=request.locale,
+        request=request.asdict(),
+        body_hash=body_hash(request),
+        accepted_at=now,
+        source=source,
     )
 
 
@@ -73,17 +79,15 @@ class Rejection:
         )
 
 
-def admit(
-    raw: bytes | None, source: str, now: datetime
-) -> NotificationEvent | Rejection:
-    """Decide one raw message: its ``accepted`` event, or why it is rejected."""
+def admit(raw: bytes | None, source: str, now: datetime) -> AcceptedRequest | Rejection:
+    """Decide one raw message: accepted, or why it is rejected."""
     if raw is None:
         return Rejection("empty message (no value)", "empty", source)
     try:
         request = parse_request(raw)
     except InvalidMessage as exc:
         return Rejection(exc.reason, exc.code, source)
-    return accepted_event(request, now)
+    return accept(request, source, now)
 
 
 def source_of(event: EventT) -> str:
@@ -93,7 +97,7 @@ def source_of(event: EventT) -> str:
 
 
 async def handle(event: EventT) -> None:
-    """Decide one message and write the outcome: accepted, or dead-lettered."""
+    """Decide one message and write the outcome: re-keyed, or dead-lettered."""
     topology = app.topology
     decision = admit(event.value, source_of(event), app.clock.now())
     if isinstance(decision, Rejection):
@@ -103,8 +107,11 @@ async def handle(event: EventT) -> None:
         )
         outcome = decision.event(app.clock.now())
         await topology.events.send(key=decision.source, value=outcome)
-    else:
-        await topology.events.send(key=decision.notification_id, value=decision)
+        return
+    request = decision.notification()
+    await topology.accepted[decision.lane].send(
+        key=user_key(request.tenant, request.recipient.user_id), value=decision
+    )
 
 
 def _make_agent(lane: str) -> None:
@@ -115,7 +122,7 @@ def _make_agent(lane: str) -> None:
             with app.commit_guard.watching(source_of(event)):
                 await handle(event)
 
-    ingest.__doc__ = f"Validate {lane}-lane requests: accepted event or dead-letter."
+    ingest.__doc__ = f"Validate {lane}-lane requests; re-key by user, or dead-letter."
     app.agent(app.topology.requests[lane], name=f"ingest.{lane}")(ingest)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from typing import Any
 
 import faust
@@ -16,7 +17,13 @@ from schemas import codec
 
 #: Modules that declare agents, tables and web views. Listed, not scanned, so a
 #: moved file is an import error rather than a silently missing agent.
-DISCOVER = ["agents.ingest"]
+DISCOVER = [
+    "agents.ingest",
+    "agents.fanout",
+    "agents.user_state",
+    "agents.status",
+    "pipeline.api.views",
+]
 
 #: Never change by accident: the version is part of every internal topic name.
 APP_VERSION = 1
@@ -72,7 +79,23 @@ def faust_options(
         "stream_wait_empty": False,
         "table_cleanup_interval": 30.0,
         "logging_config": None,
+        "Table": "pipeline.tables:Table",
+        "GlobalTable": "pipeline.tables:GlobalTable",
     }
+
+
+def canonical_url(settings: Settings) -> str:
+    """The URL peers use to reach this worker (table routing).
+
+    Faust's default is the machine's hostname, which need not resolve to the
+    address the server binds; a specific bind address is used as is.
+    """
+    if settings.web_canonical_url:
+        return settings.web_canonical_url
+    host = settings.web_host
+    if host in ("0.0.0.0", "::", ""):  # noqa: S104 - compared, not bound
+        host = socket.gethostname()
+    return f"http://{host}:{settings.web_port}"
 
 
 def create_app(
@@ -87,7 +110,7 @@ def create_app(
     """
     codec.register()
     (settings.data_dir / "faust").mkdir(parents=True, exist_ok=True)
-    app = NotifyApp(settings.app_id, **faust_options(settings, discover))
+    app = NotifyApp(settings.group_id, **faust_options(settings, discover))
     app.settings = settings
     app.clock = clock or SystemClock()
     app.topology = Topology(app, settings)

@@ -6,13 +6,48 @@ from collections.abc import Iterable
 
 import faust
 
+from pipeline.settings import LANES
 from pipeline.topology import ALL_TOPICS
+from schemas.records import CHANNELS
 
 #: Which topics each agent writes to. Faust only knows an agent's input; the
 #: outputs are declared here beside it and checked by the topology test.
 AGENT_OUTPUTS: dict[str, tuple[str, ...]] = {
-    "ingest.critical": ("notify.events", "notify.deadletter"),
-    "ingest.bulk": ("notify.events", "notify.deadletter"),
+    **{
+        f"ingest.{lane}": (
+            "notify.accepted.critical",
+            "notify.accepted.bulk",
+            "notify.events",
+            "notify.deadletter",
+        )
+        for lane in LANES
+    },
+    **{
+        f"fanout.{lane}": (
+            *(f"notify.deliveries.{channel}.{lane}" for channel in CHANNELS),
+            f"notify.deferred.{lane}",
+            "notify.events",
+        )
+        for lane in LANES
+    },
+    "state.profiles": (),
+    "state.preferences": (),
+    "state.devices": (),
+    "state.api_keys": (),
+    "status": (),
+}
+#: Tables each agent reads (dotted edges).
+AGENT_READS: dict[str, tuple[str, ...]] = {
+    f"fanout.{lane}": ("profiles", "preferences", "devices") for lane in LANES
+}
+#: Tables each agent writes (drawn as cylinders).
+AGENT_TABLES: dict[str, tuple[str, ...]] = {
+    **{f"fanout.{lane}": ("idempotency",) for lane in LANES},
+    "state.profiles": ("profiles",),
+    "state.preferences": ("preferences",),
+    "state.devices": ("devices",),
+    "state.api_keys": ("api_keys",),
+    "status": ("status",),
 }
 
 
@@ -29,15 +64,33 @@ def agent_inputs(app: faust.App) -> dict[str, list[str]]:
     return dict(sorted(inputs.items()))
 
 
+def _display(topic: str) -> str:
+    """Per-channel delivery topics of a lane are drawn as one node."""
+    parts = topic.split(".")
+    if topic.startswith("notify.deliveries.") and len(parts) == 4:
+        return f"notify.deliveries.{{{','.join(CHANNELS)}}}.{parts[3]}"
+    return topic
+
+
+def _id(name: str) -> str:
+    return _node(name.replace("{", "").replace("}", "").replace(",", "_"))
+
+
 def mermaid(app: faust.App) -> str:
-    """A ``flowchart LR`` with topics as stadiums and agents as boxes."""
+    """A ``flowchart LR``: topics as stadiums, agents as boxes, tables as cylinders."""
     lines = ["flowchart LR"]
-    for spec in ALL_TOPICS:
-        lines.append(f'    {_node(spec.name)}(["{spec.name}"])')
+    edges: list[str] = []
+    for topic in dict.fromkeys(_display(spec.name) for spec in ALL_TOPICS):
+        lines.append(f'    {_id(topic)}(["{topic}"])')
     for name, topics in agent_inputs(app).items():
-        lines.append(f'    {_node("agent_" + name)}["{name}"]')
+        agent = _id("agent_" + name)
+        lines.append(f'    {agent}["{name}"]')
         for topic in topics:
-            lines.append(f"    {_node(topic)} --> {_node('agent_' + name)}")
-        for topic in AGENT_OUTPUTS.get(name, ()):
-            lines.append(f"    {_node('agent_' + name)} --> {_node(topic)}")
-    return "\n".join(lines)
+            edges.append(f"    {_id(_display(topic))} --> {agent}")
+        for topic in dict.fromkeys(map(_display, AGENT_OUTPUTS.get(name, ()))):
+            edges.append(f"    {agent} --> {_id(topic)}")
+        for table in AGENT_TABLES.get(name, ()):
+            edges.append(f"    {agent} --> {_id('table_' + table)}[({table})]")
+        for table in AGENT_READS.get(name, ()):
+            edges.append(f"    {_id('table_' + table)}[({table})] -.-> {agent}")
+    return "\n".join(lines + edges)

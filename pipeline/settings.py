@@ -6,7 +6,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 #: Broker behaviours a broker may get wrong, each with a workaround or a
@@ -23,6 +23,11 @@ KNOWN_BROKER_DEFECTS = frozenset(
     }
 )
 EMBEDDED_BROKER_DEFECTS = "list_offsets_latest,compaction,transactions"
+
+#: Well-known development keys: fine on a laptop, refused in production.
+DEV_API_KEY = "nk_dev_default_key_for_local_use_only"
+DEV_ADMIN_KEY = "nk_dev_admin_key_for_local_use_only"
+PLACEHOLDER_KEYS = frozenset({DEV_API_KEY, DEV_ADMIN_KEY})
 
 #: Critical and transactional traffic rides ``critical``; promotional ``bulk``.
 LANES = ("critical", "bulk")
@@ -90,7 +95,7 @@ class Settings(BaseSettings):
     web_canonical_url: str = Field(
         "",
         description="URL other workers use to reach this one (table routing); "
-        "empty = http://<hostname>:<web_port>.",
+        "empty = http://<web_host>:<web_port> (the hostname if bound to all).",
     )
     clickhouse_dsn: str = Field(
         "",
@@ -99,6 +104,20 @@ class Settings(BaseSettings):
     lanes: str = Field(
         "critical,bulk",
         description="Lanes this worker runs agents for: `critical`, `bulk` or both.",
+    )
+
+    idempotency_window: float = Field(
+        24.0, gt=0, description="Hours an idempotency key is remembered."
+    )
+    dev_api_key: SecretStr = Field(
+        SecretStr(DEV_API_KEY),
+        description="API key of the `default` tenant (empty: none); the placeholder "
+        "is refused in production.",
+    )
+    admin_api_key: SecretStr = Field(
+        SecretStr(DEV_ADMIN_KEY),
+        description="Admin-scope API key (tenants and keys); the placeholder is "
+        "refused in production.",
     )
 
     @field_validator("broker_defects")
@@ -123,12 +142,34 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _production_needs_servers(self) -> Settings:
-        if self.profile == "production" and not self.clickhouse_dsn:
+        if self.profile != "production":
+            return self
+        if not self.clickhouse_dsn:
             raise ValueError(
                 "NOTIFY_CLICKHOUSE_DSN must name a ClickHouse server in production "
                 "(the in-process chDB engine is for development)"
             )
+        for name in ("dev_api_key", "admin_api_key"):
+            secret = getattr(self, name).get_secret_value()
+            if name == "dev_api_key" and not secret:
+                continue  # no default-tenant key in this deployment
+            if secret in PLACEHOLDER_KEYS or len(secret) < 24:
+                raise ValueError(
+                    f"NOTIFY_{name.upper()} is a placeholder or shorter than 24 "
+                    "characters; set a real secret in production"
+                )
         return self
+
+    @property
+    def group_id(self) -> str:
+        """Faust app id (= consumer group): one per lane set, so lanes deploy apart.
+
+        A worker for one lane must not share a group with the other lane's
+        workers: a rebalance in one group would pause the other lane.
+        """
+        if self.worker_lanes == LANES:
+            return self.app_id
+        return "-".join((self.app_id, *self.worker_lanes))
 
     @property
     def worker_lanes(self) -> tuple[str, ...]:

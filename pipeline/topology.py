@@ -3,10 +3,20 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from pipeline.settings import LANES, Settings
-from schemas.records import NotificationEvent
+from schemas.records import (
+    CHANNELS,
+    AcceptedRequest,
+    ApiKey,
+    Deferral,
+    DeliveryJob,
+    DeviceToken,
+    NotificationEvent,
+    Preferences,
+    UserProfile,
+)
 
 if TYPE_CHECKING:
     import faust
@@ -28,6 +38,7 @@ class TopicSpec:
     value: str
     lane: str | None
     description: str
+    record: type[Any] | None = None  # None: raw bytes
     compacted: bool = False
     configs: dict[str, str] = field(default_factory=dict)
 
@@ -39,26 +50,99 @@ class TopicSpec:
         return configs
 
 
-def request_topic(lane: str) -> str:
-    """Name of the lane's ingest topic."""
-    return f"notify.requests.{lane}"
+def user_key(tenant: str, user_id: str) -> str:
+    """The partitioning key of everything about one user of one tenant."""
+    return f"{tenant}/{user_id}"
 
+
+USER_KEY = "tenant/user_id (str)"
 
 REQUESTS = {
     lane: TopicSpec(
-        name=request_topic(lane),
-        key="user_id (str)",
+        name=f"notify.requests.{lane}",
+        key="user_id (str, any partitioner)",
         value="NotificationRequest JSON (raw bytes, validated by ingest)",
         lane=lane,
-        description=f"Requests produced by the API or any producer, {lane} lane.",
+        description=f"Requests from the API or any producer, {lane} lane.",
     )
     for lane in LANES
 }
+ACCEPTED = {
+    lane: TopicSpec(
+        name=f"notify.accepted.{lane}",
+        key=USER_KEY,
+        value="AcceptedRequest",
+        lane=lane,
+        record=AcceptedRequest,
+        description="Valid requests re-keyed by user: co-partitioned with user state.",
+    )
+    for lane in LANES
+}
+DELIVERIES = {
+    (channel, lane): TopicSpec(
+        name=f"notify.deliveries.{channel}.{lane}",
+        key=USER_KEY,
+        value="DeliveryJob",
+        lane=lane,
+        record=DeliveryJob,
+        description=f"Jobs for the {channel} sender, {lane} lane.",
+    )
+    for lane in LANES
+    for channel in CHANNELS
+}
+DEFERRED = {
+    lane: TopicSpec(
+        name=f"notify.deferred.{lane}",
+        key=USER_KEY,
+        value="Deferral",
+        lane=lane,
+        record=Deferral,
+        description="Notifications held back (quiet hours, schedule_at) and until when.",
+    )
+    for lane in LANES
+}
+PROFILES = TopicSpec(
+    name="notify.users.profiles",
+    key=USER_KEY,
+    value="UserProfile",
+    lane=None,
+    record=UserProfile,
+    compacted=True,
+    description="User profiles (contacts, locale, time zone); the last one counts.",
+)
+PREFERENCES = TopicSpec(
+    name="notify.users.preferences",
+    key=USER_KEY,
+    value="Preferences",
+    lane=None,
+    record=Preferences,
+    compacted=True,
+    description="User preferences; the last one counts.",
+)
+DEVICES = TopicSpec(
+    name="notify.users.devices",
+    key="tenant/user_id#token (str), partitioned by tenant/user_id",
+    value="DeviceToken",
+    lane=None,
+    record=DeviceToken,
+    compacted=True,
+    description="Push tokens, one key per device so compaction keeps every device.",
+)
+API_KEYS = TopicSpec(
+    name="notify.auth.keys",
+    key="key_id (str)",
+    value="ApiKey (hashed secret only)",
+    lane=None,
+    record=ApiKey,
+    compacted=True,
+    description="Tenant API keys and their revocations; the last record counts.",
+)
 EVENTS = TopicSpec(
     name="notify.events",
     key="notification_id (str)",
     value="NotificationEvent",
     lane=None,
+    record=NotificationEvent,
     description="Every stage's decision: status, trail, analytics, reconciliation.",
 )
 DEADLETTER = TopicSpec(
@@ -69,33 +153,45 @@ DEADLETTER = TopicSpec(
     description="Messages that could not be processed, byte for byte, with why.",
 )
 
-ALL_TOPICS: tuple[TopicSpec, ...] = (*REQUESTS.values(), EVENTS, DEADLETTER)
+ALL_TOPICS: tuple[TopicSpec, ...] = (
+    *REQUESTS.values(),
+    *ACCEPTED.values(),
+    *DELIVERIES.values(),
+    *DEFERRED.values(),
+    PROFILES,
+    PREFERENCES,
+    DEVICES,
+    API_KEYS,
+    EVENTS,
+    DEADLETTER,
+)
 
 
 class Topology:
     """The topics of ``ALL_TOPICS`` bound to one Faust app."""
 
     def __init__(self, app: faust.App, settings: Settings) -> None:
+        self._app = app
         self.settings = settings
-        self.requests: dict[str, TopicT] = {
-            lane: self._raw(app, spec) for lane, spec in REQUESTS.items()
-        }
-        self.events: TopicT = app.topic(
-            EVENTS.name,
-            key_type=str,
-            value_type=NotificationEvent,
-            partitions=settings.topic_partitions,
-            internal=True,
-        )
-        self.deadletter: TopicT = self._raw(app, DEADLETTER)
+        self.requests = {lane: self._bind(spec) for lane, spec in REQUESTS.items()}
+        self.accepted = {lane: self._bind(spec) for lane, spec in ACCEPTED.items()}
+        self.deliveries = {key: self._bind(spec) for key, spec in DELIVERIES.items()}
+        self.deferred = {lane: self._bind(spec) for lane, spec in DEFERRED.items()}
+        self.profiles = self._bind(PROFILES)
+        self.preferences = self._bind(PREFERENCES)
+        self.devices = self._bind(DEVICES)
+        self.api_keys = self._bind(API_KEYS)
+        self.events = self._bind(EVENTS)
+        self.deadletter = self._bind(DEADLETTER)
 
-    def _raw(self, app: faust.App, spec: TopicSpec) -> TopicT:
-        return app.topic(
+    def _bind(self, spec: TopicSpec) -> TopicT:
+        raw = spec.record is None
+        return self._app.topic(
             spec.name,
-            key_type=bytes,
-            value_type=bytes,
+            key_type=bytes if raw else str,
+            value_type=bytes if raw else spec.record,
             key_serializer="raw",
-            value_serializer="raw",
+            value_serializer="raw" if raw else None,
             partitions=self.settings.topic_partitions,
             config=spec.kafka_configs() or None,
             internal=True,

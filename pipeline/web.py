@@ -27,6 +27,7 @@ def register(app: NotifyApp) -> None:
                 "app_id": app.settings.app_id,
                 "lanes": list(app.settings.worker_lanes),
                 "ready": _recovered(app),
+                "assigned": len(app.assignor.assigned_actives()),
                 "failure": repr(guard.failure) if guard.failure else None,
             }
             return self.json(body, status=200 if ok else 503)

@@ -29,43 +29,65 @@ REQUEST = {
 @pytest.fixture
 def outputs(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, AsyncMock]]:
     """Replace the events and dead-letter topics' send with async mocks."""
-    mocks = {"events": AsyncMock(), "deadletter": AsyncMock()}
+    mocks = {
+        "events": AsyncMock(),
+        "deadletter": AsyncMock(),
+        "critical": AsyncMock(),
+        "bulk": AsyncMock(),
+    }
     monkeypatch.setattr(app.topology.events, "send", mocks["events"])
     monkeypatch.setattr(app.topology.deadletter, "send", mocks["deadletter"])
+    for lane in ("critical", "bulk"):
+        monkeypatch.setattr(app.topology.accepted[lane], "send", mocks[lane])
     monkeypatch.setattr(app, "clock", FrozenClock(NOW))
     yield mocks
 
 
-async def test_valid_request_is_accepted_on_its_lane(
+async def test_valid_request_is_rekeyed_by_user_onto_its_lane(
     outputs: dict[str, AsyncMock],
 ) -> None:
-    """A valid request becomes one ``accepted`` event keyed by its notification id."""
+    """A valid request goes to its lane's accepted topic, keyed tenant/user."""
     async with app.agents["ingest.critical"].test_context() as agent:
-        await agent.put(key=b"u_991", value=orjson.dumps(REQUEST))
+        await agent.put(key=b"whatever", value=orjson.dumps(REQUEST))
     outputs["deadletter"].assert_not_awaited()
-    outputs["events"].assert_awaited_once()
-    call = outputs["events"].await_args
+    outputs["events"].assert_not_awaited()  # fanout announces it, after dedup
+    outputs["bulk"].assert_not_awaited()
+    call = outputs["critical"].await_args
     assert call is not None
+    assert call.kwargs["key"] == "default/u_991"
+    accepted = call.kwargs["value"]
     nid = notification_id("default", "order-4412-shipped")
-    assert call.kwargs["key"] == nid
-    event = call.kwargs["value"]
-    assert (event.event_type, event.notification_id, event.lane) == (
-        "accepted",
-        nid,
-        "critical",
-    )
-    assert (event.user_id, event.type, event.ts) == ("u_991", "order_shipped", NOW)
+    assert (accepted.notification_id, accepted.lane) == (nid, "critical")
+    assert accepted.accepted_at == NOW
+    assert accepted.source.startswith("notify.requests.critical[")
+    request = accepted.notification()
+    assert (request.recipient.user_id, request.data) == ("u_991", REQUEST["data"])
 
 
 async def test_promotional_request_is_routed_to_the_bulk_lane(
     outputs: dict[str, AsyncMock],
 ) -> None:
-    """Promotional traffic is tagged for the bulk lane whatever topic it came on."""
+    """Promotional traffic goes to the bulk lane whatever topic it came on."""
     body = {**REQUEST, "priority": "promotional", "campaign_id": 1042}
     async with app.agents["ingest.critical"].test_context() as agent:
         await agent.put(key=b"u_991", value=orjson.dumps(body))
-    event = outputs["events"].await_args.kwargs["value"]
-    assert (event.lane, event.campaign_id) == ("bulk", "1042")
+    outputs["critical"].assert_not_awaited()
+    accepted = outputs["bulk"].await_args.kwargs["value"]
+    assert (accepted.lane, accepted.notification().campaign_id) == ("bulk", "1042")
+
+
+async def test_body_hash_ignores_json_formatting(
+    outputs: dict[str, AsyncMock],
+) -> None:
+    """The same request written differently has the same digest (no false 409)."""
+    spaced = orjson.dumps(REQUEST, option=orjson.OPT_INDENT_2)
+    reordered = orjson.dumps(dict(reversed(list(REQUEST.items()))))
+    async with app.agents["ingest.critical"].test_context() as agent:
+        await agent.put(key=b"u_991", value=spaced)
+        await agent.put(key=b"u_991", value=reordered)
+    first, second = (c.kwargs["value"] for c in outputs["critical"].await_args_list)
+    assert first.body_hash == second.body_hash
+    assert first.source != second.source
 
 
 async def test_malformed_message_goes_to_dead_letter_with_its_bytes(
@@ -96,7 +118,8 @@ async def test_agent_keeps_going_after_a_bad_message(
         await agent.put(key=b"u_2", value=orjson.dumps(REQUEST))
     assert outputs["deadletter"].await_count == 1
     kinds = [c.kwargs["value"].event_type for c in outputs["events"].await_args_list]
-    assert kinds == ["dead_lettered", "accepted"]
+    assert kinds == ["dead_lettered"]
+    assert outputs["critical"].await_count == 1
 
 
 async def test_a_bug_trips_the_commit_guard_instead_of_skipping_the_message(
@@ -116,4 +139,4 @@ async def test_a_bug_trips_the_commit_guard_instead_of_skipping_the_message(
             await agent.put(key=b"u_1", value=orjson.dumps(REQUEST))
     assert "notify.requests.critical" in repr(app.commit_guard.failure)
     crash.assert_called_once()
-    outputs["events"].assert_not_awaited()
+    outputs["critical"].assert_not_awaited()

@@ -91,8 +91,43 @@ def test_faust_options_carry_the_dev_profile(tmp_path: Path) -> None:
 
 def test_production_refuses_the_embedded_analytics_engine() -> None:
     """A production worker must be pointed at a ClickHouse server."""
+    admin = "x" * 32
     with pytest.raises(ValidationError) as raised:
-        Settings(profile="production", clickhouse_dsn="")
+        Settings(profile="production", clickhouse_dsn="", admin_api_key=admin)
     assert "NOTIFY_CLICKHOUSE_DSN" in str(raised.value)
-    production = Settings(profile="production", clickhouse_dsn="http://ch:8123/db")
+    production = Settings(
+        profile="production",
+        clickhouse_dsn="http://ch:8123/db",
+        admin_api_key=admin,
+        dev_api_key="",
+    )
     assert production.resolved_clickhouse_dsn == "http://ch:8123/db"
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("admin_api_key", "nk_dev_admin_key_for_local_use_only"),
+        ("admin_api_key", "short"),
+        ("dev_api_key", "nk_dev_default_key_for_local_use_only"),
+    ],
+)
+def test_production_refuses_placeholder_keys(field: str, value: str) -> None:
+    """The well-known development keys never authenticate a production worker."""
+    values = {
+        "profile": "production",
+        "clickhouse_dsn": "http://ch:8123/db",
+        "admin_api_key": "y" * 32,
+        "dev_api_key": "",
+        field: value,
+    }
+    with pytest.raises(ValidationError) as raised:
+        Settings(**values)
+    assert f"NOTIFY_{field.upper()}" in str(raised.value)
+
+
+def test_a_single_lane_worker_gets_its_own_group() -> None:
+    """Lanes deploy apart: a one-lane worker never joins the other lane's group."""
+    assert Settings(app_id="np").group_id == "np"
+    assert Settings(app_id="np", lanes="critical").group_id == "np-critical"
+    assert Settings(app_id="np", lanes="bulk").group_id == "np-bulk"

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import importlib
 import re
 from pathlib import Path
 
-import agents.ingest  # noqa: F401 - registers the agents
-from pipeline.app import app
+from pipeline.app import DISCOVER, app
 from pipeline.diagram import AGENT_OUTPUTS, agent_inputs, mermaid
 from pipeline.settings import Settings
 from pipeline.topology import ALL_TOPICS
+
+for _module in DISCOVER:
+    importlib.import_module(_module)  # registers every agent, table and view
 
 README = (Path(__file__).resolve().parents[2] / "README.md").read_text()
 

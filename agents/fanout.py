@@ -1,0 +1,305 @@
+"""fanout: idempotency, enrichment and preferences, then one job per channel.
+
+The three stages are pure functions composed in one agent rather than three
+agents joined by topics: they share the key (tenant/user) and the lane, so a
+Kafka hop between them would buy no isolation or repartitioning and would cost
+~0.3 ms of a core per event. Each stage still reports its own decisions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from faust.types import StreamT
+
+from pipeline.app import app
+from pipeline.ids import event_id
+from pipeline.policy import (
+    TypeCatalogue,
+    Verdict,
+    decide,
+    resolve_channels,
+    unreachable_reason,
+)
+from pipeline.topology import user_key
+from schemas.records import (
+    AcceptedRequest,
+    Deferral,
+    DeliveryJob,
+    DeviceSet,
+    NotificationEvent,
+    NotificationRequest,
+    Preferences,
+    SeenRequest,
+    SeenRequests,
+    UserProfile,
+)
+from tables.devices import devices
+from tables.idempotency import idempotency
+from tables.preferences import preferences
+from tables.profiles import profiles
+
+
+@dataclass(frozen=True)
+class UserState:
+    """What the tables know about the recipient."""
+
+    profile: UserProfile | None = None
+    preferences: Preferences | None = None
+    devices: DeviceSet | None = None
+    seen: SeenRequests | None = None
+
+
+@dataclass
+class Fanout:
+    """Everything one accepted request turns into."""
+
+    events: list[NotificationEvent] = field(default_factory=list)
+    jobs: list[DeliveryJob] = field(default_factory=list)
+    deferral: Deferral | None = None
+    seen: SeenRequests | None = None  # the idempotency entry to store, if changed
+
+
+def event(
+    accepted: AcceptedRequest,
+    request: NotificationRequest,
+    event_type: str,
+    stage: str,
+    now: datetime,
+    *,
+    channel: str | None = None,
+    reason: str | None = None,
+    error: str | None = None,
+    until: datetime | None = None,
+    discriminator: str = "",
+) -> NotificationEvent:
+    """An event about ``accepted``; its id is stable across redeliveries."""
+    return NotificationEvent(
+        event_id=event_id(
+            accepted.notification_id, event_type, stage, channel, discriminator
+        ),
+        event_type=event_type,
+        ts=now,
+        stage=stage,
+        notification_id=accepted.notification_id,
+        tenant=request.tenant,
+        user_id=request.recipient.user_id,
+        campaign_id=request.campaign_id,
+        type=request.type,
+        priority=request.priority,
+        lane=accepted.lane,
+        channel=channel,
+        locale=request.locale,
+        reason=reason,
+        error=error,
+        until=until,
+    )
+
+
+def check_idempotency(
+    accepted: AcceptedRequest,
+    request: NotificationRequest,
+    seen: SeenRequests | None,
+    now: datetime,
+    window: timedelta,
+) -> tuple[NotificationEvent | None, SeenRequests]:
+    """A ``deduplicated`` event if the key was used by another request, and the
+    user's idempotency entry to store (expired keys pruned)."""
+    key = request.idempotency_key
+    live = {
+        k: entry
+        for k, entry in (seen.keys if seen else {}).items()
+        if now - entry.first_seen < window
+    }
+    previous = live.get(key)
+    if previous is not None and previous.source != accepted.source:
+        conflict = previous.body_hash != accepted.body_hash
+        duplicate = event(
+            accepted,
+            request,
+            "deduplicated",
+            "idempotency",
+            now,
+            reason="idempotency_conflict" if conflict else "idempotency_key",
+            error=(
+                f"idempotency key {key!r} was used for a different request"
+                if conflict
+                else None
+            ),
+            discriminator=accepted.source,
+        )
+        return duplicate, SeenRequests(keys=live)
+    # A first use, or a redelivery of the very request that claimed the key
+    # (same source): that one is processed again in full, its outputs carry
+    # the same ids, and downstream dedup by (notification, channel) holds.
+    live[key] = previous or SeenRequest(
+        notification_id=accepted.notification_id,
+        body_hash=accepted.body_hash,
+        first_seen=now,
+        source=accepted.source,
+    )
+    return None, SeenRequests(keys=live)
+
+
+def delivery_job(
+    accepted: AcceptedRequest,
+    request: NotificationRequest,
+    channel: str,
+    state: UserState,
+    now: datetime,
+) -> DeliveryJob:
+    """The job for one channel, carrying the contacts the sender needs."""
+    profile, prefs = state.profile, state.preferences
+    locale = request.locale or (prefs and prefs.locale) or (profile and profile.locale)
+    return DeliveryJob(
+        notification_id=accepted.notification_id,
+        tenant=request.tenant,
+        user_id=request.recipient.user_id,
+        type=request.type,
+        priority=request.priority,
+        lane=accepted.lane,
+        channel=channel,
+        data=dict(request.data),
+        created_at=now,
+        locale=locale or None,
+        timezone=(prefs and prefs.timezone) or (profile and profile.timezone) or None,
+        campaign_id=request.campaign_id,
+        digest_key=request.digest_key,
+        expiry_at=request.expiry_at,
+        email=profile.email if profile and channel == "email" else None,
+        phone=profile.phone if profile and channel == "sms" else None,
+        devices=state.devices.active() if state.devices and channel == "push" else [],
+    )
+
+
+def fan_out(
+    accepted: AcceptedRequest,
+    state: UserState,
+    catalogue: TypeCatalogue,
+    now: datetime,
+    window: timedelta,
+) -> Fanout:
+    """Decide one accepted request: dedup, reachability, preferences, per channel."""
+    request = accepted.notification()
+    duplicate, seen = check_idempotency(accepted, request, state.seen, now, window)
+    result = Fanout(seen=seen)
+    if duplicate is not None:
+        result.events.append(duplicate)
+        return result
+    result.events.append(event(accepted, request, "accepted", "ingest", now))
+    deferred: dict[str, Verdict] = {}
+    devices = state.devices.active() if state.devices else []
+    for channel in resolve_channels(request, catalogue):
+        unreachable = unreachable_reason(channel, state.profile, devices)
+        verdict = (
+            Verdict(outcome="suppress", reason=unreachable)
+            if unreachable is not None
+            else decide(
+                request, channel, state.preferences, state.profile, catalogue, now
+            )
+        )
+        stage = "enrich" if unreachable is not None else "preferences"
+        if verdict.outcome == "deliver":
+            result.jobs.append(delivery_job(accepted, request, channel, state, now))
+            result.events.append(
+                event(
+                    accepted,
+                    request,
+                    "queued",
+                    stage,
+                    now,
+                    channel=channel,
+                    reason=verdict.reason,
+                )
+            )
+            continue
+        if verdict.outcome == "defer":
+            deferred[channel] = verdict
+        kind = {"defer": "deferred", "expire": "expired"}.get(
+            verdict.outcome, "suppressed"
+        )
+        result.events.append(
+            event(
+                accepted,
+                request,
+                kind,
+                stage,
+                now,
+                channel=channel,
+                reason=verdict.reason,
+                until=verdict.until,
+            )
+        )
+    if deferred:
+        result.deferral = deferral(accepted, request, deferred)
+    return result
+
+
+def deferral(
+    accepted: AcceptedRequest,
+    request: NotificationRequest,
+    verdicts: dict[str, Verdict],
+) -> Deferral:
+    """The record the scheduler re-drives, for the deferred channels only.
+
+    Quiet hours and ``schedule_at`` are the user's and the request's, so every
+    deferred channel has the same ``until``; the latest is kept to be safe.
+    """
+    until = max(v.until for v in verdicts.values() if v.until is not None)
+    held = {**accepted.request, "channels": sorted(verdicts)}
+    reasons = sorted({v.reason or "deferred" for v in verdicts.values()})
+    return Deferral(
+        notification_id=accepted.notification_id,
+        lane=accepted.lane,
+        until=until,
+        reason=",".join(reasons),
+        accepted=AcceptedRequest(**{**accepted.asdict(), "request": held}),
+    )
+
+
+CATALOGUE = TypeCatalogue.load()
+
+
+async def handle(accepted: AcceptedRequest, lane: str, window: timedelta) -> None:
+    """Decide one accepted request against the tables and write every outcome."""
+    topology = app.topology
+    request = accepted.notification()
+    key = user_key(request.tenant, request.recipient.user_id)
+    state = UserState(
+        profile=profiles.get(key),
+        preferences=preferences.get(key),
+        devices=devices.get(key),
+        seen=idempotency.get(key),
+    )
+    result = fan_out(accepted, state, CATALOGUE, app.clock.now(), window)
+    if result.seen is not None:
+        idempotency[key] = result.seen
+    for job in result.jobs:
+        await topology.deliveries[(job.channel, lane)].send(key=key, value=job)
+    if result.deferral is not None:
+        await topology.deferred[lane].send(key=key, value=result.deferral)
+    for outcome in result.events:
+        await topology.events.send(key=accepted.notification_id, value=outcome)
+
+
+def _make_agent(lane: str) -> None:
+    topology = app.topology
+
+    async def fanout(stream: StreamT[AcceptedRequest]) -> None:
+        window = timedelta(hours=app.settings.idempotency_window)
+        async for stream_event in stream.events():
+            message = stream_event.message
+            source = f"{message.topic}[{message.partition}]@{message.offset}"
+            with app.commit_guard.watching(source):
+                await handle(stream_event.value, lane, window)
+
+    fanout.__doc__ = (
+        f"Dedup, enrich and apply preferences to {lane}-lane requests; one job "
+        "per channel."
+    )
+    app.agent(topology.accepted[lane], name=f"fanout.{lane}")(fanout)
+
+
+for _lane in app.settings.worker_lanes:
+    _make_agent(_lane)

@@ -1,0 +1,138 @@
+"""The fanout and state agents in Faust's test context, tables and topics mocked."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any
+from unittest.mock import AsyncMock
+
+import pytest
+
+import agents.fanout
+import agents.status
+import agents.user_state
+from agents.ingest import accept
+from pipeline.app import app
+from pipeline.clock import FrozenClock
+from schemas.records import (
+    DeviceToken,
+    NotificationEvent,
+    NotificationRequest,
+    Preferences,
+    Recipient,
+    UserProfile,
+)
+
+NOW = datetime(2026, 11, 21, 9, 30, tzinfo=UTC)
+KEY = "default/u_991"
+
+
+@pytest.fixture
+def wired(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
+    """Plain dicts for the tables, async mocks for every output topic."""
+    tables: dict[str, Any] = {
+        name: {} for name in ("profiles", "preferences", "devices", "idempotency")
+    }
+    for name, table in tables.items():
+        monkeypatch.setattr(agents.fanout, name, table)
+        if hasattr(agents.user_state, name):
+            monkeypatch.setattr(agents.user_state, name, table)
+    tables["status"] = {}
+    monkeypatch.setattr(agents.status, "status", tables["status"])
+    sends: dict[str, AsyncMock] = {"events": AsyncMock(), "deferred": AsyncMock()}
+    monkeypatch.setattr(app.topology.events, "send", sends["events"])
+    monkeypatch.setattr(app.topology.deferred["critical"], "send", sends["deferred"])
+    for (channel, lane), topic in app.topology.deliveries.items():
+        if lane == "critical":
+            sends[channel] = AsyncMock()
+            monkeypatch.setattr(topic, "send", sends[channel])
+    monkeypatch.setattr(app, "clock", FrozenClock(NOW))
+    yield {"tables": tables, "sends": sends}
+
+
+def request(**fields: Any) -> NotificationRequest:
+    """A transactional order_shipped request for u_991."""
+    values: dict[str, Any] = {
+        "idempotency_key": "order-4412-shipped",
+        "recipient": Recipient(user_id="u_991"),
+        "type": "order_shipped",
+        "channels": ["push", "email"],
+    }
+    return NotificationRequest(**{**values, **fields})
+
+
+async def test_state_agents_fill_the_tables_the_fanout_reads(
+    wired: dict[str, Any],
+) -> None:
+    """Profile, preference and device updates land in their tables by user."""
+    tables = wired["tables"]
+    async with app.agents["state.profiles"].test_context() as agent:
+        await agent.put(key=KEY, value=UserProfile(user_id="u_991", email="a@b.co"))
+    async with app.agents["state.preferences"].test_context() as agent:
+        await agent.put(key=KEY, value=Preferences(user_id="u_991", marketing=False))
+    async with app.agents["state.devices"].test_context() as agent:
+        for token, active in (("t1", True), ("t2", True), ("t1", False)):
+            device = DeviceToken(
+                user_id="u_991", token=token, platform="fcm", active=active
+            )
+            await agent.put(key=f"{KEY}#{token}", value=device)
+    assert tables["profiles"][KEY].email == "a@b.co"
+    assert tables["preferences"][KEY].marketing is False
+    assert [d.token for d in tables["devices"][KEY].active()] == ["t2"]
+
+
+async def test_fanout_writes_jobs_events_and_the_idempotency_entry(
+    wired: dict[str, Any],
+) -> None:
+    """Jobs go to the lane's per-channel topics; events say why for each channel."""
+    tables, sends = wired["tables"], wired["sends"]
+    tables["profiles"][KEY] = UserProfile(user_id="u_991", email="a@b.co")
+    accepted = accept(request(), "notify.requests.critical[1]@7", NOW)
+    async with app.agents["fanout.critical"].test_context() as agent:
+        await agent.put(key=KEY, value=accepted)
+    sends["push"].assert_not_awaited()  # no device: suppressed
+    job = sends["email"].await_args.kwargs["value"]
+    assert (job.notification_id, job.email) == (accepted.notification_id, "a@b.co")
+    assert sends["email"].await_args.kwargs["key"] == KEY
+    events = [c.kwargs["value"] for c in sends["events"].await_args_list]
+    assert [(e.event_type, e.channel, e.reason) for e in events] == [
+        ("accepted", None, None),
+        ("suppressed", "push", "no_active_device"),
+        ("queued", "email", None),
+    ]
+    assert tables["idempotency"][KEY].keys["order-4412-shipped"].source == (
+        accepted.source
+    )
+
+
+async def test_fanout_defers_in_quiet_hours(wired: dict[str, Any]) -> None:
+    """A deferral record goes to the lane's deferred topic; nothing is sent."""
+    tables, sends = wired["tables"], wired["sends"]
+    tables["profiles"][KEY] = UserProfile(user_id="u_991", email="a@b.co")
+    tables["preferences"][KEY] = Preferences(
+        user_id="u_991",
+        quiet_hours={"start": "09:00", "end": "10:00"},  # type: ignore[arg-type]
+    )
+    accepted = accept(request(channels=["email"]), "notify.requests.critical[1]@8", NOW)
+    async with app.agents["fanout.critical"].test_context() as agent:
+        await agent.put(key=KEY, value=accepted)
+    sends["email"].assert_not_awaited()
+    deferral = sends["deferred"].await_args.kwargs["value"]
+    assert deferral.until == NOW.replace(hour=10, minute=0)
+    assert deferral.reason == "quiet_hours"
+
+
+async def test_status_agent_builds_the_trail(wired: dict[str, Any]) -> None:
+    """Events keyed by notification id become its status entry."""
+    event = NotificationEvent(
+        event_id="e1",
+        event_type="queued",
+        ts=NOW,
+        stage="preferences",
+        notification_id="n_1",
+        channel="sms",
+    )
+    async with app.agents["status"].test_context() as agent:
+        await agent.put(key="n_1", value=event)
+    assert wired["tables"]["status"]["n_1"].channels == {"sms": "queued"}

@@ -1,0 +1,177 @@
+"""fan_out: idempotency, reachability and preferences composed, without Kafka."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from agents.fanout import UserState, fan_out
+from agents.ingest import accept
+from pipeline.policy import TypeCatalogue
+from schemas.records import (
+    AcceptedRequest,
+    DeviceSet,
+    DeviceToken,
+    NotificationRequest,
+    Preferences,
+    QuietHours,
+    Recipient,
+    UserProfile,
+)
+
+NOW = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
+DAY = timedelta(hours=24)
+CATALOGUE = TypeCatalogue.load()
+PROFILE = UserProfile(
+    user_id="u1", email="u1@example.com", phone="+14155550123", timezone="UTC"
+)
+DEVICES = DeviceSet(
+    devices={
+        "t1": DeviceToken(user_id="u1", token="t1", platform="fcm"),
+        "t2": DeviceToken(user_id="u1", token="t2", platform="apns", active=False),
+    }
+)
+REACHABLE = UserState(profile=PROFILE, devices=DEVICES)
+
+
+def accepted(
+    source: str = "notify.requests.critical[0]@1", **fields: object
+) -> AcceptedRequest:
+    """An accepted request for user u1, with ``fields`` overriding the defaults."""
+    values: dict[str, object] = {
+        "idempotency_key": "k1",
+        "recipient": Recipient(user_id="u1"),
+        "type": "order_shipped",
+        "priority": "transactional",
+        "channels": ["push", "email", "sms"],
+        "data": {"order_id": 4412},
+    }
+    values.update(fields)
+    return accept(NotificationRequest(**values), source, NOW)
+
+
+def outcomes(result: object) -> dict[str | None, tuple[str, str | None]]:
+    """Channel → (event type, reason) of a fanout's events."""
+    return {
+        e.channel: (e.event_type, e.reason)
+        for e in result.events  # type: ignore[attr-defined]
+        if e.channel is not None
+    }
+
+
+def test_every_reachable_channel_gets_one_job_with_its_contacts() -> None:
+    """One job per channel; push carries only the active devices."""
+    result = fan_out(accepted(), REACHABLE, CATALOGUE, NOW, DAY)
+    jobs = {job.channel: job for job in result.jobs}
+    assert set(jobs) == {"push", "email", "sms"}
+    assert [d.token for d in jobs["push"].devices] == ["t1"]
+    assert jobs["email"].email == "u1@example.com"
+    assert jobs["sms"].phone == "+14155550123"
+    assert [e.event_type for e in result.events][0] == "accepted"
+    assert outcomes(result) == {c: ("queued", None) for c in jobs}
+    assert result.deferral is None
+
+
+def test_unreachable_channels_are_suppressed_with_a_reason() -> None:
+    """No profile, no devices: every channel but in-app is dropped, saying why."""
+    result = fan_out(
+        accepted(channels=["push", "email", "sms", "in_app"]),
+        UserState(),
+        CATALOGUE,
+        NOW,
+        DAY,
+    )
+    assert [job.channel for job in result.jobs] == ["in_app"]
+    assert outcomes(result) == {
+        "push": ("suppressed", "no_active_device"),
+        "email": ("suppressed", "no_email:no_profile"),
+        "sms": ("suppressed", "no_phone:no_profile"),
+        "in_app": ("queued", None),
+    }
+
+
+def test_type_defaults_apply_when_no_channels_are_named() -> None:
+    """Without an override the catalogue's channels for the type are used."""
+    result = fan_out(accepted(channels=None), REACHABLE, CATALOGUE, NOW, DAY)
+    expected = CATALOGUE.lookup("order_shipped").channels
+    assert tuple(job.channel for job in result.jobs) == tuple(expected)
+
+
+def test_opted_out_channel_is_suppressed_but_critical_goes_through() -> None:
+    """A channel opt-out holds transactional traffic, not critical."""
+    prefs = Preferences(user_id="u1", channels={"sms": False})
+    state = UserState(profile=PROFILE, devices=DEVICES, preferences=prefs)
+    result = fan_out(accepted(), state, CATALOGUE, NOW, DAY)
+    assert outcomes(result)["sms"] == ("suppressed", "channel_opt_out:sms")
+    critical = fan_out(accepted(priority="critical"), state, CATALOGUE, NOW, DAY)
+    assert outcomes(critical)["sms"] == ("queued", None)
+
+
+def test_quiet_hours_defer_the_notification_once_for_its_channels() -> None:
+    """In quiet hours, one deferral record holds the deferred channels."""
+    prefs = Preferences(
+        user_id="u1",
+        channels={"sms": False},
+        quiet_hours=QuietHours(start="11:00", end="13:30"),
+    )
+    state = UserState(profile=PROFILE, devices=DEVICES, preferences=prefs)
+    result = fan_out(accepted(), state, CATALOGUE, NOW, DAY)
+    assert result.jobs == []
+    assert result.deferral is not None
+    assert result.deferral.until == NOW.replace(hour=13, minute=30)
+    assert result.deferral.accepted.notification().channels == ["email", "push"]
+    assert outcomes(result)["sms"] == ("suppressed", "channel_opt_out:sms")
+    assert outcomes(result)["push"] == ("deferred", "quiet_hours")
+
+
+def test_expired_notification_stops_on_every_channel() -> None:
+    """Past its expiry nothing is sent, and each channel says so."""
+    result = fan_out(
+        accepted(expiry_at=NOW - timedelta(minutes=1)), REACHABLE, CATALOGUE, NOW, DAY
+    )
+    assert result.jobs == []
+    assert set(outcomes(result).values()) == {("expired", "expired")}
+
+
+def test_a_caller_retry_is_deduplicated_and_a_different_body_is_a_conflict() -> None:
+    """Same key from another request: deduplicated; with another body: conflict."""
+    first = fan_out(accepted(), REACHABLE, CATALOGUE, NOW, DAY)
+    state = UserState(profile=PROFILE, devices=DEVICES, seen=first.seen)
+    retry = fan_out(
+        accepted(source="notify.requests.critical[0]@2"), state, CATALOGUE, NOW, DAY
+    )
+    assert retry.jobs == []
+    assert [(e.event_type, e.reason) for e in retry.events] == [
+        ("deduplicated", "idempotency_key")
+    ]
+    conflict = fan_out(
+        accepted(source="notify.requests.critical[0]@3", data={"other": 1}),
+        state,
+        CATALOGUE,
+        NOW,
+        DAY,
+    )
+    assert [(e.event_type, e.reason) for e in conflict.events] == [
+        ("deduplicated", "idempotency_conflict")
+    ]
+
+
+def test_a_redelivery_of_the_same_request_is_processed_again_identically() -> None:
+    """After a crash the same message is redone in full, with the same event ids."""
+    first = fan_out(accepted(), REACHABLE, CATALOGUE, NOW, DAY)
+    state = UserState(profile=PROFILE, devices=DEVICES, seen=first.seen)
+    again = fan_out(accepted(), state, CATALOGUE, NOW + timedelta(seconds=5), DAY)
+    assert [j.channel for j in again.jobs] == [j.channel for j in first.jobs]
+    assert [e.event_id for e in again.events] == [e.event_id for e in first.events]
+
+
+def test_idempotency_keys_expire_after_the_window() -> None:
+    """A key reused after the window is a new notification."""
+    first = fan_out(accepted(), REACHABLE, CATALOGUE, NOW, DAY)
+    state = UserState(profile=PROFILE, devices=DEVICES, seen=first.seen)
+    later = NOW + DAY + timedelta(seconds=1)
+    reuse = fan_out(
+        accepted(source="notify.requests.critical[0]@9"), state, CATALOGUE, later, DAY
+    )
+    assert len(reuse.jobs) == 3
+    assert reuse.seen is not None
+    assert reuse.seen.keys["k1"].first_seen == later
