@@ -15,6 +15,7 @@ import time
 import urllib.error
 import urllib.request
 from collections import Counter
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import FrameType
 
@@ -27,7 +28,7 @@ from pipeline.settings import EMBEDDED_BROKER_DEFECTS, Settings
 
 log = logging.getLogger("devstack")
 
-DEMO_TYPES = ("order_shipped", "password_reset", "comment_reply", "campaign_1042")
+DEMO_TYPES = ("order_shipped", "password_reset", "comment_reply", "campaign")
 DEV_BROKER_PORT = 19092
 
 
@@ -54,6 +55,57 @@ def demo_request(n: int) -> tuple[str, bytes, bytes]:
     }
     lane = "bulk" if promotional else "critical"
     return f"notify.requests.{lane}", user.encode(), orjson.dumps(body)
+
+
+def demo_users(port: int, api_key: str, users: int = 50) -> None:
+    """Give the demo users profiles, devices and varied preferences via the API."""
+    for n in range(users):
+        user = f"u_{n:03d}"
+        profile: dict[str, object] = {"email": f"{user}@example.com"}
+        if n % 2 == 0:
+            profile["phone"] = f"+1415555{n:04d}"
+        calls: list[tuple[str, str, object]] = [("PUT", f"/v1/users/{user}", profile)]
+        if n % 3 == 0:
+            calls.append(
+                (
+                    "POST",
+                    f"/v1/users/{user}/devices",
+                    {"token": f"tok-{user}", "platform": "fcm"},
+                )
+            )
+        if n % 5 == 0:
+            calls.append(
+                (
+                    "PUT",
+                    f"/v1/users/{user}/preferences",
+                    {"channels": {"sms": False}, "marketing": n % 10 != 0},
+                )
+            )
+        if n % 7 == 0:
+            now = datetime.now(UTC)
+            quiet = {
+                "start": (now - timedelta(hours=1)).strftime("%H:%M"),
+                "end": (now + timedelta(hours=1)).strftime("%H:%M"),
+            }
+            calls.append(
+                (
+                    "PUT",
+                    f"/v1/users/{user}/preferences",
+                    {"quiet_hours": quiet, "timezone": "UTC"},
+                )
+            )
+        for method, path, body in calls:
+            request = urllib.request.Request(  # noqa: S310 - loopback
+                f"http://127.0.0.1:{port}{path}",
+                data=orjson.dumps(body),
+                method=method,
+                headers={
+                    "Authorization": f"Bearer {api_key}",
+                    "Content-Type": "application/json",
+                },
+            )
+            with urllib.request.urlopen(request, timeout=10):  # noqa: S310
+                pass
 
 
 def demo_traffic(bootstrap: str, stop: threading.Event, per_second: float) -> None:
@@ -170,6 +222,9 @@ def main(argv: list[str] | None = None) -> int:
                 return 1
             time.sleep(0.2)
 
+        api_key = base.dev_api_key.get_secret_value()
+        if not args.no_demo:
+            demo_users(base.web_port, api_key)
         tally: Counter[str] = Counter()
         threads = [
             threading.Thread(target=tally_events, args=(broker.bootstrap, stop, tally))
@@ -190,6 +245,10 @@ def main(argv: list[str] | None = None) -> int:
                     f"  broker        {broker.url}   log {data_dir / 'broker.log'}",
                     f"  worker        pid {worker.pid}   log {worker_log}",
                     f"  health        {web}/health",
+                    f"  API           {web}/openapi.json",
+                    f"  API key       {api_key}   (NOTIFY_DEV_API_KEY)",
+                    f"  a status      curl -H 'Authorization: Bearer {api_key}' "
+                    f"{web}/v1/notifications/<id>",
                     "  demo traffic  "
                     + ("off" if args.no_demo else f"{args.rate:g} requests/s"),
                     f"  your shell    export NOTIFY_BROKER_URL={broker.url}",

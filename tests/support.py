@@ -229,3 +229,40 @@ class WorkerProcess:
         """Wait for the worker to exit by itself; return its exit code."""
         assert self.process is not None
         return self.process.wait(timeout)
+
+
+DEV_KEY = "nk_dev_default_key_for_local_use_only"
+ADMIN_KEY = "nk_dev_admin_key_for_local_use_only"
+
+
+@dataclass(frozen=True)
+class Reply:
+    """An HTTP answer: status, JSON body and headers."""
+
+    status: int
+    body: Any
+    headers: dict[str, str]
+
+
+def call(
+    port: int,
+    method: str,
+    path: str,
+    body: Any = None,
+    *,
+    key: str | None = DEV_KEY,
+) -> Reply:
+    """One request to a worker's API on loopback."""
+    headers = {"Content-Type": "application/json"}
+    if key is not None:
+        headers["Authorization"] = f"Bearer {key}"
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(  # noqa: S310 - loopback only
+        f"http://127.0.0.1:{port}{path}", data=data, method=method, headers=headers
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=15) as response:  # noqa: S310
+            raw, status, got = response.read(), response.status, response.headers
+    except urllib.error.HTTPError as error:
+        raw, status, got = error.read(), error.code, error.headers
+    return Reply(status, json.loads(raw) if raw else None, dict(got.items()))

@@ -28,7 +28,10 @@ COMPOSE_FILE = REPO / "docker-compose.yml"
 PREFIX = str(Settings.model_config.get("env_prefix", "")).upper()
 #: What an operator exports before ``docker compose up``: the file requires it.
 #: URL-safe, as it must be: Compose pastes it into the DSN without quoting.
-OPERATOR_ENV = {"CLICKHOUSE_PASSWORD": "s3cret-Pa55_word"}
+OPERATOR_ENV = {
+    "CLICKHOUSE_PASSWORD": "s3cret-Pa55_word",
+    "NOTIFY_ADMIN_API_KEY": "an-admin-key-of-at-least-24-chars",
+}
 WORKER_ARGV = ("notify", "worker")
 TOPICS_ARGV = ("notify", "topics")
 

@@ -1,0 +1,326 @@
+"""The HTTP API on a real worker: accept, dedup, preferences, status, auth."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import orjson
+import pytest
+
+from pipeline.admin import ensure_topics
+from pipeline.ids import notification_id
+from pipeline.settings import Settings
+from tests.conftest import WorkerFactory
+from tests.support import (
+    ADMIN_KEY,
+    BrokerUnderTest,
+    Reply,
+    WorkerProcess,
+    call,
+    produce,
+    unique,
+    wait_for,
+)
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def module_broker(broker: BrokerUnderTest) -> BrokerUnderTest:
+    """The session broker with every topic created."""
+    ensure_topics(Settings(broker_url=broker.url))
+    return broker
+
+
+@pytest.fixture
+def worker(
+    module_broker: BrokerUnderTest, start_worker: WorkerFactory
+) -> Iterator[WorkerProcess]:
+    """One ready worker running both lanes."""
+    started = start_worker()
+    started.wait_ready(timeout=90)
+    yield started
+
+
+def api(
+    worker: WorkerProcess, method: str, path: str, body: Any = None, **kw: Any
+) -> Reply:
+    """Call this worker's API."""
+    return call(worker.web_port, method, path, body, **kw)
+
+
+def status_of(worker: WorkerProcess, nid: str, settled: Any) -> dict[str, Any]:
+    """Poll GET /v1/notifications/{nid} until ``settled(body)`` holds."""
+
+    def ready() -> dict[str, Any] | None:
+        reply = api(worker, "GET", f"/v1/notifications/{nid}")
+        return reply.body if reply.status == 200 and settled(reply.body) else None
+
+    return wait_for(ready, timeout=30, interval=0.2)  # type: ignore[no-any-return]
+
+
+def set_user(
+    worker: WorkerProcess,
+    user: str,
+    profile: dict[str, Any],
+    prefs: dict[str, Any] | None = None,
+) -> None:
+    """PUT a profile (and preferences) and wait until the worker reads them back."""
+    assert api(worker, "PUT", f"/v1/users/{user}", profile).status == 202
+    if prefs is not None:
+        assert api(worker, "PUT", f"/v1/users/{user}/preferences", prefs).status == 202
+    wait_for(lambda: api(worker, "GET", f"/v1/users/{user}").status == 200, timeout=30)
+    if prefs is not None:
+        wait_for(
+            lambda: api(worker, "GET", f"/v1/users/{user}/preferences").body.get(
+                "updated_at"
+            ),
+            timeout=30,
+        )
+
+
+def notify(user: str, key: str, **fields: Any) -> dict[str, Any]:
+    """A request body for ``user``."""
+    return {
+        "idempotency_key": key,
+        "recipient": {"user_id": user},
+        "type": "order_shipped",
+        "priority": "transactional",
+        **fields,
+    }
+
+
+def test_accept_deduplicate_and_suppress_an_opted_out_channel(
+    worker: WorkerProcess, module_broker: BrokerUnderTest
+) -> None:
+    """202 with the id; the same key again enqueues nothing; a 409 on a new body;
+    an opted-out channel is suppressed with its reason visible in GET status."""
+    user, key = unique("u"), unique("order")
+    set_user(
+        worker,
+        user,
+        {"email": "u@example.com", "phone": "+14155550123"},
+        {"channels": {"sms": False}},
+    )
+    body = notify(user, key, channels=["email", "sms"])
+    first = api(worker, "POST", "/v1/notifications", body)
+    assert first.status == 202
+    nid = first.body["notification_id"]
+    assert nid == notification_id("default", key)
+
+    status = status_of(worker, nid, lambda s: len(s["channels"]) == 2)
+    assert status["channels"] == {"email": "queued", "sms": "suppressed"}
+    sms = [e for e in status["trail"] if e["channel"] == "sms"]
+    assert [(e["event_type"], e["reason"]) for e in sms] == [
+        ("suppressed", "channel_opt_out:sms")
+    ]
+
+    again = api(worker, "POST", "/v1/notifications", body)
+    assert (again.status, again.body["notification_id"]) == (202, nid)
+    assert again.body["status"] == "duplicate"
+    assert again.headers.get("Idempotent-Replayed") == "true"
+    conflict = api(worker, "POST", "/v1/notifications", {**body, "data": {"x": 1}})
+    assert conflict.status == 409
+    assert conflict.body["error"]["code"] == "idempotency_conflict"
+    assert conflict.body["error"]["field"] == "idempotency_key"
+
+    # The same JSON produced straight onto the ingest topic (as kcat would, with
+    # librdkafka's own partitioner) is a duplicate too, not a second send.
+    produce(
+        module_broker.bootstrap,
+        "notify.requests.critical",
+        [(user.encode(), orjson.dumps(body))],
+    )
+    final = status_of(
+        worker,
+        nid,
+        lambda s: any(e["event_type"] == "deduplicated" for e in s["trail"]),
+    )
+    assert [e["event_type"] for e in final["trail"]].count("queued") == 1
+
+
+def quiet_now() -> dict[str, str]:
+    """Quiet hours (UTC) from an hour ago to an hour from now."""
+    now = datetime.now(UTC)
+    return {
+        "start": (now - timedelta(hours=1)).strftime("%H:%M"),
+        "end": (now + timedelta(hours=1)).strftime("%H:%M"),
+    }
+
+
+def test_quiet_hours_defer_promotional_but_not_critical(worker: WorkerProcess) -> None:
+    """In the user's quiet hours a promotion is deferred (until when is visible);
+    a critical notification goes straight through."""
+    user = unique("u")
+    set_user(
+        worker,
+        user,
+        {"email": "q@example.com", "timezone": "UTC"},
+        {"quiet_hours": quiet_now(), "timezone": "UTC"},
+    )
+    promo = api(
+        worker,
+        "POST",
+        "/v1/notifications",
+        notify(
+            user,
+            unique("promo"),
+            type="campaign",
+            priority="promotional",
+            channels=["email"],
+            campaign_id=1042,
+        ),
+    )
+    critical = api(
+        worker,
+        "POST",
+        "/v1/notifications",
+        notify(
+            user,
+            unique("otp"),
+            type="password_reset",
+            priority="critical",
+            channels=["email"],
+        ),
+    )
+    assert promo.status == critical.status == 202
+
+    deferred = status_of(
+        worker, promo.body["notification_id"], lambda s: "email" in s["channels"]
+    )
+    assert deferred["channels"] == {"email": "deferred"}
+    entry = next(e for e in deferred["trail"] if e["event_type"] == "deferred")
+    assert entry["reason"] == "quiet_hours"
+    assert datetime.fromisoformat(entry["until"]) > datetime.now(UTC)
+    assert deferred["lane"] == "bulk"
+
+    sent = status_of(
+        worker, critical.body["notification_id"], lambda s: "email" in s["channels"]
+    )
+    assert sent["channels"] == {"email": "queued"}
+    assert sent["lane"] == "critical"
+
+
+def test_bad_requests_get_json_errors_naming_the_field(worker: WorkerProcess) -> None:
+    """400 for bad JSON, 422 naming the field, 401 without a valid key."""
+    missing = api(
+        worker,
+        "POST",
+        "/v1/notifications",
+        {"idempotency_key": "k", "type": "x", "recipient": {}},
+    )
+    assert missing.status == 422
+    assert missing.body["error"] == {
+        "code": "required",
+        "message": "recipient.user_id: required non-empty string",
+        "field": "recipient.user_id",
+    }
+    prefs = api(
+        worker,
+        "PUT",
+        "/v1/users/u/preferences",
+        {"quiet_hours": {"start": "25:00", "end": "07:00"}},
+    )
+    assert (prefs.status, prefs.body["error"]["field"]) == (422, "quiet_hours.start")
+    assert api(worker, "GET", "/v1/users/u", key=None).status == 401
+    assert api(worker, "GET", "/v1/users/u", key="nk_nope_nope").status == 401
+    assert api(worker, "GET", "/openapi.json", key=None).status == 200
+    assert api(worker, "GET", "/health", key=None).status == 200
+
+
+def test_tenant_keys_see_only_their_tenant(worker: WorkerProcess) -> None:
+    """An admin creates a tenant key; it works for its tenant, is 403 elsewhere,
+    and is 401 once revoked. Keys are never listed with their secrets."""
+    created = api(worker, "POST", "/v1/admin/keys", {"tenant": "acme"}, key=ADMIN_KEY)
+    assert created.status == 201
+    acme = created.body["api_key"]
+    # The key reaches every worker through the keys topic, within moments.
+    wait_for(
+        lambda: (
+            api(worker, "POST", "/v1/admin/keys", {"tenant": "x"}, key=acme).status
+            == 403
+        ),
+        timeout=30,
+    )
+
+    user = unique("u")
+    reply = wait_for(
+        lambda: (
+            (
+                r := api(
+                    worker, "PUT", f"/v1/users/{user}", {"email": "a@acme.io"}, key=acme
+                )
+            ).status
+            == 202
+            and r
+        ),
+        timeout=30,
+    )
+    assert reply.body["profile"]["tenant"] == "acme"
+    other = api(worker, "GET", f"/v1/users/{user}?tenant=default", key=acme)
+    assert other.status == 403
+    listed = api(worker, "GET", "/v1/admin/keys?tenant=acme", key=ADMIN_KEY)
+    assert [k["key_id"] for k in listed.body["keys"]] == [created.body["key_id"]]
+    assert "secret_sha256" not in listed.body["keys"][0]
+    assert acme not in str(listed.body)
+
+    default_nid = api(
+        worker, "POST", "/v1/notifications", notify(unique("u"), unique("k"))
+    ).body["notification_id"]
+    wait_for(
+        lambda: api(worker, "GET", f"/v1/notifications/{default_nid}").status == 200,
+        timeout=30,
+    )
+    assert (
+        api(worker, "GET", f"/v1/notifications/{default_nid}", key=acme).status == 403
+    )
+
+    revoked = api(
+        worker, "DELETE", f"/v1/admin/keys/{created.body['key_id']}", key=ADMIN_KEY
+    )
+    assert revoked.status == 200
+    wait_for(
+        lambda: api(worker, "GET", f"/v1/users/{user}", key=acme).status == 401,
+        timeout=30,
+    )
+
+
+def test_status_is_answered_by_whichever_worker_is_asked(
+    module_broker: BrokerUnderTest, start_worker: WorkerFactory
+) -> None:
+    """Two workers share the partitions; GET status works on both for every id."""
+    app_id = unique("pair")
+    first = start_worker(app_id=app_id, name="first")
+    second = start_worker(app_id=app_id, name="second")
+    first.wait_ready(timeout=90)
+    second.wait_ready(timeout=90)
+
+    def owners_split() -> bool:
+        return all(
+            (w.get("/health") or {}).get("assigned", 0) > 0 for w in (first, second)
+        )
+
+    wait_for(owners_split, timeout=60)
+    ids = []
+    for n in range(8):
+        reply = call(
+            first.web_port if n % 2 else second.web_port,
+            "POST",
+            "/v1/notifications",
+            notify(unique("u"), unique("k")),
+        )
+        assert reply.status == 202, reply.body
+        ids.append(reply.body["notification_id"])
+    for nid in ids:
+        for worker in (first, second):
+            body = wait_for(
+                lambda w=worker, n=nid: (
+                    (r := call(w.web_port, "GET", f"/v1/notifications/{n}")).status
+                    == 200
+                    and r.body
+                ),
+                timeout=30,
+            )
+            assert body["notification_id"] == nid
