@@ -27,8 +27,8 @@ from schemas.records import (
     Recipient,
     UserProfile,
 )
-from schemas.requests import _TYPE_PATTERN, MAX_KEY_LENGTH
-from schemas.updates import _CLOCK, _E164, _EMAIL, _NAME
+from schemas.requests import MAX_KEY_LENGTH, TYPE_PATTERN
+from schemas.updates import CLOCK, E164, EMAIL, LOCALE, MAX_TOKEN_LENGTH, NAME
 
 Schema = dict[str, Any]
 RecordType = type[faust.Record]
@@ -44,13 +44,13 @@ SCHEMA_DIR = Path(__file__).parent / "json"
 _NOT_BLANK = r"\S"
 _NOT_BLANK_STRING: Schema = {"minLength": 1, "pattern": _NOT_BLANK}
 # The validator's own pattern, so the two cannot drift apart.
-_NOTIFICATION_TYPE: Schema = {"pattern": _TYPE_PATTERN.pattern}
+_NOTIFICATION_TYPE: Schema = {"pattern": TYPE_PATTERN.pattern}
 _PRIORITY: Schema = {"enum": list(PRIORITIES)}
 _CHANNEL: Schema = {"enum": list(CHANNELS)}
-# What schemas.updates checks inline (tests/unit/test_jsonschema.py holds the two
-# in step): a locale tag, and the longest push token.
-_LOCALE_TAG: Schema = {"pattern": r"^[a-z]{2,3}([-_][A-Za-z0-9]{2,8})*$"}
-_MAX_TOKEN_LENGTH = 4096
+# The user-state validator's own pattern and limit, so they cannot drift apart:
+# a locale tag, and the longest push token.
+_LOCALE_TAG: Schema = {"pattern": LOCALE.pattern}
+_MAX_TOKEN_LENGTH = MAX_TOKEN_LENGTH
 
 # Where a reader of a record is stricter than its field types: merged into the
 # field's schema before ``null`` is allowed for optional fields.
@@ -83,17 +83,17 @@ _REFINEMENTS: dict[RecordType, dict[str, Schema]] = {
     # validator also wants a time zone the machine's IANA database knows.
     Preferences: {
         "channels": {"propertyNames": _CHANNEL},
-        "types": {"propertyNames": {"pattern": _NAME.pattern}},
+        "types": {"propertyNames": {"pattern": NAME.pattern}},
         "timezone": {"pattern": _NOT_BLANK},
         "locale": _LOCALE_TAG,
     },
     QuietHours: {
-        "start": {"pattern": _CLOCK.pattern},
-        "end": {"pattern": _CLOCK.pattern},
+        "start": {"pattern": CLOCK.pattern},
+        "end": {"pattern": CLOCK.pattern},
     },
     UserProfile: {
-        "email": {"pattern": _EMAIL.pattern},
-        "phone": {"pattern": _E164.pattern},
+        "email": {"pattern": EMAIL.pattern},
+        "phone": {"pattern": E164.pattern},
         "timezone": {"pattern": _NOT_BLANK},
         "locale": _LOCALE_TAG,
         "tags": {"items": {"minLength": 1}},

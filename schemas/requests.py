@@ -14,7 +14,8 @@ from schemas.fields import invalid, optional_string, require_object, required_st
 from schemas.records import CHANNELS, PRIORITIES, NotificationRequest, Recipient
 
 MAX_KEY_LENGTH = 255
-_TYPE_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,99}$")
+#: Public: the JSON Schema reuses it. Checked with fullmatch (see schemas.updates).
+TYPE_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,99}$")
 _OPTIONAL_STRINGS = ("tenant", "digest_key", "locale")
 _FIELDS = frozenset(
     {
@@ -58,7 +59,7 @@ def validate_request(body: Any) -> NotificationRequest:
     if not isinstance(user_id, str) or not user_id.strip():
         raise invalid("recipient.user_id", "required non-empty string", "required")
     notification_type = required_string(body, "type")
-    if not _TYPE_PATTERN.match(notification_type):
+    if not TYPE_PATTERN.fullmatch(notification_type):
         raise invalid(
             "type", "lower-case letters, digits and _ . - only", "invalid_value"
         )

@@ -24,10 +24,14 @@ from schemas.records import (
     UserProfile,
 )
 
-_CLOCK = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
-_E164 = re.compile(r"^\+[1-9]\d{6,14}$")
-_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
-_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,99}$")
+# Public: the JSON Schemas reuse these patterns. Checked with fullmatch, since
+# `$` alone would let a trailing newline through; [0-9], not \d (any digit).
+CLOCK = re.compile(r"^([01][0-9]|2[0-3]):[0-5][0-9]$")
+E164 = re.compile(r"^\+[1-9][0-9]{6,14}$")
+EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,99}$")
+LOCALE = re.compile(r"^[a-z]{2,3}([-_][A-Za-z0-9]{2,8})*$")
+MAX_TOKEN_LENGTH = 4096
 
 PREFERENCE_FIELDS = frozenset(
     {"enabled", "channels", "types", "marketing", "quiet_hours", "timezone", "locale"}
@@ -70,10 +74,10 @@ def validate_profile(
     """A PUT body as the user's complete profile."""
     body = require_object(body, PROFILE_FIELDS)
     email = optional_string(body, "email")
-    if email is not None and not _EMAIL.match(email):
+    if email is not None and not EMAIL.fullmatch(email):
         raise invalid("email", f"not an email address: {email!r}", "invalid_value")
     phone = optional_string(body, "phone")
-    if phone is not None and not _E164.match(phone):
+    if phone is not None and not E164.fullmatch(phone):
         raise invalid("phone", "must be E.164, e.g. +14155550123", "invalid_value")
     tags = body.get("tags", [])
     if not isinstance(tags, list) or not all(
@@ -98,8 +102,8 @@ def validate_device(
     """A POST body registering (or refreshing) one push token."""
     body = require_object(body, DEVICE_FIELDS)
     token = required_string(body, "token")
-    if len(token) > 4096:
-        raise invalid("token", "longer than 4096 characters", "too_long")
+    if len(token) > MAX_TOKEN_LENGTH:
+        raise invalid("token", f"longer than {MAX_TOKEN_LENGTH} characters", "too_long")
     platform = required_string(body, "platform")
     if platform not in PLATFORMS:
         raise invalid("platform", f"must be one of {list(PLATFORMS)}", "invalid_value")
@@ -136,7 +140,7 @@ def _flags(
             raise invalid(
                 f"{name}.{key}", f"unknown; one of {sorted(allowed)}", "invalid_value"
             )
-        if allowed is None and not _NAME.match(key):
+        if allowed is None and not NAME.fullmatch(key):
             raise invalid(
                 f"{name}.{key}", "not a type or category name", "invalid_value"
             )
@@ -147,7 +151,7 @@ def _flags(
 
 def _clock(body: Mapping[str, Any], name: str) -> str:
     value = body.get(name)
-    if not isinstance(value, str) or not _CLOCK.match(value):
+    if not isinstance(value, str) or not CLOCK.fullmatch(value):
         raise invalid(f"quiet_hours.{name}", "must be HH:MM (24 h)", "invalid_value")
     return value
 
@@ -158,7 +162,9 @@ def _zone(body: Mapping[str, Any]) -> str | None:
         return None
     try:
         ZoneInfo(zone)
-    except (ZoneInfoNotFoundError, ValueError):
+    except (ZoneInfoNotFoundError, ValueError, OSError):
+        # OSError: "Europe" is a directory of the zone database, and a long
+        # name is too long a path; neither is a zone.
         raise invalid(
             "timezone", f"unknown IANA time zone {zone!r}", "invalid_value"
         ) from None
@@ -167,8 +173,6 @@ def _zone(body: Mapping[str, Any]) -> str | None:
 
 def _locale(body: Mapping[str, Any]) -> str | None:
     locale = optional_string(body, "locale")
-    if locale is not None and not re.match(
-        r"^[a-z]{2,3}([-_][A-Za-z0-9]{2,8})*$", locale
-    ):
+    if locale is not None and not LOCALE.fullmatch(locale):
         raise invalid("locale", f"not a locale tag: {locale!r}", "invalid_value")
     return locale
