@@ -192,14 +192,14 @@ def fan_out(
     devices = state.devices.active() if state.devices else []
     for channel in resolve_channels(request, catalogue):
         unreachable = unreachable_reason(channel, state.profile, devices)
-        verdict = (
-            Verdict(outcome="suppress", reason=unreachable)
-            if unreachable is not None
-            else decide(
-                request, channel, state.preferences, state.profile, catalogue, now
-            )
+        verdict = decide(
+            request, channel, state.preferences, state.profile, catalogue, now
         )
-        stage = "enrich" if unreachable is not None else "preferences"
+        stage = "preferences"
+        # Expiry ends every channel alike; otherwise a channel the user cannot
+        # be reached on is suppressed whatever the preferences would say.
+        if unreachable is not None and verdict.outcome != "expire":
+            verdict, stage = Verdict(outcome="suppress", reason=unreachable), "enrich"
         if verdict.outcome == "deliver":
             result.jobs.append(delivery_job(accepted, request, channel, state, now))
             result.events.append(

@@ -7,6 +7,7 @@ from typing import Any
 
 import faust
 from faust.types import TransportT
+from faust.web.base import BlueprintManager, Web
 
 from pipeline import web
 from pipeline.clock import Clock, SystemClock
@@ -42,6 +43,13 @@ class NotifyApp(faust.App):
 
     def _new_producer_transport(self) -> TransportT:
         return Transport(self.conf.broker_producer, self)
+
+    def _new_web(self) -> Web:
+        # Faust's built-in pages (index, stats, graph, router, tables) answer
+        # without authentication and show internals; only our views are served.
+        web = super()._new_web()
+        web.blueprints = BlueprintManager()
+        return web
 
 
 def faust_options(

@@ -23,7 +23,7 @@ from schemas.records import (
     UserProfile,
 )
 
-#: The catalogue shipped with the package (listed in its package-data).
+#: The catalogue beside this module; the package-data must ship it.
 DEFAULT_CATALOGUE_PATH = Path(__file__).with_name("notification_types.toml")
 #: The catalogue entry that stands for every type it does not list.
 DEFAULT_TYPE = "default"
@@ -305,8 +305,8 @@ def _in_window(wall: time, start: time, end: time) -> bool:
 
 
 def _next_reading(after: datetime, wall: datetime, zone: tzinfo) -> datetime:
-    # Both folds of a local time: equal for an ordinary time, an hour apart for
-    # a repeated one, and both off the clock for a time in a gap.
+    # Both folds of a local time: equal for an ordinary time, a jump apart for a
+    # repeated one, and neither shown by the clock for a time in a gap.
     readings = [wall.replace(tzinfo=zone, fold=fold).astimezone(UTC) for fold in (0, 1)]
     shown = [reading for reading in readings if _wall(reading, zone) == wall]
     later = [reading for reading in shown if reading > after]
