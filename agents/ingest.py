@@ -9,17 +9,17 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from dataclasses import dataclass
 from datetime import datetime
 
 from faust.types import EventT, StreamT
 
 from pipeline.app import app
+from pipeline.deadletter import Rejection, dead_letter, source_of
 from pipeline.errors import InvalidMessage
-from pipeline.ids import event_id, notification_id
-from pipeline.topology import DLQ_CODE, DLQ_REASON, DLQ_SOURCE, DLQ_STAGE, user_key
+from pipeline.ids import notification_id
+from pipeline.topology import user_key
 from schemas import codec
-from schemas.records import AcceptedRequest, NotificationEvent, NotificationRequest
+from schemas.records import AcceptedRequest, NotificationRequest
 from schemas.requests import parse_request
 
 log = logging.getLogger(__name__)
@@ -50,50 +50,15 @@ def accept(request: NotificationRequest, source: str, now: datetime) -> Accepted
     )
 
 
-@dataclass(frozen=True)
-class Rejection:
-    """Why a message was refused, and where it came from."""
-
-    reason: str
-    code: str
-    source: str
-
-    def headers(self) -> list[tuple[str, bytes]]:
-        """The dead-letter headers describing this rejection."""
-        return [
-            (DLQ_REASON, self.reason.encode()),
-            (DLQ_CODE, self.code.encode()),
-            (DLQ_STAGE, STAGE.encode()),
-            (DLQ_SOURCE, self.source.encode()),
-        ]
-
-    def event(self, now: datetime) -> NotificationEvent:
-        """The ``dead_lettered`` analytics event for this rejection."""
-        return NotificationEvent(
-            event_id=event_id(self.source, "dead_lettered", STAGE),
-            event_type="dead_lettered",
-            ts=now,
-            stage=STAGE,
-            reason=self.code,
-            error=self.reason,
-        )
-
-
 def admit(raw: bytes | None, source: str, now: datetime) -> AcceptedRequest | Rejection:
     """Decide one raw message: accepted, or why it is rejected."""
     if raw is None:
-        return Rejection("empty message (no value)", "empty", source)
+        return Rejection("empty message (no value)", "empty", source, STAGE)
     try:
         request = parse_request(raw)
     except InvalidMessage as exc:
-        return Rejection(exc.reason, exc.code, source)
+        return Rejection(exc.reason, exc.code, source, STAGE)
     return accept(request, source, now)
-
-
-def source_of(event: EventT) -> str:
-    """``topic[partition]@offset`` of the message behind ``event``."""
-    message = event.message
-    return f"{message.topic}[{message.partition}]@{message.offset}"
 
 
 async def handle(event: EventT) -> None:
@@ -101,12 +66,7 @@ async def handle(event: EventT) -> None:
     topology = app.topology
     decision = admit(event.value, source_of(event), app.clock.now())
     if isinstance(decision, Rejection):
-        log.warning("dead-lettering %s: %s", decision.source, decision.reason)
-        await topology.deadletter.send(
-            key=event.key, value=event.value, headers=decision.headers()
-        )
-        outcome = decision.event(app.clock.now())
-        await topology.events.send(key=decision.source, value=outcome)
+        await dead_letter(app, event, decision)
         return
     request = decision.notification()
     await topology.accepted[decision.lane].send(

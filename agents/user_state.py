@@ -1,20 +1,33 @@
 """user-state: fold profile, preference, device and API-key updates into tables.
 
 One agent per state topic; each only copies the latest value into its table,
-so a rebuilt table is exactly what the compacted topic holds.
+so a rebuilt table is exactly what the compacted topic holds. The topics are
+read as bytes and validated like the API's bodies: another producer's bad
+record goes to the dead-letter topic instead of being skipped by the decoder.
 """
 
 from __future__ import annotations
 
-from faust.types import StreamT
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+import orjson
+from faust.types import EventT, StreamT
 
 from pipeline.app import app
-from pipeline.topology import user_key
-from schemas.records import ApiKey, DeviceSet, DeviceToken, Preferences, UserProfile
+from pipeline.deadletter import Rejection, dead_letter, source_of
+from pipeline.errors import InvalidMessage
+from pipeline.topology import API_KEYS, DEVICES, PREFERENCES, PROFILES, user_key
+from schemas.records import ApiKey, DeviceSet, DeviceToken
+from schemas.updates import validate_device, validate_preferences, validate_profile
 from tables.api_keys import api_keys
 from tables.devices import devices
 from tables.preferences import preferences
 from tables.profiles import profiles
+
+STAGE = "state"
+Validator = Callable[..., Any]
 
 
 def with_device(current: DeviceSet | None, update: DeviceToken) -> DeviceSet:
@@ -24,30 +37,124 @@ def with_device(current: DeviceSet | None, update: DeviceToken) -> DeviceSet:
     return DeviceSet(devices=known)
 
 
-@app.agent(app.topology.profiles, name="state.profiles")
-async def profile_updates(stream: StreamT[UserProfile]) -> None:
-    """Keep the profiles table equal to the latest profile of every user."""
-    async for profile in stream:
-        profiles[user_key(profile.tenant, profile.user_id)] = profile
+def parse_state(raw: bytes | None, validate: Validator, now: datetime) -> Any:
+    """A stored user-state record, checked field by field like an API body."""
+    if raw is None:
+        raise InvalidMessage("empty message (no value)", code="empty")
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidMessage(f"not valid JSON: {exc}", code="invalid_json") from None
+    if not isinstance(body, dict):
+        raise InvalidMessage("the record must be a JSON object", code="not_an_object")
+    fields = dict(body)
+    user_id, tenant = fields.pop("user_id", None), fields.pop("tenant", "default")
+    if not isinstance(user_id, str) or not user_id:
+        raise InvalidMessage(
+            "user_id: required non-empty string", field="user_id", code="required"
+        )
+    if not isinstance(tenant, str) or not tenant:
+        raise InvalidMessage(
+            "tenant: must be a non-empty string", field="tenant", code="invalid_type"
+        )
+    updated = fields.pop("updated_at", None)
+    if updated is not None:
+        try:
+            now = datetime.fromisoformat(str(updated).replace("Z", "+00:00"))
+        except ValueError:
+            raise InvalidMessage(
+                "updated_at: not an ISO 8601 date-time",
+                field="updated_at",
+                code="invalid_value",
+            ) from None
+    return validate(fields, tenant=tenant, user_id=user_id, now=now)
 
 
-@app.agent(app.topology.preferences, name="state.preferences")
-async def preference_updates(stream: StreamT[Preferences]) -> None:
-    """Keep the preferences table equal to the latest preferences of every user."""
-    async for prefs in stream:
-        preferences[user_key(prefs.tenant, prefs.user_id)] = prefs
+def parse_api_key(raw: bytes | None) -> ApiKey:
+    """An API key record (written by the admin API only, but still checked)."""
+    try:
+        key = ApiKey.loads(raw or b"")
+        key.validate_or_raise()
+    except Exception as exc:  # noqa: BLE001 - any decode fault is a bad record
+        raise InvalidMessage(f"not an API key record: {exc}", code="invalid") from None
+    return key
 
 
-@app.agent(app.topology.devices, name="state.devices")
-async def device_updates(stream: StreamT[DeviceToken]) -> None:
-    """Fold device registrations and removals into each user's device set."""
-    async for device in stream:
-        key = user_key(device.tenant, device.user_id)
-        devices[key] = with_device(devices.get(key), device)
+async def apply(
+    event: EventT, parse: Callable[[bytes | None], Any], store: Callable[[Any], None]
+) -> None:
+    """Parse one state record and store it, or dead-letter it with the reason."""
+    source = source_of(event)
+    try:
+        record = parse(event.message.value)
+    except InvalidMessage as exc:
+        await dead_letter(app, event, Rejection(exc.reason, exc.code, source, STAGE))
+        return
+    store(record)
 
 
-@app.agent(app.topology.api_keys, name="state.api_keys")
-async def api_key_updates(stream: StreamT[ApiKey]) -> None:
-    """Keep the global API keys table equal to the keys topic."""
-    async for key in stream:
-        api_keys[key.key_id] = key
+def _state_agent(
+    topic: str,
+    name: str,
+    parse: Callable[[bytes | None], Any],
+    store: Callable[[Any], None],
+    doc: str,
+) -> None:
+    async def fold(stream: StreamT[bytes]) -> None:
+        async for event in stream.events():
+            with app.commit_guard.watching(source_of(event)):
+                await apply(event, parse, store)
+
+    fold.__doc__ = doc
+    app.agent(app.topology.state_inputs[topic], name=name)(fold)
+
+
+def _now() -> datetime:
+    return app.clock.now()
+
+
+def _store_profile(profile: Any) -> None:
+    profiles[user_key(profile.tenant, profile.user_id)] = profile
+
+
+def _store_preferences(prefs: Any) -> None:
+    preferences[user_key(prefs.tenant, prefs.user_id)] = prefs
+
+
+def _store_device(device: Any) -> None:
+    key = user_key(device.tenant, device.user_id)
+    devices[key] = with_device(devices.get(key), device)
+
+
+def _store_api_key(key: Any) -> None:
+    api_keys[key.key_id] = key
+
+
+_state_agent(
+    PROFILES.name,
+    "state.profiles",
+    lambda raw: parse_state(raw, validate_profile, _now()),
+    _store_profile,
+    "Keep the profiles table equal to the latest profile of every user.",
+)
+_state_agent(
+    PREFERENCES.name,
+    "state.preferences",
+    lambda raw: parse_state(raw, validate_preferences, _now()),
+    _store_preferences,
+    "Keep the preferences table equal to the latest preferences of every user.",
+)
+_state_agent(
+    DEVICES.name,
+    "state.devices",
+    lambda raw: parse_state(raw, validate_device, _now()),
+    _store_device,
+    "Fold device registrations and removals into each user's device set.",
+)
+_state_agent(
+    API_KEYS.name,
+    "state.api_keys",
+    parse_api_key,
+    _store_api_key,
+    "Keep the global API keys table equal to the keys topic.",
+)

@@ -181,11 +181,17 @@ class Topology:
         self.preferences = self._bind(PREFERENCES)
         self.devices = self._bind(DEVICES)
         self.api_keys = self._bind(API_KEYS)
+        # The state agents read these topics as bytes and validate them, so a
+        # bad record from another producer is dead-lettered, not skipped.
+        self.state_inputs = {
+            spec.name: self._bind(spec, raw=True)
+            for spec in (PROFILES, PREFERENCES, DEVICES, API_KEYS)
+        }
         self.events = self._bind(EVENTS)
         self.deadletter = self._bind(DEADLETTER)
 
-    def _bind(self, spec: TopicSpec) -> TopicT:
-        raw = spec.record is None
+    def _bind(self, spec: TopicSpec, *, raw: bool = False) -> TopicT:
+        raw = raw or spec.record is None
         return self._app.topic(
             spec.name,
             key_type=bytes if raw else str,

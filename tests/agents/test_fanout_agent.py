@@ -68,18 +68,39 @@ async def test_state_agents_fill_the_tables_the_fanout_reads(
     """Profile, preference and device updates land in their tables by user."""
     tables = wired["tables"]
     async with app.agents["state.profiles"].test_context() as agent:
-        await agent.put(key=KEY, value=UserProfile(user_id="u_991", email="a@b.co"))
+        await agent.put(
+            key=KEY, value=UserProfile(user_id="u_991", email="a@b.co").dumps()
+        )
     async with app.agents["state.preferences"].test_context() as agent:
-        await agent.put(key=KEY, value=Preferences(user_id="u_991", marketing=False))
+        await agent.put(
+            key=KEY, value=Preferences(user_id="u_991", marketing=False).dumps()
+        )
     async with app.agents["state.devices"].test_context() as agent:
         for token, active in (("t1", True), ("t2", True), ("t1", False)):
             device = DeviceToken(
                 user_id="u_991", token=token, platform="fcm", active=active
             )
-            await agent.put(key=f"{KEY}#{token}", value=device)
+            await agent.put(key=f"{KEY}#{token}", value=device.dumps())
     assert tables["profiles"][KEY].email == "a@b.co"
     assert tables["preferences"][KEY].marketing is False
     assert [d.token for d in tables["devices"][KEY].active()] == ["t2"]
+
+
+async def test_a_bad_state_record_is_dead_lettered_not_skipped(
+    wired: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another producer's invalid profile lands in the DLQ with its reason."""
+    deadletter = AsyncMock()
+    monkeypatch.setattr(app.topology.deadletter, "send", deadletter)
+    raw = b'{"user_id": "u_991", "phone": "0612"}'
+    async with app.agents["state.profiles"].test_context() as agent:
+        await agent.put(key=KEY, value=raw)
+    assert wired["tables"]["profiles"] == {}
+    call = deadletter.await_args
+    assert call is not None and call.kwargs["value"] == raw
+    headers = dict(call.kwargs["headers"])
+    assert headers["notify.dlq.stage"] == b"state"
+    assert headers["notify.dlq.reason"].startswith(b"phone:")
 
 
 async def test_fanout_writes_jobs_events_and_the_idempotency_entry(
