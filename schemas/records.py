@@ -194,14 +194,7 @@ class Deferral(PublicRecord):
     accepted: AcceptedRequest
 
 
-class InternalRecord(
-    faust.Record,
-    abstract=True,
-    serializer=CODEC_NAME,
-    include_metadata=False,
-    isodates=True,
-    coerce=True,
-):
+class InternalRecord(PublicRecord, abstract=True):
     """Base of table values that never leave the app (no published schema)."""
 
 
