@@ -57,6 +57,11 @@ class ApiView(View):
                 headers={"Retry-After": "1"},
             )
             return self.json(error.body(), status=503, headers=error.headers)
+        except Exception:
+            # A bug, not a bad request: log it, and still answer in JSON.
+            log.exception("%s %s failed", request.method, request.path)
+            error = ApiError(500, "internal", "internal error; see the worker log")
+            return self.json(error.body(), status=500)
 
     def principal(self, request: Request) -> auth.Principal:
         """The caller, authenticated by its bearer key (401 otherwise)."""
