@@ -6,6 +6,7 @@ storage means a broker restart loses every topic: start one per session.
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
 import signal
@@ -18,6 +19,16 @@ from types import TracebackType
 from confluent_kafka.admin import AdminClient
 
 log = logging.getLogger(__name__)
+
+
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    # In the child before exec: if whoever started the broker dies, even by
+    # SIGKILL, the broker gets SIGTERM instead of running on orphaned.
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 class BrokerStartError(RuntimeError):
@@ -41,7 +52,10 @@ def broker_binary() -> str:
 def wait_for_metadata(bootstrap: str, timeout: float) -> None:
     """Block until the broker at ``bootstrap`` answers a metadata request."""
     deadline = time.monotonic() + timeout
-    last_error: Exception | None = None
+    # Errors are kept as text: an exception references the frame holding the
+    # probe client, which then outlives this call, reconnecting and logging
+    # after the broker is gone.
+    last_error = ""
     host, _, port = bootstrap.split(",")[0].rpartition(":")
     # Wait for the listener first, so the client does not log refused connects.
     while time.monotonic() < deadline:
@@ -49,7 +63,7 @@ def wait_for_metadata(bootstrap: str, timeout: float) -> None:
             with socket.create_connection((host, int(port)), timeout=0.5):
                 break
         except OSError as exc:
-            last_error = exc
+            last_error = repr(exc)
             time.sleep(0.02)
     admin = AdminClient({"bootstrap.servers": bootstrap, "socket.timeout.ms": 1000})
     while time.monotonic() < deadline:
@@ -58,7 +72,7 @@ def wait_for_metadata(bootstrap: str, timeout: float) -> None:
             if metadata.brokers:
                 return
         except Exception as exc:  # noqa: BLE001 - any failure means "not yet"
-            last_error = exc
+            last_error = repr(exc)
         time.sleep(0.05)
     raise BrokerStartError(f"broker at {bootstrap} did not answer: {last_error}")
 
@@ -118,6 +132,7 @@ class EmbeddedBroker:
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,  # Ctrl-C in a shell reaches us, not it
+                preexec_fn=_die_with_parent,
             )
         finally:
             output.close()

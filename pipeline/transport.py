@@ -30,6 +30,8 @@ from faust.types import TP, AppT, ProducerT
 log = logging.getLogger(__name__)
 
 END_OFFSETS_DEFECT = "list_offsets_latest"
+#: How long a commit waits for buffered table updates to reach the producer.
+BUFFER_DRAIN_TIMEOUT = 10.0
 
 
 def fetch_end_offsets(
@@ -124,14 +126,31 @@ class Consumer(aiokafka_driver.Consumer):
     """aiokafka consumer that honours the guard and the declared defects."""
 
     async def _commit(self, offsets: Mapping[TP, int]) -> bool:
-        # The commit path flushed the producer just before this; give failed
-        # sends' callbacks their turn, then refuse if any has failed.
+        # The commit path flushed the producer just before this, but Faust's
+        # buffer of send_soon records (every table update goes that way) gives
+        # up after 0.1 s without progress and can leave records behind: the
+        # offsets would then cover updates that never left the worker.
+        if not await self._drain_buffer():
+            log.warning("not committing yet: the producer buffer did not drain")
+            return False
+        # Give failed sends' callbacks their turn, then refuse if any failed.
         await asyncio.sleep(0)
         guard: CommitGuard = self.app.commit_guard  # type: ignore[attr-defined]
         if guard.failure is not None:
             log.error("not committing %d offsets: %r", len(offsets), guard.failure)
             return False
         return await super()._commit(offsets)
+
+    async def _drain_buffer(self, timeout: float | None = None) -> bool:
+        """Flush until Faust's send_soon buffer is empty; False if it stays full."""
+        producer = self.app.producer
+        limit = BUFFER_DRAIN_TIMEOUT if timeout is None else timeout
+        deadline = asyncio.get_running_loop().time() + limit
+        while producer.buffer.size:
+            if asyncio.get_running_loop().time() > deadline:
+                return False
+            await producer.flush()
+        return True
 
     async def highwaters(self, *partitions: TP) -> Mapping[TP, int]:
         """End offsets, corrected where the broker's ListOffsets is known wrong."""

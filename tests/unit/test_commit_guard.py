@@ -48,3 +48,41 @@ async def test_the_guard_trips_once(app: NotifyApp) -> None:
     crash = app.crash
     assert isinstance(crash, AsyncMock)
     assert crash.call_count == 1
+
+
+class StuckBuffer:
+    """A producer buffer whose records never leave."""
+
+    size = 3
+
+
+async def test_no_commit_while_table_updates_are_still_buffered(
+    app: NotifyApp, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Offsets are not committed past table updates that never reached Kafka."""
+    producer = app.producer
+    monkeypatch.setattr(producer, "buffer", StuckBuffer())
+    monkeypatch.setattr(producer, "flush", AsyncMock())
+    monkeypatch.setattr("pipeline.transport.BUFFER_DRAIN_TIMEOUT", 0.05)
+    consumer = app.consumer
+    assert await consumer._drain_buffer(timeout=0.05) is False  # type: ignore[attr-defined]
+    assert await consumer._commit({TP("notify.events", 0): 10}) is False
+
+
+async def test_a_buffer_that_drains_lets_the_commit_go_on(
+    app: NotifyApp, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Flushing until the buffer is empty, then the commit may proceed."""
+
+    class Draining:
+        size = 2
+
+    buffer = Draining()
+
+    async def flush() -> None:
+        buffer.size -= 1
+
+    monkeypatch.setattr(app.producer, "buffer", buffer)
+    monkeypatch.setattr(app.producer, "flush", flush)
+    assert await app.consumer._drain_buffer(timeout=5) is True  # type: ignore[attr-defined]
+    assert buffer.size == 0

@@ -1,0 +1,1 @@
+"""Throughput benchmarks: a Faust agent against a raw confluent-kafka floor."""
