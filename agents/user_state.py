@@ -18,6 +18,7 @@ from faust.types import EventT, StreamT
 from pipeline.app import app
 from pipeline.deadletter import Rejection, dead_letter, source_of
 from pipeline.errors import InvalidMessage
+from pipeline.partitioning import partition_for
 from pipeline.topology import API_KEYS, DEVICES, PREFERENCES, PROFILES, user_key
 from schemas.records import ApiKey, DeviceSet, DeviceToken
 from schemas.updates import validate_device, validate_preferences, validate_profile
@@ -80,13 +81,41 @@ def parse_api_key(raw: bytes | None) -> ApiKey:
     return key
 
 
+def check_partition(record: Any, partition: int, partitions: int) -> None:
+    """Refuse a user record that is not on its user's partition.
+
+    Fanout looks a user up on the partition Kafka's default partitioner
+    (murmur2) gives ``tenant/user_id``; a record a CRC32 producer (librdkafka's
+    default, kcat's) put elsewhere would never be found there. Forwarding it
+    is no cure: on a rebuild an old misplaced record would overwrite a newer
+    one, so it is refused with a reason the producer can act on.
+    """
+    key = user_key(record.tenant, record.user_id)
+    wanted = partition_for(key.encode(), partitions)
+    if partition != wanted:
+        raise InvalidMessage(
+            f"record for {key!r} is on partition {partition}, its user's is "
+            f"{wanted}: produce with the murmur2 partitioner (Java's default; "
+            "librdkafka: partitioner=murmur2_random)",
+            code="misrouted",
+        )
+
+
 async def apply(
-    event: EventT, parse: Callable[[bytes | None], Any], store: Callable[[Any], None]
+    event: EventT,
+    parse: Callable[[bytes | None], Any],
+    store: Callable[[Any], None],
+    *,
+    per_user: bool = True,
 ) -> None:
     """Parse one state record and store it, or dead-letter it with the reason."""
     source = source_of(event)
     try:
         record = parse(event.message.value)
+        if per_user:
+            check_partition(
+                record, event.message.partition, app.settings.topic_partitions
+            )
     except InvalidMessage as exc:
         await dead_letter(app, event, Rejection(exc.reason, exc.code, source, STAGE))
         return
@@ -99,11 +128,13 @@ def _state_agent(
     parse: Callable[[bytes | None], Any],
     store: Callable[[Any], None],
     doc: str,
+    *,
+    per_user: bool = True,
 ) -> None:
     async def fold(stream: StreamT[bytes]) -> None:
         async for event in stream.events():
             with app.commit_guard.watching(source_of(event)):
-                await apply(event, parse, store)
+                await apply(event, parse, store, per_user=per_user)
 
     fold.__doc__ = doc
     app.agent(app.topology.state_inputs[topic], name=name)(fold)
@@ -157,4 +188,5 @@ _state_agent(
     parse_api_key,
     _store_api_key,
     "Keep the global API keys table equal to the keys topic.",
+    per_user=False,  # a global table: every worker reads every partition
 )

@@ -15,6 +15,7 @@ import agents.user_state
 from agents.ingest import accept
 from pipeline.app import app
 from pipeline.clock import FrozenClock
+from pipeline.partitioning import partition_for
 from schemas.records import (
     DeviceToken,
     NotificationEvent,
@@ -26,6 +27,8 @@ from schemas.records import (
 
 NOW = datetime(2026, 11, 21, 9, 30, tzinfo=UTC)
 KEY = "default/u_991"
+#: The partition of KEY under Kafka's default partitioner: where its state lives.
+HOME = partition_for(KEY.encode(), app.settings.topic_partitions)
 
 
 @pytest.fixture
@@ -40,8 +43,13 @@ def wired(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
             monkeypatch.setattr(agents.user_state, name, table)
     tables["status"] = {}
     monkeypatch.setattr(agents.status, "status", tables["status"])
-    sends: dict[str, AsyncMock] = {"events": AsyncMock(), "deferred": AsyncMock()}
+    sends: dict[str, AsyncMock] = {
+        "events": AsyncMock(),
+        "deferred": AsyncMock(),
+        "deadletter": AsyncMock(),
+    }
     monkeypatch.setattr(app.topology.events, "send", sends["events"])
+    monkeypatch.setattr(app.topology.deadletter, "send", sends["deadletter"])
     monkeypatch.setattr(app.topology.deferred["critical"], "send", sends["deferred"])
     for (channel, lane), topic in app.topology.deliveries.items():
         if lane == "critical":
@@ -69,18 +77,22 @@ async def test_state_agents_fill_the_tables_the_fanout_reads(
     tables = wired["tables"]
     async with app.agents["state.profiles"].test_context() as agent:
         await agent.put(
-            key=KEY, value=UserProfile(user_id="u_991", email="a@b.co").dumps()
+            key=KEY,
+            value=UserProfile(user_id="u_991", email="a@b.co").dumps(),
+            partition=HOME,
         )
     async with app.agents["state.preferences"].test_context() as agent:
         await agent.put(
-            key=KEY, value=Preferences(user_id="u_991", marketing=False).dumps()
+            key=KEY,
+            value=Preferences(user_id="u_991", marketing=False).dumps(),
+            partition=HOME,
         )
     async with app.agents["state.devices"].test_context() as agent:
         for token, active in (("t1", True), ("t2", True), ("t1", False)):
             device = DeviceToken(
                 user_id="u_991", token=token, platform="fcm", active=active
             )
-            await agent.put(key=f"{KEY}#{token}", value=device.dumps())
+            await agent.put(key=f"{KEY}#{token}", value=device.dumps(), partition=HOME)
     assert tables["profiles"][KEY].email == "a@b.co"
     assert tables["preferences"][KEY].marketing is False
     assert [d.token for d in tables["devices"][KEY].active()] == ["t2"]
@@ -90,17 +102,31 @@ async def test_a_bad_state_record_is_dead_lettered_not_skipped(
     wired: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Another producer's invalid profile lands in the DLQ with its reason."""
-    deadletter = AsyncMock()
-    monkeypatch.setattr(app.topology.deadletter, "send", deadletter)
+    deadletter = wired["sends"]["deadletter"]
     raw = b'{"user_id": "u_991", "phone": "0612"}'
     async with app.agents["state.profiles"].test_context() as agent:
-        await agent.put(key=KEY, value=raw)
+        await agent.put(key=KEY, value=raw, partition=HOME)
     assert wired["tables"]["profiles"] == {}
     call = deadletter.await_args
     assert call is not None and call.kwargs["value"] == raw
     headers = dict(call.kwargs["headers"])
     assert headers["notify.dlq.stage"] == b"state"
     assert headers["notify.dlq.reason"].startswith(b"phone:")
+
+
+async def test_a_state_record_off_its_users_partition_is_refused(
+    wired: dict[str, Any],
+) -> None:
+    """A record a CRC32 producer put on another partition is dead-lettered: fanout
+    would never find it there, and forwarding could let it overwrite newer state."""
+    elsewhere = (HOME + 1) % app.settings.topic_partitions
+    raw = UserProfile(user_id="u_991", email="a@b.co").dumps()
+    async with app.agents["state.profiles"].test_context() as agent:
+        await agent.put(key=KEY, value=raw, partition=elsewhere)
+    assert wired["tables"]["profiles"] == {}
+    headers = dict(wired["sends"]["deadletter"].await_args.kwargs["headers"])
+    assert headers["notify.dlq.code"] == b"misrouted"
+    assert b"murmur2" in headers["notify.dlq.reason"]
 
 
 async def test_fanout_writes_jobs_events_and_the_idempotency_entry(
