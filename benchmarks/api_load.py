@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -30,7 +29,7 @@ import orjson
 from aiohttp import web
 
 from pipeline.admin import ensure_topics
-from pipeline.broker import EmbeddedBroker, free_port
+from pipeline.broker import EmbeddedBroker, free_port, terminate
 from pipeline.settings import DEV_API_KEY, EMBEDDED_BROKER_DEFECTS, Settings
 
 REPO = Path(__file__).resolve().parents[1]
@@ -178,11 +177,7 @@ def main(argv: list[str] | None = None) -> int:
                 )
             )
         finally:
-            worker.send_signal(signal.SIGTERM)
-            try:
-                worker.wait(30)
-            except subprocess.TimeoutExpired:
-                worker.kill()
+            terminate(worker, 30)
     print(f"requests {args.requests}, concurrency {args.concurrency}, loopback only")
     for name, result in (("bare aiohttp 202", floor), ("POST /v1/notifications", api)):
         print(

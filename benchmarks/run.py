@@ -36,7 +36,7 @@ from benchmarks import chain
 from benchmarks.kafka import PARTITIONS, count_records, create_topics, preload
 from benchmarks.workload import SPEC_ENV, PhaseSpec, Result
 from pipeline.admin import ensure_topics
-from pipeline.broker import EmbeddedBroker, free_port
+from pipeline.broker import EmbeddedBroker, free_port, terminate
 from pipeline.settings import Settings
 
 REPO = Path(__file__).resolve().parents[1]
@@ -395,14 +395,7 @@ def _wait_for_result(
 
 
 def _stop(process: subprocess.Popen[bytes], timeout: float = 15.0) -> None:
-    if process.poll() is not None:
-        return
-    process.send_signal(signal.SIGTERM)
-    try:
-        process.wait(timeout)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait(timeout)
+    terminate(process, timeout)
 
 
 def fastest_run(outcomes: Sequence[Outcome]) -> Outcome:

@@ -31,6 +31,18 @@ def _die_with_parent() -> None:
     libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
+def terminate(process: subprocess.Popen[bytes], timeout: float) -> int:
+    """Stop a child: SIGTERM, then SIGKILL if it lingers past ``timeout``."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout)
+    return process.returncode
+
+
 class BrokerStartError(RuntimeError):
     """The broker process exited or never answered metadata requests."""
 
@@ -152,14 +164,8 @@ class EmbeddedBroker:
     def stop(self, timeout: float = 5.0) -> None:
         """Stop the broker: SIGTERM, then SIGKILL if it lingers."""
         process, self._process = self._process, None
-        if process is None or process.poll() is not None:
-            return
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout)
+        if process is not None:
+            terminate(process, timeout)
 
     def pause(self) -> None:
         """Freeze the broker (SIGSTOP): requests hang as on a stuck broker."""

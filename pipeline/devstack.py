@@ -23,7 +23,7 @@ import orjson
 from confluent_kafka import Consumer, Producer
 
 from pipeline.admin import ensure_topics
-from pipeline.broker import EmbeddedBroker, free_port
+from pipeline.broker import EmbeddedBroker, free_port, terminate
 from pipeline.settings import EMBEDDED_BROKER_DEFECTS, Settings
 
 log = logging.getLogger("devstack")
@@ -274,11 +274,7 @@ def main(argv: list[str] | None = None) -> int:
         stop.set()
         if worker is not None and worker.poll() is None:
             say("stopping worker")
-            worker.send_signal(signal.SIGTERM)
-            try:
-                worker.wait(30)
-            except subprocess.TimeoutExpired:
-                worker.kill()
+            terminate(worker, 30)
         say("stopping broker")
         broker.stop()
 

@@ -18,7 +18,7 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, Message, Producer
 
-from pipeline.broker import free_port
+from pipeline.broker import free_port, terminate
 from pipeline.settings import EMBEDDED_BROKER_DEFECTS
 
 REPO = Path(__file__).resolve().parents[1]
@@ -216,14 +216,7 @@ class WorkerProcess:
         """SIGTERM and wait; SIGKILL if it does not stop in time."""
         if self.process is None:
             return None
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(10)
-        return self.process.returncode
+        return terminate(self.process, timeout)
 
     def wait_exit(self, timeout: float) -> int:
         """Wait for the worker to exit by itself; return its exit code."""
