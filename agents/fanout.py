@@ -14,6 +14,7 @@ from datetime import datetime, timedelta
 from faust.types import StreamT
 
 from pipeline.app import app
+from pipeline.deadletter import source_of
 from pipeline.ids import event_id
 from pipeline.policy import (
     TypeCatalogue,
@@ -289,9 +290,7 @@ def _make_agent(lane: str) -> None:
     async def fanout(stream: StreamT[AcceptedRequest]) -> None:
         window = timedelta(hours=app.settings.idempotency_window)
         async for stream_event in stream.events():
-            message = stream_event.message
-            source = f"{message.topic}[{message.partition}]@{message.offset}"
-            with app.commit_guard.watching(source):
+            with app.commit_guard.watching(source_of(stream_event)):
                 await handle(stream_event.value, lane, window)
 
     fanout.__doc__ = (

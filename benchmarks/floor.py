@@ -7,11 +7,11 @@ environment; it writes a ``Result`` and exits.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
 
+from benchmarks.kafka import produce
 from benchmarks.workload import PhaseSpec, Progress, Result, Sample, process
 
 #: Messages per ``consume()`` call: librdkafka prefetches far more than this.
@@ -66,7 +66,7 @@ def run(spec: PhaseSpec) -> Result:
                     raise RuntimeError(f"consume failed: {error}")
                 raw = message.value() or b""
                 key, value = (message.key(), raw) if relay else process(raw)
-                _produce(producer, spec.output_topic, key, value, on_delivery)
+                produce(producer, spec.output_topic, key, value, on_delivery)
                 partition, offset = message.partition(), message.offset()
                 assert partition is not None and offset is not None  # fetched
                 ends[partition] = offset
@@ -85,22 +85,6 @@ def run(spec: PhaseSpec) -> Result:
     finally:
         consumer.close()
     return Result.between(start, end, progress.events, {"client": "confluent-kafka"})
-
-
-def _produce(
-    producer: Producer,
-    topic: str,
-    key: bytes | None,
-    value: bytes,
-    on_delivery: Callable[[KafkaError | None, Message], None],
-) -> None:
-    while True:
-        try:
-            producer.produce(topic, value, key, on_delivery=on_delivery)
-            return
-        except BufferError:
-            # The local queue is full: serve delivery reports, then retry.
-            producer.poll(0.05)
 
 
 def main() -> None:

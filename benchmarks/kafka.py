@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import time
+from collections.abc import Callable
 
 from confluent_kafka import (
     OFFSET_BEGINNING,
@@ -58,16 +59,27 @@ def preload(
     for index in range(events):
         key, value = make_request(index, rng)
         size += len(value)
-        while True:
-            try:
-                producer.produce(topic, value, key, on_delivery=on_delivery)
-                break
-            except BufferError:
-                producer.poll(0.05)
+        produce(producer, topic, key, value, on_delivery)
         producer.poll(0)
     if producer.flush(60) or errors:
         raise RuntimeError(f"preload failed: {errors[:3]}")
     return last, size / max(events, 1)
+
+
+def produce(
+    producer: Producer,
+    topic: str,
+    key: bytes | None,
+    value: bytes,
+    on_delivery: Callable[[KafkaError | None, Message], None],
+) -> None:
+    """Produce one record, serving delivery reports while the local queue is full."""
+    while True:
+        try:
+            producer.produce(topic, value, key, on_delivery=on_delivery)
+            return
+        except BufferError:
+            producer.poll(0.05)
 
 
 def count_records(bootstrap: str, topic: str, timeout: float = 60.0) -> int:

@@ -93,9 +93,11 @@ def tenant_of(principal: auth.Principal, request: Request) -> str:
     return principal.tenant_for(request.query.get("tenant"))
 
 
-async def produce(topic: Any, key: str, value: Any) -> None:
+async def produce(
+    topic: Any, key: str, value: Any, partition: int | None = None
+) -> None:
     """Send and wait for the broker's acknowledgement: 202 means durable."""
-    pending = await topic.send(key=key, value=value)
+    pending = await topic.send(key=key, value=value, partition=partition)
     await pending
 
 
@@ -107,13 +109,8 @@ class Notifications(ApiView):
         """202 with the notification id; the same key again changes nothing."""
         principal = self.principal(request)
         principal.require(auth.NOTIFY_SCOPE)
-        raw = await request.read()
-        try:
-            body = orjson.loads(raw)
-        except orjson.JSONDecodeError as exc:
-            raise ApiError(
-                400, "invalid_json", f"body is not valid JSON: {exc}"
-            ) from None
+        raw = await request.read()  # kept as is to forward to the owning worker
+        body = await self.body(request)
         if isinstance(body, dict):
             body = {**body, "tenant": principal.tenant_for(body.get("tenant"))}
         parsed = validate_request(body)
@@ -273,10 +270,7 @@ async def produce_device(device: Any) -> None:
     ukey = user_key(device.tenant, device.user_id)
     topic = app.topology.devices
     partition = partition_for(ukey.encode(), app.settings.topic_partitions)
-    pending = await topic.send(
-        key=f"{ukey}#{device.token}", value=device, partition=partition
-    )
-    await pending
+    await produce(topic, f"{ukey}#{device.token}", device, partition)
 
 
 @app.page(user_route("devices"))
