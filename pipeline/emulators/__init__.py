@@ -1,0 +1,1 @@
+"""Loopback emulators of the providers, speaking their protocols, with fault knobs."""
