@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import os
 
-from faust.cli import AppCommand, option
+from faust.cli import AppCommand, argument, option
 
+from pipeline import dlq as deadletters
 from pipeline.admin import ensure_topics
 from pipeline.app import app
 from pipeline.broker import EmbeddedBroker
@@ -42,3 +43,75 @@ async def broker(self: AppCommand, port: int) -> None:
             await stop.wait()
         finally:
             self.say("stopping broker")
+
+
+@app.command(
+    argument("action", metavar="list|show|replay"),
+    argument("positions", nargs=-1, metavar="[PARTITION@OFFSET]..."),
+    option(
+        "--stage",
+        default=None,
+        help="Only entries of this stage or its sub-stages (send: send.*).",
+    ),
+    option("--code", default=None, help="Only entries with this notify.dlq.code."),
+    option("--limit", type=int, default=None, help="list: at most N, oldest first."),
+    option("--json", "as_json", is_flag=True, help="list: one JSON object a line."),
+    option("--all", "everything", is_flag=True, help="replay: every dead letter."),
+    option("--dry-run", is_flag=True, help="replay: print what would be produced."),
+    option("--to", default=None, help="replay: produce onto this topic instead."),
+)
+async def dlq(
+    self: AppCommand,
+    action: str,
+    positions: tuple[str, ...],
+    stage: str | None,
+    code: str | None,
+    limit: int | None,
+    as_json: bool,
+    everything: bool,
+    dry_run: bool,
+    to: str | None,
+) -> None:
+    """Dead letters: list, show PARTITION@OFFSET, replay (positions or filters).
+
+    \b
+    notify dlq list [--stage S] [--code C] [--limit N] [--json]
+    notify dlq show PARTITION@OFFSET
+    notify dlq replay (PARTITION@OFFSET... | --stage S | --code C | --all)
+                      [--dry-run] [--to TOPIC]
+
+    A replay produces the original key and value onto the source topic and
+    partition (or --to), with a notify.replayed_from header; a send.* job gets
+    its redrive count raised so the send ledger tries it again.
+    """
+    try:
+        request = deadletters.DlqRequest.parse(
+            action,
+            positions,
+            stage=stage,
+            code=code,
+            limit=limit,
+            as_json=as_json,
+            everything=everything,
+            dry_run=dry_run,
+            to=to,
+        )
+    except deadletters.DlqUsageError as exc:
+        self.stderr.write(f"notify dlq: {exc}\n")
+        raise SystemExit(2) from exc
+
+    def note(line: str) -> None:
+        self.stderr.write(line + "\n")
+
+    try:
+        # confluent-kafka blocks; the worker's event loop stays free meanwhile.
+        await asyncio.to_thread(
+            deadletters.run,
+            request,
+            app.settings.bootstrap_servers,
+            self.say,
+            note,
+        )
+    except deadletters.DlqError as exc:
+        self.stderr.write(f"notify dlq: {exc}\n")
+        raise SystemExit(1) from exc

@@ -1,0 +1,1 @@
+"""Pure decisions of the send stage: what a failure means, when to retry, breakers."""
