@@ -26,6 +26,9 @@ CHANNEL_RANK = {
     "clicked": 14,
 }
 MAX_TRAIL = 200
+#: After a send, receipts arrive in any order: a channel never goes back from
+#: clicked to opened because the open pixel loaded after the click.
+AFTER_SEND = {"sent": 0, "delivered": 1, "opened": 2, "clicked": 3}
 
 
 def fold(
@@ -48,7 +51,9 @@ def fold(
     )
     channels = dict(status_.channels)
     if event.channel is not None and event.event_type in CHANNEL_RANK:
-        channels[event.channel] = event.event_type
+        channels[event.channel] = progressed(
+            channels.get(event.channel), event.event_type
+        )
     return NotificationStatus(
         notification_id=status_.notification_id,
         tenant=status_.tenant or event.tenant,
@@ -61,6 +66,14 @@ def fold(
         channels=channels,
         trail=[*status_.trail, entry][-MAX_TRAIL:],
     )
+
+
+def progressed(current: str | None, outcome: str) -> str:
+    """A channel's outcome after ``outcome``: the latest, except receipts never
+    move it back (clicked stays clicked when the open arrives after)."""
+    if current in AFTER_SEND and outcome in AFTER_SEND:
+        return max(current, outcome, key=AFTER_SEND.__getitem__)
+    return outcome
 
 
 def overall(channels: dict[str, str], previous: str) -> str:

@@ -19,13 +19,21 @@ from pipeline.app import app
 from pipeline.deadletter import Rejection, dead_letter, source_of
 from pipeline.errors import InvalidMessage
 from pipeline.partitioning import partition_for
-from pipeline.topology import API_KEYS, DEVICES, PREFERENCES, PROFILES, user_key
-from schemas.records import ApiKey, DeviceSet, DeviceToken
+from pipeline.topology import (
+    API_KEYS,
+    DEVICES,
+    PREFERENCES,
+    PROFILES,
+    SUPPRESSIONS,
+    user_key,
+)
+from schemas.records import ApiKey, DeviceSet, DeviceToken, Suppression
 from schemas.updates import validate_device, validate_preferences, validate_profile
 from tables.api_keys import api_keys
 from tables.devices import devices
 from tables.preferences import preferences
 from tables.profiles import profiles
+from tables.suppressions import suppression_key, suppressions
 
 STAGE = "state"
 Validator = Callable[..., Any]
@@ -79,6 +87,24 @@ def parse_api_key(raw: bytes | None) -> ApiKey:
     except Exception as exc:  # noqa: BLE001 - any decode fault is a bad record
         raise InvalidMessage(f"not an API key record: {exc}", code="invalid") from None
     return key
+
+
+def parse_suppression(raw: bytes | None) -> Suppression:
+    """A suppression record (from the send stage, webhooks, or an operator)."""
+    try:
+        record = Suppression.loads(raw or b"")
+        record.validate_or_raise()
+    except Exception as exc:  # noqa: BLE001 - any decode fault is a bad record
+        raise InvalidMessage(
+            f"not a suppression record: {exc}", code="invalid"
+        ) from None
+    if record.channel not in ("email", "sms"):
+        raise InvalidMessage(
+            f"channel: suppressions apply to email and sms, not {record.channel!r}",
+            field="channel",
+            code="invalid_value",
+        )
+    return record
 
 
 def check_partition(record: Any, partition: int, partitions: int) -> None:
@@ -161,6 +187,12 @@ def _store_api_key(key: Any) -> None:
     api_keys[key.key_id] = key
 
 
+def _store_suppression(record: Any) -> None:
+    suppressions[suppression_key(record.tenant, record.channel, record.address)] = (
+        record
+    )
+
+
 _state_agent(
     PROFILES.name,
     "state.profiles",
@@ -189,4 +221,12 @@ _state_agent(
     _store_api_key,
     "Keep the global API keys table equal to the keys topic.",
     per_user=False,  # a global table: every worker reads every partition
+)
+_state_agent(
+    SUPPRESSIONS.name,
+    "state.suppressions",
+    parse_suppression,
+    _store_suppression,
+    "Keep the global suppression list equal to the suppressions topic.",
+    per_user=False,
 )

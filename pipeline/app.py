@@ -23,7 +23,11 @@ DISCOVER = [
     "agents.fanout",
     "agents.user_state",
     "agents.status",
+    "agents.send",
+    "agents.retry",
+    "agents.inbox",
     "pipeline.api.views",
+    "pipeline.api.delivery",
 ]
 
 #: Never change by accident: the version is part of every internal topic name.

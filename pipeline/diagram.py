@@ -35,10 +35,27 @@ AGENT_OUTPUTS: dict[str, tuple[str, ...]] = {
     "state.devices": (),
     "state.api_keys": (),
     "status": (),
+    **{
+        f"send.{channel}.{lane}": (
+            "notify.events",
+            "notify.deadletter",
+            "notify.users.devices",  # unregistered tokens deactivated
+            "notify.suppressions",  # hard bounces, invalid numbers
+        )
+        for lane in LANES
+        for channel in CHANNELS
+    },
+    "state.suppressions": (),
+    "inbox.reads": (),
 }
 #: Tables each agent reads (dotted edges).
 AGENT_READS: dict[str, tuple[str, ...]] = {
-    f"fanout.{lane}": ("profiles", "preferences", "devices") for lane in LANES
+    **{f"fanout.{lane}": ("profiles", "preferences", "devices") for lane in LANES},
+    **{
+        f"send.{channel}.{lane}": ("suppressions",)
+        for lane in LANES
+        for channel in CHANNELS
+    },
 }
 #: Tables each agent writes (drawn as cylinders).
 AGENT_TABLES: dict[str, tuple[str, ...]] = {
@@ -48,6 +65,13 @@ AGENT_TABLES: dict[str, tuple[str, ...]] = {
     "state.devices": ("devices",),
     "state.api_keys": ("api_keys",),
     "status": ("status",),
+    **{
+        f"send.{channel}.{lane}": ("send_ledger", "retry_schedule", "inbox")
+        for lane in LANES
+        for channel in CHANNELS
+    },
+    "state.suppressions": ("suppressions",),
+    "inbox.reads": ("inbox",),
 }
 
 
@@ -72,6 +96,14 @@ def _display(topic: str) -> str:
     return topic
 
 
+def _agent_display(name: str) -> str:
+    """A lane's per-channel send agents are drawn as one box."""
+    parts = name.split(".")
+    if parts[0] == "send" and len(parts) == 3:
+        return f"send.{{{','.join(CHANNELS)}}}.{parts[2]}"
+    return name
+
+
 def _id(name: str) -> str:
     return _node(name.replace("{", "").replace("}", "").replace(",", "_"))
 
@@ -83,8 +115,9 @@ def mermaid(app: faust.App) -> str:
     for topic in dict.fromkeys(_display(spec.name) for spec in ALL_TOPICS):
         lines.append(f'    {_id(topic)}(["{topic}"])')
     for name, topics in agent_inputs(app).items():
-        agent = _id("agent_" + name)
-        lines.append(f'    {agent}["{name}"]')
+        shown = _agent_display(name)
+        agent = _id("agent_" + shown)
+        lines.append(f'    {agent}["{shown}"]')
         for topic in topics:
             edges.append(f"    {_id(_display(topic))} --> {agent}")
         for topic in dict.fromkeys(map(_display, AGENT_OUTPUTS.get(name, ()))):
@@ -93,4 +126,4 @@ def mermaid(app: faust.App) -> str:
             edges.append(f"    {agent} --> {_id('table_' + table)}[({table})]")
         for table in AGENT_READS.get(name, ()):
             edges.append(f"    {_id('table_' + table)}[({table})] -.-> {agent}")
-    return "\n".join(lines + edges)
+    return "\n".join(dict.fromkeys(lines + edges))

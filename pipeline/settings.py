@@ -27,7 +27,14 @@ EMBEDDED_BROKER_DEFECTS = "list_offsets_latest,compaction,transactions"
 #: Well-known development keys: fine on a laptop, refused in production.
 DEV_API_KEY = "nk_dev_default_key_for_local_use_only"
 DEV_ADMIN_KEY = "nk_dev_admin_key_for_local_use_only"
-PLACEHOLDER_KEYS = frozenset({DEV_API_KEY, DEV_ADMIN_KEY})
+#: Well-known development secrets for signing tracking links and webhooks.
+DEV_TRACKING_SECRET = "dev-tracking-secret-for-local-use-only"  # noqa: S105
+DEV_WEBHOOK_SECRET = "dev-webhook-secret-for-local-use-only"  # noqa: S105
+PLACEHOLDER_KEYS = frozenset(
+    {DEV_API_KEY, DEV_ADMIN_KEY, DEV_TRACKING_SECRET, DEV_WEBHOOK_SECRET}
+)
+#: The email providers a deployment may name, in NOTIFY_EMAIL_PROVIDERS.
+EMAIL_PROVIDERS = ("smtp", "sendgrid")
 
 #: Critical and transactional traffic rides ``critical``; promotional ``bulk``.
 LANES = ("critical", "bulk")
@@ -121,6 +128,103 @@ class Settings(BaseSettings):
         "refused in production.",
     )
 
+    # Delivery. A provider whose endpoint is empty is not configured: jobs for
+    # a channel with no configured provider fail with `provider_not_configured`.
+    public_url: str = Field(
+        "",
+        description="Base URL the outside world reaches the API at (tracking links, "
+        "provider callbacks); empty = this worker's URL.",
+    )
+    send_batch: int = Field(
+        200, ge=1, le=10_000, description="Delivery jobs a send agent takes per batch."
+    )
+    provider_timeout: float = Field(
+        5.0, gt=0, description="Seconds a provider call may take before it is retried."
+    )
+    provider_concurrency: int = Field(
+        64, ge=1, description="Calls in flight at once per provider and worker."
+    )
+    breaker_window: float = Field(
+        30.0, gt=0, description="Seconds of calls a provider's circuit breaker weighs."
+    )
+    breaker_min_calls: int = Field(
+        20, ge=1, description="Calls in the window before the breaker may open."
+    )
+    breaker_error_rate: float = Field(
+        0.5, gt=0, le=1, description="Provider-side error rate that opens the breaker."
+    )
+    breaker_slow_call: float = Field(
+        2.0, gt=0, description="Seconds after which a call counts as slow."
+    )
+    breaker_slow_rate: float = Field(
+        0.8, gt=0, le=1, description="Share of slow calls that opens the breaker."
+    )
+    breaker_open_for: float = Field(
+        15.0, gt=0, description="Seconds an open breaker waits before probing."
+    )
+    apns_url: str = Field(
+        "", description="APNs endpoint, e.g. `https://api.push.apple.com`; empty = off."
+    )
+    apns_key_file: Path | None = Field(
+        None, description="APNs provider key (.p8, ES256) for the JWT."
+    )
+    apns_key_id: str = Field("", description="APNs key id (the JWT `kid`).")
+    apns_team_id: str = Field("", description="Apple team id (the JWT `iss`).")
+    apns_topic: str = Field("", description="App bundle id, sent as `apns-topic`.")
+    apns_ca_file: Path | None = Field(
+        None, description="CA bundle to verify APNs with; empty = the system's."
+    )
+    fcm_url: str = Field(
+        "", description="FCM endpoint, e.g. `https://fcm.googleapis.com`; empty = off."
+    )
+    fcm_service_account: Path | None = Field(
+        None, description="FCM service-account JSON file (OAuth2 token source)."
+    )
+    email_providers: str = Field(
+        "smtp,sendgrid",
+        description="Email providers in order of preference: the first is primary, "
+        "the next takes over while its breaker is open.",
+    )
+    email_from: str = Field(
+        "notifications@example.com", description="From address of every email."
+    )
+    smtp_url: str = Field(
+        "", description="SMTP server, `smtp://host:port`; empty = off."
+    )
+    smtp_username: str = Field("", description="SMTP login (empty: none).")
+    smtp_password: SecretStr = Field(SecretStr(""), description="SMTP password.")
+    smtp_starttls: bool = Field(False, description="Upgrade SMTP with STARTTLS.")
+    sendgrid_url: str = Field(
+        "", description="SendGrid API base, `https://api.sendgrid.com`; empty = off."
+    )
+    sendgrid_api_key: SecretStr = Field(SecretStr(""), description="SendGrid API key.")
+    sendgrid_webhook_key: str = Field(
+        "",
+        description="SendGrid event-webhook verification key (base64); empty = "
+        "SendGrid webhooks refused.",
+    )
+    twilio_url: str = Field(
+        "", description="Twilio API base, `https://api.twilio.com`; empty = off."
+    )
+    twilio_account_sid: str = Field("", description="Twilio account SID.")
+    twilio_auth_token: SecretStr = Field(
+        SecretStr(""), description="Twilio auth token (also signs its webhooks)."
+    )
+    twilio_from: str = Field("", description="Sender number or messaging service SID.")
+    sms_max_segments: int = Field(
+        3, ge=1, le=10, description="Longer SMS are cut to fit, with an ellipsis."
+    )
+    tracking_secret: SecretStr = Field(
+        SecretStr(DEV_TRACKING_SECRET),
+        description="Signs email open/click tracking links; placeholder refused in "
+        "production.",
+    )
+    webhook_secret: SecretStr = Field(
+        SecretStr(DEV_WEBHOOK_SECRET),
+        description="HMAC secret of the generic webhook (`/v1/webhooks/generic`); "
+        "placeholder refused in production.",
+    )
+
     @field_validator("broker_defects")
     @classmethod
     def _known_defects_only(cls, value: str) -> str:
@@ -130,6 +234,14 @@ class Settings(BaseSettings):
                 f"unknown broker defect(s) {sorted(unknown)}; "
                 f"known: {sorted(KNOWN_BROKER_DEFECTS)}"
             )
+        return value
+
+    @field_validator("email_providers")
+    @classmethod
+    def _known_email_providers(cls, value: str) -> str:
+        unknown = set(_split(value)) - set(EMAIL_PROVIDERS)
+        if unknown:
+            raise ValueError(f"email providers must be among {list(EMAIL_PROVIDERS)}")
         return value
 
     @field_validator("lanes")
@@ -150,7 +262,12 @@ class Settings(BaseSettings):
                 "NOTIFY_CLICKHOUSE_DSN must name a ClickHouse server in production "
                 "(the in-process chDB engine is for development)"
             )
-        for name in ("dev_api_key", "admin_api_key"):
+        for name in (
+            "dev_api_key",
+            "admin_api_key",
+            "tracking_secret",
+            "webhook_secret",
+        ):
             secret = getattr(self, name).get_secret_value()
             if name == "dev_api_key" and not secret:
                 continue  # no default-tenant key in this deployment
@@ -177,6 +294,23 @@ class Settings(BaseSettings):
         """The lanes this worker runs, in canonical order."""
         chosen = set(_split(self.lanes))
         return tuple(lane for lane in LANES if lane in chosen)
+
+    @property
+    def public_base(self) -> str:
+        """Base URL of tracking links and provider callbacks.
+
+        NOTIFY_PUBLIC_URL, else the worker's canonical URL, else its bind address.
+        """
+        if self.public_url:
+            return self.public_url.rstrip("/")
+        if self.web_canonical_url:
+            return self.web_canonical_url.rstrip("/")
+        return f"http://{self.web_host}:{self.web_port}"
+
+    @property
+    def email_order(self) -> tuple[str, ...]:
+        """Email providers, primary first."""
+        return tuple(_split(self.email_providers))
 
     @property
     def defects(self) -> frozenset[str]:

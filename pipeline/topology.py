@@ -13,8 +13,10 @@ from schemas.records import (
     Deferral,
     DeliveryJob,
     DeviceToken,
+    InboxRead,
     NotificationEvent,
     Preferences,
+    Suppression,
     UserProfile,
 )
 
@@ -137,6 +139,23 @@ API_KEYS = TopicSpec(
     compacted=True,
     description="Tenant API keys and their revocations; the last record counts.",
 )
+SUPPRESSIONS = TopicSpec(
+    name="notify.suppressions",
+    key="tenant/channel/address (str)",
+    value="Suppression",
+    lane=None,
+    record=Suppression,
+    compacted=True,
+    description="Addresses and numbers not to send to (bounces, invalid numbers).",
+)
+INBOX_READS = TopicSpec(
+    name="notify.inbox.reads",
+    key=USER_KEY,
+    value="InboxRead",
+    lane=None,
+    record=InboxRead,
+    description="In-app messages marked read, co-partitioned with the inbox.",
+)
 EVENTS = TopicSpec(
     name="notify.events",
     key="notification_id (str)",
@@ -162,6 +181,8 @@ ALL_TOPICS: tuple[TopicSpec, ...] = (
     PREFERENCES,
     DEVICES,
     API_KEYS,
+    SUPPRESSIONS,
+    INBOX_READS,
     EVENTS,
     DEADLETTER,
 )
@@ -185,8 +206,9 @@ class Topology:
         # bad record from another producer is dead-lettered, not skipped.
         self.state_inputs = {
             spec.name: self._bind(spec, raw=True)
-            for spec in (PROFILES, PREFERENCES, DEVICES, API_KEYS)
+            for spec in (PROFILES, PREFERENCES, DEVICES, API_KEYS, SUPPRESSIONS)
         }
+        self.inbox_reads = self._bind(INBOX_READS)
         self.events = self._bind(EVENTS)
         self.deadletter = self._bind(DEADLETTER)
 

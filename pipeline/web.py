@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from typing import TYPE_CHECKING
 
 from faust.tables.manager import TableManager
@@ -30,6 +31,10 @@ def register(app: NotifyApp) -> None:
                 "assigned": len(app.assignor.assigned_actives()),
                 "failure": repr(guard.failure) if guard.failure else None,
             }
+            # Breakers per provider, once the send agents are loaded.
+            send = sys.modules.get("agents.send")
+            if send is not None:
+                body["providers"] = send.providers.health()
             return self.json(body, status=200 if ok else 503)
 
 

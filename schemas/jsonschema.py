@@ -20,11 +20,13 @@ from schemas.records import (
     PRIORITIES,
     DeliveryJob,
     DeviceToken,
+    InboxItem,
     NotificationEvent,
     NotificationRequest,
     Preferences,
     QuietHours,
     Recipient,
+    Suppression,
     UserProfile,
 )
 from schemas.requests import MAX_KEY_LENGTH, TYPE_PATTERN
@@ -131,6 +133,8 @@ PUBLISHED: dict[str, RecordType] = {
         DeviceToken,
         NotificationEvent,
         DeliveryJob,
+        Suppression,
+        InboxItem,
     )
 }
 

@@ -181,7 +181,11 @@ class DeliveryJob(PublicRecord):
     email: str | None = None
     phone: str | None = None
     devices: list[DeviceToken] = []  # noqa: RUF012
+    #: 0 for the first try; a retry carries the attempt it is and when it is due.
     attempt: int = 0
+    not_before: datetime | None = None
+    #: Raised by `notify dlq replay`: lets a job the ledger saw fail try again.
+    redrive: int = 0
 
 
 class Deferral(PublicRecord):
@@ -234,6 +238,81 @@ class TrailEntry(InternalRecord):
     reason: str | None = None
     error: str | None = None
     until: datetime | None = None
+
+
+class LedgerEntry(InternalRecord):
+    """The send ledger's word on one (notification, channel, target).
+
+    ``state`` is ``sending`` from just before the provider call until its
+    result is recorded: a redelivered job that finds it there cannot know
+    whether the call reached the provider.
+    """
+
+    state: str  # sending | sent | retrying | failed
+    attempt: int
+    redrive: int
+    updated_at: datetime
+    provider: str | None = None
+    provider_message_id: str | None = None
+    error: str | None = None
+
+
+class ScheduledJob(InternalRecord):
+    """A delivery job waiting for its retry time (the retry schedule's value)."""
+
+    due_at: datetime
+    topic: str
+    key: str
+    # The job's JSON form: Faust mistakes a nested record with a field called
+    # ``type`` for a field descriptor (as in AcceptedRequest).
+    job: dict[str, Any]
+
+    def delivery_job(self) -> DeliveryJob:
+        """The waiting job as a record."""
+        return DeliveryJob.from_data(self.job)
+
+
+class Suppression(PublicRecord):
+    """An address or number that must not be sent to (bounce, invalid number).
+
+    Keyed ``tenant/channel/address`` on the compacted suppressions topic; a
+    record with ``active=False`` lifts it.
+    """
+
+    tenant: str
+    channel: str  # email | sms
+    address: str
+    reason: str  # hard_bounce | invalid_number | manual
+    created_at: datetime
+    code: str | None = None
+    active: bool = True
+
+
+class InboxItem(PublicRecord):
+    """One in-app message in a user's inbox."""
+
+    notification_id: str
+    type: str
+    title: str | None
+    body: str
+    created_at: datetime
+    data: dict[str, Any] = {}  # noqa: RUF012
+    read_at: datetime | None = None
+
+
+class InboxRead(PublicRecord):
+    """A user marked one in-app message read."""
+
+    tenant: str
+    user_id: str
+    notification_id: str
+    read_at: datetime
+
+
+class Inbox(InternalRecord):
+    """A user's in-app messages, newest last, bounded."""
+
+    items: list[InboxItem] = []  # noqa: RUF012
 
 
 class NotificationStatus(InternalRecord):

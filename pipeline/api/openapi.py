@@ -344,6 +344,151 @@ def _paths() -> dict[str, Any]:
     }
 
 
+def _delivery_paths() -> dict[str, Any]:
+    secured: list[dict[str, list[str]]] = [{"bearer": []}]
+    token = {
+        "name": "token",
+        "in": "path",
+        "required": True,
+        "schema": {"type": "string"},
+    }
+    inbox = {
+        "type": "object",
+        "required": ["user_id", "unread", "items"],
+        "properties": {
+            "user_id": {"type": "string"},
+            "unread": {"type": "integer"},
+            "items": {"type": "array", "items": _ref("InboxItem")},
+        },
+    }
+    return {
+        "/v1/users/{user_id}/inbox": {
+            "get": {
+                "summary": "A user's in-app messages, newest first",
+                "security": secured,
+                "parameters": [
+                    USER_ID,
+                    TENANT,
+                    {
+                        "name": "unread",
+                        "in": "query",
+                        "required": False,
+                        "schema": {"enum": ["true", "false"]},
+                    },
+                ],
+                "responses": {
+                    "200": _json(inbox, "The inbox."),
+                    **_errors(401, 403, 503),
+                },
+            }
+        },
+        "/v1/users/{user_id}/inbox/{notification_id}/read": {
+            "post": {
+                "summary": "Mark one in-app message read (applied asynchronously)",
+                "security": secured,
+                "parameters": [
+                    USER_ID,
+                    TENANT,
+                    {
+                        "name": "notification_id",
+                        "in": "path",
+                        "required": True,
+                        "schema": {"type": "string"},
+                    },
+                ],
+                "responses": {
+                    "202": _json(ACCEPTED, "Accepted."),
+                    **_errors(401, 403),
+                },
+            }
+        },
+        "/v1/users/{user_id}/inbox/stream": {
+            "get": {
+                "summary": "New in-app messages as server-sent events (`event: "
+                "message`, data = InboxItem); a worker not holding the inbox "
+                "answers 307 to the one that does",
+                "security": secured,
+                "parameters": [USER_ID, TENANT],
+                "responses": {
+                    "200": {
+                        "description": "An event stream until the client leaves or "
+                        "the partition moves (then reconnect).",
+                        "content": {
+                            "text/event-stream": {"schema": {"type": "string"}}
+                        },
+                    },
+                    "307": {"description": "Reconnect at the Location given."},
+                    **_errors(401, 403),
+                },
+            }
+        },
+        "/v1/webhooks/{provider}": {
+            "post": {
+                "summary": "Delivery receipts from a provider (twilio, sendgrid, "
+                "generic), authenticated by the provider's signature, not a key",
+                "security": [],
+                "parameters": [
+                    {
+                        "name": "provider",
+                        "in": "path",
+                        "required": True,
+                        "schema": {"enum": ["twilio", "sendgrid", "generic"]},
+                    }
+                ],
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/x-www-form-urlencoded": {
+                            "schema": {"type": "object"}
+                        },
+                        JSON: {"schema": {"type": "object"}},
+                    },
+                },
+                "responses": {
+                    "200": _json(
+                        {
+                            "type": "object",
+                            "properties": {
+                                "received": {"type": "integer"},
+                                "applied": {"type": "integer"},
+                            },
+                        },
+                        "Receipts turned into events.",
+                    ),
+                    "401": _json(_ref("Error"), "The signature does not verify."),
+                    **_errors(404, 422),
+                },
+            }
+        },
+        "/t/o/{token}": {
+            "get": {
+                "summary": "Email open pixel (signed token, no key)",
+                "security": [],
+                "parameters": [token],
+                "responses": {
+                    "200": {
+                        "description": "A 1×1 GIF.",
+                        "content": {"image/gif": {"schema": {"type": "string"}}},
+                    },
+                    "404": _json(_ref("Error"), "Not a valid tracking link."),
+                },
+            }
+        },
+        "/t/c/{token}": {
+            "get": {
+                "summary": "Email click redirect, only to the URL signed into the "
+                "token (no key)",
+                "security": [],
+                "parameters": [token],
+                "responses": {
+                    "302": {"description": "To the signed target URL."},
+                    "404": _json(_ref("Error"), "Not a valid tracking link."),
+                },
+            }
+        },
+    }
+
+
 def openapi_document() -> dict[str, Any]:
     """The whole document; routes and this document are checked against each other."""
     published = {
@@ -364,7 +509,7 @@ def openapi_document() -> dict[str, Any]:
             "version": "1",
             "description": "Accept notifications, manage user state, read status.",
         },
-        "paths": _paths(),
+        "paths": {**_paths(), **_delivery_paths()},
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
             "schemas": {

@@ -31,6 +31,8 @@ PREFIX = str(Settings.model_config.get("env_prefix", "")).upper()
 OPERATOR_ENV = {
     "CLICKHOUSE_PASSWORD": "s3cret-Pa55_word",
     "NOTIFY_ADMIN_API_KEY": "an-admin-key-of-at-least-24-chars",
+    "NOTIFY_TRACKING_SECRET": "a-tracking-secret-of-24-chars-or-more",
+    "NOTIFY_WEBHOOK_SECRET": "a-webhook-secret-of-24-chars-or-more",
 }
 WORKER_ARGV = ("notify", "worker")
 TOPICS_ARGV = ("notify", "topics")

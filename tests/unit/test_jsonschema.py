@@ -26,11 +26,13 @@ from schemas.records import (
     PRIORITIES,
     DeliveryJob,
     DeviceToken,
+    InboxItem,
     NotificationEvent,
     NotificationRequest,
     Preferences,
     QuietHours,
     Recipient,
+    Suppression,
     UserProfile,
 )
 from schemas.requests import validate_request
@@ -145,6 +147,26 @@ EXAMPLES: dict[str, faust.Record] = {
         phone="+33612345678",
         devices=[DEVICE],
         attempt=1,
+        not_before=NOW + timedelta(seconds=4),
+        redrive=1,
+    ),
+    "suppression": Suppression(
+        tenant="acme",
+        channel="email",
+        address="ada@example.org",
+        reason="hard_bounce",
+        created_at=NOW,
+        code="550",
+        active=False,
+    ),
+    "inbox-item": InboxItem(
+        notification_id="n_1",
+        type="comment_reply",
+        title="Bob replied",
+        body="Nice one",
+        created_at=NOW,
+        data={"thread": 7},
+        read_at=NOW + timedelta(minutes=5),
     ),
 }
 

@@ -34,8 +34,9 @@ def test_no_faust_builtin_pages_are_served() -> None:
     assert app.web.blueprints._enabled == []
 
 
-def test_only_health_and_the_document_are_public() -> None:
-    """Every operation but /health and /openapi.json requires the bearer key."""
+def test_only_health_the_document_and_signed_calls_are_public() -> None:
+    """Every operation requires the bearer key but /health, /openapi.json, and
+    those that providers and mail clients call, which check their own signature."""
     document = openapi_document()
     public = {
         (path, method)
@@ -43,7 +44,13 @@ def test_only_health_and_the_document_are_public() -> None:
         for method, operation in operations.items()
         if operation.get("security") == []
     }
-    assert public == {("/health", "get"), ("/openapi.json", "get")}
+    assert public == {
+        ("/health", "get"),
+        ("/openapi.json", "get"),
+        ("/v1/webhooks/{provider}", "post"),
+        ("/t/o/{token}", "get"),
+        ("/t/c/{token}", "get"),
+    }
 
 
 def test_component_schemas_are_valid_json_schema() -> None:

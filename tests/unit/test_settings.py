@@ -91,15 +91,19 @@ def test_faust_options_carry_the_dev_profile(tmp_path: Path) -> None:
 
 def test_production_refuses_the_embedded_analytics_engine() -> None:
     """A production worker must be pointed at a ClickHouse server."""
-    admin = "x" * 32
+    secrets = {
+        "admin_api_key": "x" * 32,
+        "tracking_secret": "t" * 32,
+        "webhook_secret": "w" * 32,
+    }
     with pytest.raises(ValidationError) as raised:
-        Settings(profile="production", clickhouse_dsn="", admin_api_key=admin)
+        Settings(profile="production", clickhouse_dsn="", **secrets)
     assert "NOTIFY_CLICKHOUSE_DSN" in str(raised.value)
     production = Settings(
         profile="production",
         clickhouse_dsn="http://ch:8123/db",
-        admin_api_key=admin,
         dev_api_key="",
+        **secrets,
     )
     assert production.resolved_clickhouse_dsn == "http://ch:8123/db"
 
@@ -110,6 +114,8 @@ def test_production_refuses_the_embedded_analytics_engine() -> None:
         ("admin_api_key", "nk_dev_admin_key_for_local_use_only"),
         ("admin_api_key", "short"),
         ("dev_api_key", "nk_dev_default_key_for_local_use_only"),
+        ("tracking_secret", "dev-tracking-secret-for-local-use-only"),
+        ("webhook_secret", "dev-webhook-secret-for-local-use-only"),
     ],
 )
 def test_production_refuses_placeholder_keys(field: str, value: str) -> None:
@@ -118,6 +124,8 @@ def test_production_refuses_placeholder_keys(field: str, value: str) -> None:
         "profile": "production",
         "clickhouse_dsn": "http://ch:8123/db",
         "admin_api_key": "y" * 32,
+        "tracking_secret": "t" * 32,
+        "webhook_secret": "w" * 32,
         "dev_api_key": "",
         field: value,
     }

@@ -77,3 +77,14 @@ def test_the_trail_is_bounded() -> None:
     assert status is not None
     assert len(status.trail) == MAX_TRAIL
     assert status.trail[-1].event_id == f"e{MAX_TRAIL + 9}"
+
+
+def test_receipts_never_move_a_channel_back() -> None:
+    """Clicked stays clicked when the open arrives later; a retry still moves on."""
+    from agents.status import progressed
+
+    assert progressed("clicked", "opened") == "clicked"
+    assert progressed("sent", "delivered") == "delivered"
+    assert progressed("delivered", "sent") == "delivered"
+    assert progressed("retried", "sent") == "sent"
+    assert progressed("sent", "bounced") == "bounced"

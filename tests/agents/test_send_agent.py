@@ -1,0 +1,360 @@
+"""The send agents in Faust's test context: tables as dicts, providers scripted."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from unittest.mock import AsyncMock
+
+import pytest
+
+import agents.inbox
+import agents.retry
+import agents.send
+from pipeline.app import app
+from pipeline.clock import FrozenClock
+from pipeline.delivery import plan
+from pipeline.inbox import inbox_hub
+from pipeline.partitioning import partition_for
+from pipeline.providers.base import (
+    FailureKind,
+    Outgoing,
+    ProviderFailure,
+    Sent,
+    message_id_for,
+)
+from pipeline.providers.registry import Providers
+from schemas.records import DeliveryJob, DeviceToken, InboxRead, Suppression
+
+NOW = datetime(2026, 11, 21, 9, 30, tzinfo=UTC)
+KEY = "default/u_991"
+HOME = partition_for(KEY.encode(), app.settings.topic_partitions)
+
+
+class ScriptedSender:
+    """A provider whose answers the test decides, recording every call."""
+
+    def __init__(self, name: str, channel: str) -> None:
+        self.name, self.channel = name, channel
+        self.calls: list[Outgoing] = []
+        self.answers: list[Sent | ProviderFailure] = []
+
+    async def start(self) -> None:
+        """Nothing to open."""
+
+    async def stop(self) -> None:
+        """Nothing to close."""
+
+    async def send(self, message: Outgoing) -> Sent:
+        """The next scripted answer (Sent when none is left)."""
+        self.calls.append(message)
+        answer = self.answers.pop(0) if self.answers else Sent(self.name, "pm-1")
+        if isinstance(answer, ProviderFailure):
+            raise answer
+        return answer
+
+    def fail_with(self, kind: FailureKind, code: str, times: int = 1) -> None:
+        """Answer the next ``times`` calls with this failure."""
+        for _ in range(times):
+            self.answers.append(ProviderFailure(kind, code, provider=self.name))
+
+
+@pytest.fixture
+def wired(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
+    """Dict tables, mocked topics, scripted providers, a frozen clock."""
+    tables: dict[str, dict[str, Any]] = {
+        name: {} for name in ("ledger", "retries", "suppressions", "inbox")
+    }
+    for name, table in tables.items():
+        monkeypatch.setattr(agents.send, name, table)
+    monkeypatch.setattr(agents.retry, "retries", tables["retries"])
+    monkeypatch.setattr(agents.inbox, "inbox", tables["inbox"])
+    sends: dict[str, AsyncMock] = {
+        "events": AsyncMock(),
+        "deadletter": AsyncMock(),
+        "devices": AsyncMock(),
+        "suppressions": AsyncMock(),
+    }
+    topology = app.topology
+    monkeypatch.setattr(topology.events, "send", sends["events"])
+    monkeypatch.setattr(topology.deadletter, "send", sends["deadletter"])
+    monkeypatch.setattr(topology.devices, "send", sends["devices"])
+    monkeypatch.setattr(
+        topology.state_inputs["notify.suppressions"], "send", sends["suppressions"]
+    )
+    monkeypatch.setattr(agents.send, "flush_durably", AsyncMock())
+    senders = {
+        name: ScriptedSender(name, channel)
+        for name, channel in (
+            ("apns", "push"),
+            ("fcm", "push"),
+            ("smtp", "email"),
+            ("sendgrid", "email"),
+            ("twilio", "sms"),
+        )
+    }
+    providers = Providers(app.settings)
+    providers.configure(
+        {
+            "push": [senders["apns"], senders["fcm"]],
+            "email": [senders["smtp"], senders["sendgrid"]],
+            "sms": [senders["twilio"]],
+        }
+    )
+    monkeypatch.setattr(agents.send, "providers", providers)
+    clock = FrozenClock(NOW)
+    monkeypatch.setattr(app, "clock", clock)
+    yield {
+        "tables": tables,
+        "sends": sends,
+        "senders": senders,
+        "providers": providers,
+        "clock": clock,
+    }
+
+
+def job(channel: str = "email", **fields: Any) -> DeliveryJob:
+    """An order_shipped job for u_991 on ``channel``."""
+    values: dict[str, Any] = {
+        "notification_id": "n_0123456789ab",
+        "tenant": "default",
+        "user_id": "u_991",
+        "type": "order_shipped",
+        "priority": "transactional",
+        "lane": "critical",
+        "channel": channel,
+        "data": {"order_id": 4412, "eta": "Tue"},
+        "created_at": NOW,
+        "email": "alice@example.com" if channel == "email" else None,
+        "phone": "+14155550100" if channel == "sms" else None,
+        "devices": [
+            DeviceToken(user_id="u_991", token="tok-a", platform="apns"),
+            DeviceToken(user_id="u_991", token="tok-f", platform="fcm"),
+        ]
+        if channel == "push"
+        else [],
+    }
+    return DeliveryJob(**{**values, **fields})
+
+
+async def deliver(*jobs: DeliveryJob, channel: str = "email") -> None:
+    """Put jobs through the critical-lane agent of ``channel``."""
+    async with app.agents[f"send.{channel}.critical"].test_context() as agent:
+        for item in jobs:
+            await agent.put(key=KEY, value=item, partition=HOME)
+
+
+def events(wired: dict[str, Any]) -> list[tuple[str, str | None, str | None]]:
+    """(event type, provider, reason) of every event sent."""
+    sent = [c.kwargs["value"] for c in wired["sends"]["events"].await_args_list]
+    return [(e.event_type, e.provider, e.reason) for e in sent]
+
+
+async def test_an_email_is_sent_once_and_recorded(wired: dict[str, Any]) -> None:
+    """One provider call with the attempt's idempotency id; ledger says sent."""
+    await deliver(job())
+    smtp = wired["senders"]["smtp"]
+    [call] = smtp.calls
+    key = "n_0123456789ab:email:alice@example.com"
+    assert call.attempt_key == key and call.message_id == message_id_for(key)
+    assert call.to == "alice@example.com" and "4412" in call.content.body
+    assert wired["tables"]["ledger"][key].state == "sent"
+    [(kind, provider, _)] = events(wired)
+    assert (kind, provider) == ("sent", "smtp")
+
+
+async def test_a_redelivered_job_calls_no_provider_again(
+    wired: dict[str, Any],
+) -> None:
+    """The same job twice (crash, rebalance, replay): one provider call."""
+    await deliver(job(), job())
+    assert len(wired["senders"]["smtp"].calls) == 1
+
+
+async def test_a_call_left_sending_is_made_again_with_the_same_id(
+    wired: dict[str, Any],
+) -> None:
+    """A worker that stopped between call and result: the call is repeated with
+    the same provider idempotency id, so a provider that dedups drops it."""
+    key = "n_0123456789ab:email:alice@example.com"
+    wired["tables"]["ledger"][key] = plan.entry("sending", job(), NOW)
+    await deliver(job())
+    [call] = wired["senders"]["smtp"].calls
+    assert call.message_id == message_id_for(key)
+
+
+async def test_push_goes_to_every_active_device_by_platform(
+    wired: dict[str, Any],
+) -> None:
+    """One call per device, each to its platform's provider."""
+    await deliver(job("push"), channel="push")
+    senders = wired["senders"]
+    assert [c.to for c in senders["apns"].calls] == ["tok-a"]
+    assert [c.to for c in senders["fcm"].calls] == ["tok-f"]
+
+
+async def test_a_retryable_failure_is_scheduled_not_slept_on(
+    wired: dict[str, Any],
+) -> None:
+    """5xx: a retried event, an entry in the retry table due later; the retried
+    job then goes through and takes its entry out of the table."""
+    smtp = wired["senders"]["smtp"]
+    smtp.fail_with(FailureKind.UNAVAILABLE, "HTTP 503")
+    await deliver(job())
+    [(schedule_key, scheduled)] = wired["tables"]["retries"].items()
+    assert scheduled.delivery_job().attempt == 1 and scheduled.due_at >= NOW
+    assert scheduled.due_at <= NOW + timedelta(seconds=1)  # critical lane: base 1 s
+    assert events(wired) == [("retried", "smtp", "unavailable")]
+    await deliver(scheduled.delivery_job())
+    assert wired["tables"]["retries"] == {}
+    assert len(smtp.calls) == 2
+    assert events(wired)[-1][:2] == ("sent", "smtp")
+
+
+async def test_retry_after_is_honoured(wired: dict[str, Any]) -> None:
+    """A 429's Retry-After is the earliest the retry may come."""
+    smtp = wired["senders"]["smtp"]
+    smtp.answers.append(
+        ProviderFailure(
+            FailureKind.RATE_LIMITED, "429", provider="smtp", retry_after=120
+        )
+    )
+    await deliver(job())
+    [scheduled] = wired["tables"]["retries"].values()
+    assert scheduled.due_at >= NOW + timedelta(seconds=120)
+
+
+async def test_an_unregistered_token_is_removed_and_dead_lettered(
+    wired: dict[str, Any],
+) -> None:
+    """No retry; the token is deactivated; the DLQ entry has the job for it."""
+    wired["senders"]["apns"].fail_with(FailureKind.UNREGISTERED, "Unregistered")
+    await deliver(job("push"), channel="push")
+    assert wired["tables"]["retries"] == {}
+    removal = wired["sends"]["devices"].await_args.kwargs
+    assert removal["value"].token == "tok-a" and removal["value"].active is False
+    dead = wired["sends"]["deadletter"].await_args.kwargs
+    headers = dict(dead["headers"])
+    assert headers["notify.dlq.stage"] == b"send.push"
+    assert headers["notify.dlq.code"] == b"unregistered"
+    assert DeliveryJob.loads(dead["value"]).devices[0].token == "tok-a"
+    assert ("failed", "apns", "unregistered") in events(wired)
+    assert ("sent", "fcm", None) in events(wired)
+
+
+async def test_a_hard_bounce_suppresses_the_address(wired: dict[str, Any]) -> None:
+    """The address goes on the suppression list; a later job is not sent."""
+    wired["senders"]["smtp"].fail_with(FailureKind.HARD_BOUNCE, "550")
+    await deliver(job())
+    suppression = Suppression.loads(
+        wired["sends"]["suppressions"].await_args.kwargs["value"]
+    )
+    assert (suppression.address, suppression.reason) == (
+        "alice@example.com",
+        "hard_bounce",
+    )
+    key = "default/email/alice@example.com"
+    wired["tables"]["suppressions"][key] = suppression
+    await deliver(job(notification_id="n_another000001"))
+    assert len(wired["senders"]["smtp"].calls) == 1
+    assert events(wired)[-1] == ("suppressed", None, "suppressed:hard_bounce")
+
+
+async def test_attempts_run_out_into_the_dead_letter_topic(
+    wired: dict[str, Any],
+) -> None:
+    """The last retryable failure fails for good, with the whole job."""
+    wired["senders"]["smtp"].fail_with(FailureKind.TIMEOUT, "timeout")
+    await deliver(job(attempt=5))  # critical lane: 6 attempts in all
+    assert wired["tables"]["retries"] == {}
+    assert ("failed", "smtp", "timeout") in events(wired)
+    assert wired["sends"]["deadletter"].await_count == 1
+
+
+async def test_an_open_breaker_sends_email_through_the_secondary(
+    wired: dict[str, Any],
+) -> None:
+    """SMTP failing every call trips its breaker; SendGrid takes the mail."""
+    smtp, sendgrid = wired["senders"]["smtp"], wired["senders"]["sendgrid"]
+    calls = app.settings.breaker_min_calls
+    smtp.fail_with(FailureKind.UNAVAILABLE, "421", times=calls)
+    await deliver(*(job(notification_id=f"n_{i:012d}") for i in range(calls)))
+    assert wired["providers"].open_breakers() == ["smtp"]
+    await deliver(job(notification_id="n_after0000000"))
+    assert len(smtp.calls) == calls
+    assert [c.notification_id for c in sendgrid.calls] == ["n_after0000000"]
+
+
+async def test_in_app_lands_in_the_inbox_and_live_stream(
+    wired: dict[str, Any],
+) -> None:
+    """The inbox gets the rendered message; a connected stream gets it too;
+    a read mark marks it read."""
+    queue = inbox_hub.subscribe(KEY)
+    try:
+        await deliver(
+            job("in_app", type="comment_reply", data={"author": "Bob"}),
+            channel="in_app",
+        )
+        [item] = wired["tables"]["inbox"][KEY].items
+        assert item.notification_id == "n_0123456789ab" and item.body
+        assert queue.get_nowait() == item
+    finally:
+        inbox_hub.unsubscribe(KEY, queue)
+    mark = InboxRead(
+        tenant="default",
+        user_id="u_991",
+        notification_id=item.notification_id,
+        read_at=NOW,
+    )
+    async with app.agents["inbox.reads"].test_context() as agent:
+        await agent.put(key=KEY, value=mark, partition=HOME)
+    assert wired["tables"]["inbox"][KEY].items[0].read_at == NOW
+
+
+async def test_an_expired_job_is_not_sent(wired: dict[str, Any]) -> None:
+    """Past expiry_at: an expired event, no call."""
+    await deliver(job(expiry_at=NOW - timedelta(seconds=1)))
+    assert wired["senders"]["smtp"].calls == []
+    assert events(wired) == [("expired", None, "expiry_at")]
+
+
+async def test_a_template_that_cannot_render_fails_the_job(
+    wired: dict[str, Any],
+) -> None:
+    """A render error is a permanent failure with its reason, not a crash."""
+    await deliver(job(type="password_reset", data={}))
+    assert wired["senders"]["smtp"].calls == []
+    dead = dict(wired["sends"]["deadletter"].await_args.kwargs["headers"])
+    assert dead["notify.dlq.code"] == b"rejected"
+    assert b"render_error" in dead["notify.dlq.reason"]
+
+
+async def test_a_channel_without_a_provider_fails_with_that_reason(
+    wired: dict[str, Any],
+) -> None:
+    """No SMS provider configured: failed, provider_not_configured, DLQ."""
+    wired["providers"].configure({"email": [wired["senders"]["smtp"]]})
+    await deliver(job("sms"), channel="sms")
+    dead = dict(wired["sends"]["deadletter"].await_args.kwargs["headers"])
+    assert b"provider_not_configured" in dead["notify.dlq.reason"]
+
+
+async def test_the_retry_timer_releases_due_jobs_once(
+    wired: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Due entries go back to their topic once; entries not yet due stay."""
+    wired["senders"]["smtp"].fail_with(FailureKind.UNAVAILABLE, "503")
+    await deliver(job())
+    [scheduled] = wired["tables"]["retries"].values()
+    topic = app.topology.deliveries[("email", "critical")]
+    sent = AsyncMock()
+    monkeypatch.setattr(topic, "send", sent)
+    timer = agents.retry.RetryTimer()
+    assert await timer.tick() == 0  # not due yet
+    wired["clock"].advance(timedelta(seconds=2))
+    assert await timer.tick() == 1
+    assert await timer.tick() == 0  # released once, until the agent takes it
+    assert sent.await_args.kwargs["value"] == scheduled.delivery_job()
+    assert sent.await_args.kwargs["partition"] == HOME
