@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import hashlib
 import itertools
 import logging
 import os
@@ -24,12 +25,30 @@ from confluent_kafka import Consumer, Producer
 
 from pipeline.admin import ensure_topics
 from pipeline.broker import EmbeddedBroker, free_port, terminate
+from pipeline.emulators.stack import EmulatorStack
 from pipeline.settings import EMBEDDED_BROKER_DEFECTS, Settings
 
 log = logging.getLogger("devstack")
 
 DEMO_TYPES = ("order_shipped", "password_reset", "comment_reply", "campaign")
 DEV_BROKER_PORT = 19092
+#: What each demo type's templates need (see pipeline/templates/<type>/).
+DEMO_DATA = {
+    "order_shipped": lambda n: {
+        "order_id": 4000 + n,
+        "eta": "Tue",
+        "tracking_url": f"https://shop.example.com/track/{4000 + n}",
+    },
+    "password_reset": lambda n: {
+        "reset_url": f"https://app.example.com/reset/{n:06d}",
+        "code": f"{n % 1000000:06d}",
+    },
+    "comment_reply": lambda n: {"author": "Bob", "excerpt": f"Reply number {n}"},
+    "campaign": lambda n: {
+        "headline": "Winter sale",
+        "message": "Everything 20% off this week.",
+    },
+}
 
 
 def say(message: str) -> None:
@@ -50,11 +69,26 @@ def demo_request(n: int) -> tuple[str, bytes, bytes]:
         "recipient": {"user_id": user},
         "type": kind,
         "priority": "promotional" if promotional else "transactional",
-        "data": {"n": n},
+        "data": DEMO_DATA[kind](n),
         **({"campaign_id": 1042} if promotional else {}),
     }
     lane = "bulk" if promotional else "critical"
     return f"notify.requests.{lane}", user.encode(), orjson.dumps(body)
+
+
+def demo_device(n: int, platform: str) -> dict[str, str]:
+    """A token shaped like the platform's: 64 hex digits for APNs, longer for FCM."""
+    seed = hashlib.sha256(f"{platform}-{n}".encode()).hexdigest()
+    token = seed if platform == "apns" else f"demo{seed}{seed[:40]}"
+    return {"token": token, "platform": platform}
+
+
+def demo_faults(stack: EmulatorStack) -> None:
+    """A little trouble so retries, token removal and bounces show up."""
+    stack.twilio.faults.update(error="503", error_rate=0.05)
+    stack.fcm.faults.update(error="UNAVAILABLE", error_rate=0.03)
+    stack.smtp.faults.fail_targets["u_013@example.com"] = "hard_bounce"
+    stack.apns.faults.fail_targets[demo_device(8, "apns")["token"]] = "Unregistered"
 
 
 def demo_users(port: int, api_key: str, users: int = 50) -> None:
@@ -62,17 +96,13 @@ def demo_users(port: int, api_key: str, users: int = 50) -> None:
     for n in range(users):
         user = f"u_{n:03d}"
         profile: dict[str, object] = {"email": f"{user}@example.com"}
-        if n % 2 == 0:
+        if n % 3 != 2:
             profile["phone"] = f"+1415555{n:04d}"
         calls: list[tuple[str, str, object]] = [("PUT", f"/v1/users/{user}", profile)]
         if n % 3 == 0:
-            calls.append(
-                (
-                    "POST",
-                    f"/v1/users/{user}/devices",
-                    {"token": f"tok-{user}", "platform": "fcm"},
-                )
-            )
+            calls.append(("POST", f"/v1/users/{user}/devices", demo_device(n, "fcm")))
+        if n % 4 == 0:
+            calls.append(("POST", f"/v1/users/{user}/devices", demo_device(n, "apns")))
         if n % 5 == 0:
             calls.append(
                 (
@@ -170,6 +200,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-demo", action="store_true", help="no demo traffic")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    # The SMTP emulator logs every command at INFO.
+    logging.getLogger("mail.log").setLevel(logging.WARNING)
 
     base = Settings()
     data_dir = base.data_dir.resolve()
@@ -185,6 +217,11 @@ def main(argv: list[str] | None = None) -> int:
     broker = EmbeddedBroker(port=port, log_path=data_dir / "broker.log").start()
     stop = threading.Event()
     worker: subprocess.Popen[bytes] | None = None
+    emulators = EmulatorStack(
+        data_dir / "emulators", f"http://127.0.0.1:{base.web_port}"
+    ).start()
+    if not args.no_demo:
+        demo_faults(emulators)
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
         stop.set()
@@ -201,6 +238,7 @@ def main(argv: list[str] | None = None) -> int:
             "NOTIFY_BROKER_URL": broker.url,
             "NOTIFY_BROKER_DEFECTS": EMBEDDED_BROKER_DEFECTS,
             "NOTIFY_DATA_DIR": str(data_dir),
+            **emulators.env(),
         }
         worker_log = data_dir / "worker.log"
         with worker_log.open("ab") as output:
@@ -247,6 +285,13 @@ def main(argv: list[str] | None = None) -> int:
                     f"  health        {web}/health",
                     f"  API           {web}/openapi.json",
                     f"  API key       {api_key}   (NOTIFY_DEV_API_KEY)",
+                    f"  providers     APNs {emulators.apns.url}  FCM "
+                    f"{emulators.fcm.url}  SMTP {emulators.smtp.url}",
+                    f"                SendGrid {emulators.sendgrid.url}  Twilio "
+                    f"{emulators.twilio.url}  (emulators; some faults on)",
+                    f"  an inbox      curl -H 'Authorization: Bearer {api_key}' "
+                    f"{web}/v1/users/u_000/inbox",
+                    "  dead letters  notify dlq list",
                     f"  a status      curl -H 'Authorization: Bearer {api_key}' "
                     f"{web}/v1/notifications/<id>",
                     "  demo traffic  "
@@ -267,6 +312,10 @@ def main(argv: list[str] | None = None) -> int:
                 "  events so far: "
                 + ", ".join(f"{k} {v}" for k, v in sorted(tally.items()))
             )
+            say(
+                "  provider deliveries: "
+                + ", ".join(f"{k} {v}" for k, v in emulators.delivered().items())
+            )
         for thread in threads:
             thread.join(10)
         return 0
@@ -277,6 +326,7 @@ def main(argv: list[str] | None = None) -> int:
             terminate(worker, 30)
         say("stopping broker")
         broker.stop()
+        emulators.stop()
 
 
 if __name__ == "__main__":

@@ -303,6 +303,9 @@ class ApnsEmulator:
                 reader,
                 writer,
             )
+        except (TimeoutError, ConnectionError):
+            # A client that went away without closing TLS: nothing to answer.
+            pass
         finally:
             self._connections.discard(writer)
             if task is not None:
