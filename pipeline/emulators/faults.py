@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import random
 import threading
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -72,6 +73,7 @@ class Call:
     message_id: str  # the provider idempotency id the client passed
     target: str  # token, address, number
     payload: dict[str, Any]  # what the emulator parsed out of the request
+    at: float = field(default_factory=time.monotonic)  # when it was accepted
 
 
 class CallLog:

@@ -11,17 +11,26 @@ be repeated (at most one batch); the test prints how many were.
 from __future__ import annotations
 
 import sys
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import pytest
+from confluent_kafka import Consumer, Message, TopicPartition
 
 from pipeline.admin import ensure_topics
 from pipeline.emulators.stack import EmulatorStack
 from pipeline.providers.base import message_id_for
 from pipeline.settings import Settings
 from schemas.records import DeliveryJob
-from tests.support import BrokerUnderTest, WorkerProcess, produce, unique, wait_for
+from tests.support import (
+    BrokerUnderTest,
+    WorkerProcess,
+    consumer_config,
+    produce,
+    unique,
+    wait_for,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -112,3 +121,79 @@ def test_sigkill_mid_burst_loses_nothing(
     )
     # Only calls in flight or whose result was not yet durable can repeat.
     assert duplicates <= BATCH
+
+
+def test_a_pending_retry_survives_a_sigkill(
+    broker: BrokerUnderTest,
+    stack: EmulatorStack,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """A retry waiting out a 429's Retry-After is in the retry table, not in
+    memory: the worker is killed while it waits, and the restarted worker
+    sends it when it is due, not before."""
+    ensure_topics(Settings(broker_url=broker.url))
+    directory = tmp_path_factory.mktemp("retry-worker")
+    env = {
+        "NOTIFY_BROKER_URL": broker.url,
+        "NOTIFY_BROKER_DEFECTS": ",".join(sorted(broker.defects)),
+        "NOTIFY_APP_ID": unique("retry"),
+        "NOTIFY_DATA_DIR": str(directory / "state"),
+        "NOTIFY_LANES": "critical",
+        **stack.env(),
+    }
+    first = WorkerProcess(app="pipeline.app", env=env, log_path=directory / "1.log")
+    first.start().wait_ready(timeout=90)
+    phone = "+14155550142"
+    twilio = stack.twilio
+    twilio.faults.update(error="20429", error_rate=1.0, retry_after=12)
+    value = DeliveryJob(
+        notification_id=f"n_{unique('r').replace('-', '')}",
+        tenant="default",
+        user_id="u-retry",
+        type="order_shipped",
+        priority="transactional",
+        lane="critical",
+        channel="sms",
+        data={"order_id": 1},
+        created_at=datetime.now(UTC),
+        phone=phone,
+    ).dumps()
+    [record] = produce(
+        broker.bootstrap,
+        "notify.deliveries.sms.critical",
+        [(b"default/u-retry", value)],
+        partitioner="murmur2_random",
+    )
+    wait_for(lambda: twilio.calls.attempts >= 1, timeout=60)
+    refused_at = time.monotonic()
+    # Once the job's offset is committed only the retry table can bring it back.
+    wait_for(
+        lambda: (
+            committed(broker, f"{env['NOTIFY_APP_ID']}-critical", record)
+            > (record.offset() or 0)
+        ),
+        timeout=30,
+        interval=0.2,
+    )
+    first.kill()
+    twilio.faults.reset()
+    second = WorkerProcess(app="pipeline.app", env=env, log_path=directory / "2.log")
+    second.start()
+    try:
+        wait_for(lambda: len(twilio.calls.to(phone)) == 1, timeout=90, interval=0.2)
+    finally:
+        second.stop()
+    [delivered] = twilio.calls.to(phone)
+    assert delivered.at - refused_at >= 11.0  # Retry-After held across the crash
+    assert twilio.calls.attempts == 2  # the refused call and the retry, no more
+
+
+def committed(broker: BrokerUnderTest, group: str, record: Message) -> int:
+    """The group's committed offset on ``record``'s partition (-1: none)."""
+    consumer = Consumer(consumer_config(broker.bootstrap, group))
+    try:
+        partition = TopicPartition(record.topic(), record.partition())
+        [position] = consumer.committed([partition], timeout=10)
+        return int(position.offset)
+    finally:
+        consumer.close()

@@ -1,0 +1,317 @@
+"""The send stage against emulators that answer at once, and critical latency
+under a bulk backlog.
+
+Two measurements, each on a fresh embedded broker with one real worker of
+``pipeline.app``:
+
+1. **deliveries/s**: N delivery jobs (half push over FCM, half email over
+   SendGrid) are preloaded onto the critical lane's delivery topics; the
+   window runs from the first provider call the emulators see to the N-th,
+   and the figure is printed as a ratio to the raw floor loop and to the
+   single-hop Faust relay, both measured in the same run
+   (``benchmarks.run``'s contenders);
+2. **critical p99**: a backlog of bulk-lane email jobs (200,000 by default)
+   is preloaded, the worker started, and while it drains them critical
+   requests go in at a steady rate through the whole chain (ingest → fanout
+   → send); each one's latency runs from its produce to the emulator
+   accepting its email.
+
+Everything binds loopback, is bounded in count and time, and stops itself.
+
+    python -m benchmarks.send [--jobs 20000] [--backlog 200000] [--critical 600]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import os
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from pathlib import Path
+
+import orjson
+from confluent_kafka import KafkaError, Message, Producer
+
+from benchmarks.kafka import produce
+from benchmarks.run import BY_NAME, Bench, Outcome, _start, _stop
+from pipeline.admin import ensure_topics
+from pipeline.broker import EmbeddedBroker, free_port
+from pipeline.emulators.stack import EmulatorStack
+from pipeline.ids import notification_id
+from pipeline.providers.base import message_id_for
+from pipeline.settings import Settings
+from schemas.records import DeliveryJob, DeviceToken, UserProfile
+
+USERS = 500
+
+
+def user(n: int) -> str:
+    """The n-th benchmark user."""
+    return f"b{n % USERS:04d}"
+
+
+def fcm_token(n: int) -> str:
+    """A registration token shaped like FCM's, one per user."""
+    return f"bench{n % USERS:04d}" + "x" * 40
+
+
+def job(n: int, lane: str, channel: str, run: str) -> tuple[bytes, bytes]:
+    """The n-th delivery job, keyed by its user like fanout keys them."""
+    uid = user(n)
+    value = DeliveryJob(
+        notification_id=f"n_{run}{lane[0]}{n:07d}",
+        tenant="default",
+        user_id=uid,
+        type="order_shipped",
+        priority="transactional" if lane == "critical" else "promotional",
+        lane=lane,
+        channel=channel,
+        data={"order_id": n, "eta": "Tue"},
+        created_at=datetime.now(UTC),
+        email=f"{uid}@example.com" if channel == "email" else None,
+        devices=(
+            [DeviceToken(user_id=uid, token=fcm_token(n), platform="fcm")]
+            if channel == "push"
+            else []
+        ),
+    )
+    return f"default/{uid}".encode(), value.dumps()
+
+
+def producer(bootstrap: str) -> Producer:
+    """A murmur2 producer, so records land on their user's partition."""
+    return Producer(
+        {
+            "bootstrap.servers": bootstrap,
+            "linger.ms": 20,
+            "partitioner": "murmur2_random",
+            "log_level": 3,
+        }
+    )
+
+
+def send_all(bootstrap: str, records: Iterable[tuple[str, bytes, bytes]]) -> int:
+    """Produce (topic, key, value) records and wait for every ack."""
+    errors: list[KafkaError] = []
+
+    def on_delivery(error: KafkaError | None, message: Message) -> None:
+        if error is not None:
+            errors.append(error)
+
+    client = producer(bootstrap)
+    count = 0
+    for topic, key, value in records:
+        produce(client, topic, key, value, on_delivery)
+        client.poll(0)
+        count += 1
+    if client.flush(120) or errors:
+        raise RuntimeError(f"preload failed: {errors[:3]}")
+    return count
+
+
+class Stack:
+    """A broker, the emulators and one worker, all stopped on exit."""
+
+    def __init__(self, workdir: Path, name: str) -> None:
+        self.workdir = workdir / name
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.broker = EmbeddedBroker(log_path=self.workdir / "broker.log")
+        self.emulators = EmulatorStack(self.workdir / "emulators")
+        self.process = None
+
+    def __enter__(self) -> Stack:
+        self.broker.start()
+        gc.collect()
+        ensure_topics(Settings(broker_url=self.broker.url))
+        self.emulators.start()
+        return self
+
+    def start_worker(self, **env: str) -> None:
+        """One worker with the project's settings, sending through the emulators."""
+        full = {
+            **os.environ,
+            **self.emulators.env(),
+            "NOTIFY_BROKER_URL": self.broker.url,
+            "NOTIFY_APP_ID": f"bench-{self.workdir.name}",
+            "NOTIFY_DATA_DIR": str(self.workdir / "worker"),
+            "NOTIFY_WEB_HOST": "127.0.0.1",
+            "NOTIFY_WEB_PORT": str(free_port()),
+            "NOTIFY_EMAIL_PROVIDERS": "sendgrid",
+            **env,
+        }
+        argv = [sys.executable, "-m", "faust", "-A", "pipeline.app", "worker"]
+        argv += ["--loglevel", "warn"]
+        self.process = _start(argv, full, self.workdir / "worker.log")
+
+    def alive(self) -> None:
+        """Raise if the worker died."""
+        if self.process is not None and self.process.poll() is not None:
+            raise RuntimeError(f"worker exited; see {self.workdir / 'worker.log'}")
+
+    def __exit__(self, *exc: object) -> None:
+        if self.process is not None:
+            _stop(self.process)
+        self.emulators.stop()
+        self.broker.stop()
+
+
+def wait(condition: object, deadline: float, stack: Stack, what: str) -> None:
+    """Poll ``condition()`` until true or the deadline."""
+    while not condition():  # type: ignore[operator]
+        stack.alive()
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+def throughput(workdir: Path, jobs: int, timeout: float) -> tuple[float, float]:
+    """Deliveries/s through the send stage; and worker CPU µs per delivery."""
+    from benchmarks.workload import process_cpu_seconds
+
+    run = f"{int(time.time()) % 100000:05d}"
+    with Stack(workdir, "send-throughput") as stack:
+        half = jobs // 2
+        send_all(
+            stack.broker.bootstrap,
+            (
+                (f"notify.deliveries.{ch}.critical", *job(n, "critical", ch, run))
+                for n in range(jobs)
+                for ch in ["push" if n < half else "email"]
+            ),
+        )
+        fcm, sendgrid = stack.emulators.fcm.calls, stack.emulators.sendgrid.calls
+        stack.start_worker(NOTIFY_LANES="critical")
+        deadline = time.monotonic() + timeout
+        wait(lambda: fcm.delivered + sendgrid.delivered > 0, deadline, stack, "start")
+        assert stack.process is not None
+        cpu0 = process_cpu_seconds(stack.process.pid)
+        first = min(c.at for c in [*fcm.calls[:1], *sendgrid.calls[:1]])
+        wait(
+            lambda: fcm.delivered + sendgrid.delivered >= jobs,
+            deadline,
+            stack,
+            "every delivery",
+        )
+        cpu = process_cpu_seconds(stack.process.pid) - cpu0
+        last = max(c.at for c in [*fcm.calls, *sendgrid.calls])
+        rate = jobs / (last - first)
+        duplicates = fcm.duplicates + sendgrid.duplicates
+        if duplicates:
+            print(f"  note: {duplicates} duplicate provider calls")  # noqa: T201
+        return rate, cpu / jobs * 1e6
+
+
+def critical_latency(
+    workdir: Path, backlog: int, critical: int, rate: float, timeout: float
+) -> tuple[list[float], int]:
+    """Accepted-to-sent latencies (s) of critical requests over a bulk backlog."""
+    run = f"{int(time.time()) % 100000:05d}"
+    with Stack(workdir, "send-latency") as stack:
+        bootstrap = stack.broker.bootstrap
+        users = [f"c{n:03d}" for n in range(50)]
+        send_all(
+            bootstrap,
+            (
+                (
+                    "notify.users.profiles",
+                    f"default/{uid}".encode(),
+                    UserProfile(user_id=uid, email=f"{uid}@example.com").dumps(),
+                )
+                for uid in users
+            ),
+        )
+        preloaded = send_all(
+            bootstrap,
+            (
+                ("notify.deliveries.email.bulk", *job(n, "bulk", "email", run))
+                for n in range(backlog)
+            ),
+        )
+        sendgrid = stack.emulators.sendgrid.calls
+        stack.start_worker()
+        deadline = time.monotonic() + timeout
+        wait(lambda: sendgrid.delivered > 1000, deadline, stack, "the bulk lane")
+        client = producer(bootstrap)
+        sent_at: dict[str, float] = {}
+        for n in range(critical):
+            uid = users[n % len(users)]
+            key = f"{run}-crit-{n}"
+            nid = notification_id("default", key)
+            sent_at[message_id_for(f"{nid}:email:{uid}@example.com")] = time.monotonic()
+            body = {
+                "idempotency_key": key,
+                "recipient": {"user_id": uid},
+                "type": "order_shipped",
+                "channels": ["email"],
+                "priority": "critical",
+                "data": {"order_id": n},
+            }
+            client.produce("notify.requests.critical", orjson.dumps(body), uid.encode())
+            client.poll(0)
+            time.sleep(1 / rate)
+        client.flush(30)
+
+        def all_arrived() -> bool:
+            seen = {c.message_id for c in sendgrid.calls}
+            return all(m in seen for m in sent_at)
+
+        wait(all_arrived, deadline, stack, "the critical requests")
+        arrived = {
+            c.message_id: c.at for c in sendgrid.calls if c.message_id in sent_at
+        }
+        drained = sum(1 for c in sendgrid.calls if c.target.startswith("b"))
+        latencies = [arrived[m] - t for m, t in sent_at.items()]
+        print(  # noqa: T201
+            f"  bulk backlog {preloaded:,}: {drained:,} drained while measuring"
+        )
+        return latencies, preloaded - drained
+
+
+def percentile(values: list[float], q: float) -> float:
+    """The q-quantile (0..1) of ``values``."""
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run both measurements and print them with the floor and relay."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--jobs", type=int, default=20_000)
+    parser.add_argument("--backlog", type=int, default=200_000)
+    parser.add_argument("--critical", type=int, default=600)
+    parser.add_argument("--rate", type=float, default=30.0, help="critical req/s")
+    parser.add_argument("--timeout", type=float, default=600.0)
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="notify-bench-") as tmp:
+        workdir = Path(tmp)
+        bench = Bench(workdir=workdir, events=args.jobs, timeout=args.timeout)
+        base: dict[str, Outcome] = {
+            name: bench.run(BY_NAME[name]) for name in ("floor", "relay")
+        }
+        rate, cpu_us = throughput(workdir, args.jobs, args.timeout)
+        floor, relay = base["floor"].rate, base["relay"].rate
+        print(  # noqa: T201
+            f"\nfloor {floor:,.0f}/s   relay {relay:,.0f}/s\n"
+            f"send stage {rate:,.0f} deliveries/s = {rate / floor:.3f}x floor, "
+            f"{rate / relay:.2f}x relay ({cpu_us:,.0f} µs worker CPU per delivery)"
+        )
+        latencies, left = critical_latency(
+            workdir, args.backlog, args.critical, args.rate, args.timeout
+        )
+        print(  # noqa: T201
+            f"critical lane over a bulk backlog ({left:,} bulk jobs still queued "
+            f"at the end): {len(latencies)} requests, accepted→sent p50 "
+            f"{statistics.median(latencies) * 1000:,.0f} ms, p99 "
+            f"{percentile(latencies, 0.99) * 1000:,.0f} ms, max "
+            f"{max(latencies) * 1000:,.0f} ms"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
