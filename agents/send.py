@@ -21,6 +21,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
+from functools import lru_cache
 from typing import Any
 
 from faust.types import EventT, StreamT
@@ -151,8 +152,13 @@ def job_event(
 
 
 async def emit(event: NotificationEvent) -> None:
-    """Send one analytics event."""
-    await app.topology.events.send(key=event.notification_id, value=event)
+    """Send one analytics event.
+
+    Through Faust's send buffer, like table updates: a commit waits until the
+    buffer is flushed and a failed send stops the worker (the commit guard),
+    so an event is never lost, without a future awaited per event.
+    """
+    app.topology.events.send_soon(key=event.notification_id, value=event)
 
 
 def render(job: DeliveryJob) -> Content:
@@ -252,13 +258,14 @@ def tracked(content: Content, key: str) -> Content:
     return replace(content, html=tracking_signer().instrument_html(content.html, key))
 
 
+@lru_cache(maxsize=1)
 def tracking_signer() -> TrackingSigner:
     """The signer of tracking links; the web endpoints verify with the same secret."""
     settings = app.settings
     return TrackingSigner(
         settings.tracking_secret.get_secret_value().encode(),
         settings.public_base,
-        app.clock.now,
+        lambda: app.clock.now(),
     )
 
 

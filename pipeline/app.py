@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import socket
 from typing import Any
 
@@ -110,6 +111,25 @@ def canonical_url(settings: Settings) -> str:
     return f"http://{host}:{settings.web_port}"
 
 
+async def _restore_root_log_level() -> None:
+    """Undo the DEBUG root level Faust's worker sets for its terminal spinner.
+
+    With ``-l warn`` (or any level from WARN up) the worker lowers the root
+    logger to DEBUG so its spinner handler sees every record, and filters at
+    the other handlers: every ``log.debug`` in aiokafka and Faust then builds
+    a record nobody prints (~10 per delivered notification). The root goes
+    back to the least severe level a real handler wants.
+    """
+    root = logging.getLogger()
+    wanted = [
+        handler.level
+        for handler in root.handlers
+        if handler.level > logging.DEBUG and type(handler).__name__ != "SpinnerHandler"
+    ]
+    if root.level == logging.DEBUG and wanted:
+        root.setLevel(min(wanted))
+
+
 def create_app(
     settings: Settings,
     *,
@@ -129,6 +149,7 @@ def create_app(
     app.commit_guard = CommitGuard(app)
     app.sensors.add(app.commit_guard)
     web.register(app)
+    app.task(_restore_root_log_level)
     return app
 
 

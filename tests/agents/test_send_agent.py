@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
-from unittest.mock import AsyncMock
+from unittest.mock import AsyncMock, MagicMock
 
 import pytest
 
@@ -70,14 +70,14 @@ def wired(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
         monkeypatch.setattr(agents.send, name, table)
     monkeypatch.setattr(agents.retry, "retries", tables["retries"])
     monkeypatch.setattr(agents.inbox, "inbox", tables["inbox"])
-    sends: dict[str, AsyncMock] = {
-        "events": AsyncMock(),
+    sends: dict[str, Any] = {
+        "events": MagicMock(),
         "deadletter": AsyncMock(),
         "devices": AsyncMock(),
         "suppressions": AsyncMock(),
     }
     topology = app.topology
-    monkeypatch.setattr(topology.events, "send", sends["events"])
+    monkeypatch.setattr(topology.events, "send_soon", sends["events"])
     monkeypatch.setattr(topology.deadletter, "send", sends["deadletter"])
     monkeypatch.setattr(topology.devices, "send", sends["devices"])
     monkeypatch.setattr(
@@ -147,7 +147,7 @@ async def deliver(*jobs: DeliveryJob, channel: str = "email") -> None:
 
 def events(wired: dict[str, Any]) -> list[tuple[str, str | None, str | None]]:
     """(event type, provider, reason) of every event sent."""
-    sent = [c.kwargs["value"] for c in wired["sends"]["events"].await_args_list]
+    sent = [c.kwargs["value"] for c in wired["sends"]["events"].call_args_list]
     return [(e.event_type, e.provider, e.reason) for e in sent]
 
 

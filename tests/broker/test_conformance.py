@@ -23,7 +23,11 @@ from confluent_kafka import (
 )
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
 
-from pipeline.transport import END_OFFSETS_DEFECT, fetch_end_offsets
+from pipeline.transport import (
+    END_OFFSETS_DEFECT,
+    FETCH_LONG_POLL_DEFECT,
+    fetch_end_offsets,
+)
 from tests.support import BrokerUnderTest, consumer_config, produce, unique
 
 pytestmark = pytest.mark.broker
@@ -211,6 +215,47 @@ async def test_end_offset_workaround_is_exact(broker: BrokerUnderTest) -> None:
         (via_aiokafka, 0): 500,
         (empty, 0): 0,
     }
+
+
+def test_a_long_poll_fetch_returns_when_a_record_arrives(
+    request: pytest.FixtureRequest, broker: BrokerUnderTest
+) -> None:
+    """A consumer long-polling with a 3 s max wait gets a new record at once.
+
+    Each probe produces while the consumer's fetch is parked; the median of
+    three deliveries must be well under the wait (Kafka answers a parked
+    fetch as soon as min bytes arrive).
+    """
+    known_defect(
+        request,
+        broker,
+        FETCH_LONG_POLL_DEFECT,
+        "a parked fetch waits out its max wait whatever arrives",
+    )
+    topic = create_topic(broker)
+    consumer = Consumer(
+        consumer_config(broker.bootstrap, unique("poll"), **{"fetch.wait.max.ms": 3000})
+    )
+    producer = Producer({"bootstrap.servers": broker.bootstrap, "linger.ms": 0})
+    try:
+        consumer.subscribe([topic])
+        producer.produce(topic, b"warm-up")
+        producer.flush(10)
+        deadline = time.monotonic() + 30
+        while consumer.poll(0.5) is None:
+            assert time.monotonic() < deadline, "no warm-up record"
+        delays = []
+        for _ in range(3):
+            consumer.poll(0.3)  # let the next fetch park on the broker
+            started = time.monotonic()
+            producer.produce(topic, b"probe")
+            producer.flush(10)
+            while consumer.poll(0.05) is None:
+                assert time.monotonic() - started < 10, "probe never arrived"
+            delays.append(time.monotonic() - started)
+    finally:
+        consumer.close()
+    assert sorted(delays)[1] < 1.0, delays
 
 
 def test_committed_offset_survives_consumer_restart(broker: BrokerUnderTest) -> None:

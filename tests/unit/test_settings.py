@@ -20,7 +20,12 @@ def test_defaults_describe_the_embedded_stack(monkeypatch: pytest.MonkeyPatch) -
     assert settings.profile == "dev"
     assert settings.web_port == 6066
     assert settings.web_host == "127.0.0.1"
-    assert settings.defects == {"list_offsets_latest", "compaction", "transactions"}
+    assert settings.defects == {
+        "list_offsets_latest",
+        "compaction",
+        "transactions",
+        "fetch_long_poll",
+    }
     assert settings.worker_lanes == ("critical", "bulk")
     assert settings.resolved_clickhouse_dsn.startswith("chdb://")
 
