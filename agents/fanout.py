@@ -274,14 +274,17 @@ async def handle(accepted: AcceptedRequest, lane: str, window: timedelta) -> Non
         seen=idempotency.get(key),
     )
     result = fan_out(accepted, state, CATALOGUE, app.clock.now(), window)
+    # Outputs go through Faust's send buffer, as table updates do: a commit
+    # waits until the buffer is flushed, and a failed send trips the commit
+    # guard, so nothing is lost and no future is awaited per record.
     if result.seen is not None:
         idempotency[key] = result.seen
     for job in result.jobs:
-        await topology.deliveries[(job.channel, lane)].send(key=key, value=job)
+        topology.deliveries[(job.channel, lane)].send_soon(key=key, value=job)
     if result.deferral is not None:
-        await topology.deferred[lane].send(key=key, value=result.deferral)
+        topology.deferred[lane].send_soon(key=key, value=result.deferral)
     for outcome in result.events:
-        await topology.events.send(key=accepted.notification_id, value=outcome)
+        topology.events.send_soon(key=accepted.notification_id, value=outcome)
 
 
 def _make_agent(lane: str) -> None:

@@ -69,7 +69,9 @@ async def handle(event: EventT) -> None:
         await dead_letter(app, event, decision)
         return
     request = decision.notification()
-    await topology.accepted[decision.lane].send(
+    # Buffered like table updates: the commit waits for it, a failure trips
+    # the commit guard.
+    topology.accepted[decision.lane].send_soon(
         key=user_key(request.tenant, request.recipient.user_id), value=decision
     )
 

@@ -212,7 +212,13 @@ def throughput(workdir: Path, jobs: int, timeout: float) -> tuple[float, float]:
 
 
 def critical_latency(
-    workdir: Path, backlog: int, critical: int, rate: float, timeout: float
+    workdir: Path,
+    backlog: int,
+    critical: int,
+    rate: float,
+    timeout: float,
+    bulk_nice: int = 0,
+    critical_env: dict[str, str] | None = None,
 ) -> tuple[list[float], int]:
     """Accepted-to-sent latencies (s) of critical requests over a bulk backlog."""
     run = f"{int(time.time()) % 100000:05d}"
@@ -240,8 +246,11 @@ def critical_latency(
         sendgrid = stack.emulators.sendgrid.calls
         # The lanes deploy apart, as in docker-compose.yml: one worker (and
         # consumer group) per lane, so the backlog never queues critical work.
-        stack.start_worker("bulk", NOTIFY_LANES="bulk")
-        stack.start_worker("critical", NOTIFY_LANES="critical")
+        bulk = stack.start_worker("bulk", NOTIFY_LANES="bulk")
+        if bulk_nice:
+            # What CPU shares do for separate containers on one host.
+            os.setpriority(os.PRIO_PROCESS, bulk, bulk_nice)
+        stack.start_worker("critical", NOTIFY_LANES="critical", **(critical_env or {}))
         deadline = time.monotonic() + timeout
         wait(lambda: sendgrid.delivered > 1000, deadline, stack, "the bulk lane")
         client = producer(bootstrap)
@@ -294,26 +303,51 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--critical", type=int, default=600)
     parser.add_argument("--rate", type=float, default=30.0, help="critical req/s")
     parser.add_argument("--timeout", type=float, default=600.0)
+    parser.add_argument(
+        "--bulk-nice",
+        type=int,
+        default=0,
+        help="run the bulk worker at this nice level (CPU shares on one host)",
+    )
+    parser.add_argument(
+        "--latency-only", action="store_true", help="skip the throughput run"
+    )
+    parser.add_argument(
+        "--critical-env",
+        action="append",
+        default=[],
+        metavar="NOTIFY_X=VALUE",
+        help="a setting for the critical-lane worker only (repeatable)",
+    )
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="notify-bench-") as tmp:
         workdir = Path(tmp)
-        bench = Bench(workdir=workdir, events=args.jobs, timeout=args.timeout)
-        base: dict[str, Outcome] = {
-            name: bench.run(BY_NAME[name]) for name in ("floor", "relay")
-        }
-        rate, cpu_us = throughput(workdir, args.jobs, args.timeout)
-        floor, relay = base["floor"].rate, base["relay"].rate
-        print(  # noqa: T201
-            f"\nfloor {floor:,.0f}/s   relay {relay:,.0f}/s\n"
-            f"send stage {rate:,.0f} deliveries/s = {rate / floor:.3f}x floor, "
-            f"{rate / relay:.2f}x relay ({cpu_us:,.0f} µs worker CPU per delivery)"
-        )
+        if not args.latency_only:
+            bench = Bench(workdir=workdir, events=args.jobs, timeout=args.timeout)
+            base: dict[str, Outcome] = {
+                name: bench.run(BY_NAME[name]) for name in ("floor", "relay")
+            }
+            rate, cpu_us = throughput(workdir, args.jobs, args.timeout)
+            floor, relay = base["floor"].rate, base["relay"].rate
+            print(  # noqa: T201
+                f"\nfloor {floor:,.0f}/s   relay {relay:,.0f}/s\n"
+                f"send stage {rate:,.0f} deliveries/s = {rate / floor:.3f}x floor, "
+                f"{rate / relay:.2f}x relay ({cpu_us:,.0f} µs worker CPU per "
+                "delivery)"
+            )
         latencies, left = critical_latency(
-            workdir, args.backlog, args.critical, args.rate, args.timeout
+            workdir,
+            args.backlog,
+            args.critical,
+            args.rate,
+            args.timeout,
+            args.bulk_nice,
+            dict(item.split("=", 1) for item in args.critical_env),
         )
         print(  # noqa: T201
             f"critical lane over a bulk backlog ({left:,} bulk jobs still queued "
-            f"at the end): {len(latencies)} requests, accepted→sent p50 "
+            f"at the end, bulk nice {args.bulk_nice}): {len(latencies)} requests, "
+            "accepted→sent p50 "
             f"{statistics.median(latencies) * 1000:,.0f} ms, p99 "
             f"{percentile(latencies, 0.99) * 1000:,.0f} ms, max "
             f"{max(latencies) * 1000:,.0f} ms"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
-from unittest.mock import AsyncMock
+from unittest.mock import AsyncMock, MagicMock
 
 import pytest
 
@@ -43,18 +43,22 @@ def wired(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
             monkeypatch.setattr(agents.user_state, name, table)
     tables["status"] = {}
     monkeypatch.setattr(agents.status, "status", tables["status"])
-    sends: dict[str, AsyncMock] = {
-        "events": AsyncMock(),
-        "deferred": AsyncMock(),
+    # Fanout's outputs are buffered (send_soon); dead letters are awaited.
+    sends: dict[str, Any] = {
+        "events": MagicMock(),
+        "deferred": MagicMock(),
         "deadletter": AsyncMock(),
     }
-    monkeypatch.setattr(app.topology.events, "send", sends["events"])
+    monkeypatch.setattr(app.topology.events, "send_soon", sends["events"])
+    monkeypatch.setattr(app.topology.events, "send", AsyncMock())
     monkeypatch.setattr(app.topology.deadletter, "send", sends["deadletter"])
-    monkeypatch.setattr(app.topology.deferred["critical"], "send", sends["deferred"])
+    monkeypatch.setattr(
+        app.topology.deferred["critical"], "send_soon", sends["deferred"]
+    )
     for (channel, lane), topic in app.topology.deliveries.items():
         if lane == "critical":
-            sends[channel] = AsyncMock()
-            monkeypatch.setattr(topic, "send", sends[channel])
+            sends[channel] = MagicMock()
+            monkeypatch.setattr(topic, "send_soon", sends[channel])
     monkeypatch.setattr(app, "clock", FrozenClock(NOW))
     yield {"tables": tables, "sends": sends}
 
@@ -138,11 +142,11 @@ async def test_fanout_writes_jobs_events_and_the_idempotency_entry(
     accepted = accept(request(), "notify.requests.critical[1]@7", NOW)
     async with app.agents["fanout.critical"].test_context() as agent:
         await agent.put(key=KEY, value=accepted)
-    sends["push"].assert_not_awaited()  # no device: suppressed
-    job = sends["email"].await_args.kwargs["value"]
+    sends["push"].assert_not_called()  # no device: suppressed
+    job = sends["email"].call_args.kwargs["value"]
     assert (job.notification_id, job.email) == (accepted.notification_id, "a@b.co")
-    assert sends["email"].await_args.kwargs["key"] == KEY
-    events = [c.kwargs["value"] for c in sends["events"].await_args_list]
+    assert sends["email"].call_args.kwargs["key"] == KEY
+    events = [c.kwargs["value"] for c in sends["events"].call_args_list]
     assert [(e.event_type, e.channel, e.reason) for e in events] == [
         ("accepted", None, None),
         ("suppressed", "push", "no_active_device"),
@@ -164,8 +168,8 @@ async def test_fanout_defers_in_quiet_hours(wired: dict[str, Any]) -> None:
     accepted = accept(request(channels=["email"]), "notify.requests.critical[1]@8", NOW)
     async with app.agents["fanout.critical"].test_context() as agent:
         await agent.put(key=KEY, value=accepted)
-    sends["email"].assert_not_awaited()
-    deferral = sends["deferred"].await_args.kwargs["value"]
+    sends["email"].assert_not_called()
+    deferral = sends["deferred"].call_args.kwargs["value"]
     assert deferral.until == NOW.replace(hour=10, minute=0)
     assert deferral.reason == "quiet_hours"
 
