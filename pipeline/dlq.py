@@ -225,7 +225,11 @@ def _age(entry: DeadLetter) -> tuple[float, int, int]:
 
 
 def bump_redrive(value: bytes | None) -> bytes:
-    """The delivery job ``value`` with its integer ``redrive`` field plus one."""
+    """The delivery job ``value`` with its integer ``redrive`` field plus one.
+
+    A re-driven job starts over: attempt 0, due now, with the lane's whole
+    retry budget (it came here after spending it).
+    """
     try:
         job = orjson.loads(value or b"")
     except orjson.JSONDecodeError as exc:
@@ -237,6 +241,9 @@ def bump_redrive(value: bytes | None) -> bytes:
     if isinstance(redrive, bool) or not isinstance(redrive, int) or redrive < 0:
         raise DlqError(f"redrive must be a non-negative integer, got {redrive!r}")
     job["redrive"] = redrive + 1
+    if "attempt" in job:
+        job["attempt"] = 0
+    job.pop("not_before", None)
     return orjson.dumps(job)
 
 

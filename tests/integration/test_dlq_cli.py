@@ -289,9 +289,12 @@ def test_show_prints_headers_key_and_value(
 def test_dry_run_produces_nothing_and_replay_restores_the_record(
     broker: BrokerUnderTest, scene: Scene, tmp_path: Path
 ) -> None:
-    """Replay by position: same key and bytes on the source partition, redrive+1."""
+    """Replay by position: same key and bytes on the source partition, redrive+1
+    and the attempt back to 0."""
     chosen = (scene.bad_json.position, scene.job.position)
-    redriven = orjson.dumps({**orjson.loads(scene.job.value), "redrive": 1})
+    redriven = orjson.dumps(
+        {**orjson.loads(scene.job.value), "redrive": 1, "attempt": 0}
+    )
     dry = ok(notify_dlq(broker, tmp_path, "replay", *chosen, "--dry-run"))
     assert dry == [
         f"would replay {scene.bad_json.position} -> {scene.requests}[2]  key=u_1"

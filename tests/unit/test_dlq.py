@@ -147,10 +147,21 @@ def test_at_positions_keeps_the_order_asked_and_fails_on_a_missing_one() -> None
 
 
 def test_bump_redrive_counts_from_zero_and_keeps_the_rest() -> None:
-    """An absent redrive becomes 1, an existing one grows by one."""
+    """An absent redrive becomes 1, an existing one grows by one; the rest stays
+    but the attempt, which starts over."""
     once = orjson.loads(bump_redrive(JOB))
-    assert once == {**orjson.loads(JOB), "redrive": 1}
+    original = orjson.loads(JOB)
+    assert once == {**original, "redrive": 1, "attempt": 0}
     assert orjson.loads(bump_redrive(orjson.dumps(once)))["redrive"] == 2
+
+
+def test_a_redriven_job_starts_its_retries_over() -> None:
+    """The last attempt's number and due time go: the job gets a full budget."""
+    spent = orjson.dumps(
+        {"notification_id": "n_1", "attempt": 5, "not_before": "2026-11-21T10:00:00Z"}
+    )
+    fresh = orjson.loads(bump_redrive(spent))
+    assert fresh["attempt"] == 0 and "not_before" not in fresh
 
 
 @pytest.mark.parametrize(
