@@ -22,7 +22,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from functools import lru_cache
-from typing import Any
 
 from faust.types import EventT, StreamT
 from mode import Service
@@ -37,11 +36,19 @@ from pipeline.errors import PermanentError
 from pipeline.ids import event_id
 from pipeline.inbox import inbox_hub
 from pipeline.partitioning import partition_for
-from pipeline.providers.base import Content, FailureKind, ProviderFailure, Sent
+from pipeline.providers.base import (
+    Content,
+    FailureKind,
+    Outgoing,
+    ProviderFailure,
+    Sent,
+)
 from pipeline.providers.registry import Providers, Route
 from pipeline.streams import acting_for, flush_durably
 from pipeline.topology import (
+    DLQ_ATTEMPT,
     DLQ_CODE,
+    DLQ_PROVIDER,
     DLQ_REASON,
     DLQ_SOURCE,
     DLQ_STAGE,
@@ -68,8 +75,6 @@ log = logging.getLogger(__name__)
 
 #: Jobs taken per batch, and how long to wait for a batch to fill (seconds).
 BATCH_WITHIN = 0.005
-DLQ_PROVIDER = "notify.dlq.provider"
-DLQ_ATTEMPT = "notify.dlq.attempt"
 _rng = random.Random()  # noqa: S311 - jitter, not security
 
 providers = Providers(app.settings)
@@ -95,7 +100,7 @@ class Call:
     event: EventT
     job: DeliveryJob
     target: plan.Target
-    outgoing: Any  # plan.outgoing(...) result
+    outgoing: Outgoing
     content: Content
     result: Sent | ProviderFailure | None = None
     provider: str | None = None

@@ -29,6 +29,9 @@ DLQ_REASON = "notify.dlq.reason"
 DLQ_CODE = "notify.dlq.code"
 DLQ_STAGE = "notify.dlq.stage"
 DLQ_SOURCE = "notify.dlq.source"  # topic[partition]@offset of the original
+#: Failed deliveries also say which provider answered and at which attempt.
+DLQ_PROVIDER = "notify.dlq.provider"
+DLQ_ATTEMPT = "notify.dlq.attempt"
 
 
 @dataclass(frozen=True)

@@ -187,3 +187,34 @@ async def test_status_agent_builds_the_trail(wired: dict[str, Any]) -> None:
     async with app.agents["status"].test_context() as agent:
         await agent.put(key="n_1", value=event)
     assert wired["tables"]["status"]["n_1"].channels == {"sms": "queued"}
+
+
+async def test_status_agent_folds_interleaved_notifications(
+    wired: dict[str, Any],
+) -> None:
+    """Events of two notifications, interleaved, each end in their own trail."""
+
+    def event(nid: str, kind: str, channel: str | None) -> NotificationEvent:
+        return NotificationEvent(
+            event_id=f"{nid}-{kind}-{channel}",
+            event_type=kind,
+            ts=NOW,
+            stage="send.email",
+            notification_id=nid,
+            channel=channel,
+        )
+
+    async with app.agents["status"].test_context() as agent:
+        for nid, kind, channel in (
+            ("n_1", "accepted", None),
+            ("n_2", "accepted", None),
+            ("n_1", "queued", "email"),
+            ("n_2", "suppressed", "sms"),
+            ("n_1", "sent", "email"),
+            ("n_1", "sent", "email"),  # a redelivered event changes nothing
+        ):
+            await agent.put(key=nid, value=event(nid, kind, channel))
+    table = wired["tables"]["status"]
+    assert [e.event_type for e in table["n_1"].trail] == ["accepted", "queued", "sent"]
+    assert table["n_1"].channels == {"email": "sent"}
+    assert table["n_2"].channels == {"sms": "suppressed"}
