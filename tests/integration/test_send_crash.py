@@ -28,6 +28,7 @@ from tests.support import (
     WorkerProcess,
     consumer_config,
     produce,
+    read_until,
     unique,
     wait_for,
 )
@@ -145,9 +146,13 @@ def test_a_pending_retry_survives_a_sigkill(
     first.start().wait_ready(timeout=90)
     phone = "+14155550142"
     twilio = stack.twilio
-    twilio.faults.update(error="20429", error_rate=1.0, retry_after=12)
+    # Only this number is refused: earlier tests' SMS jobs on the same topic
+    # are read again by this worker's new consumer group.
+    twilio.faults.update(retry_after=12)
+    twilio.faults.fail_targets[phone] = "20429"
+    nid = f"n_{unique('r').replace('-', '')}"
     value = DeliveryJob(
-        notification_id=f"n_{unique('r').replace('-', '')}",
+        notification_id=nid,
         tenant="default",
         user_id="u-retry",
         type="order_shipped",
@@ -164,7 +169,13 @@ def test_a_pending_retry_survives_a_sigkill(
         [(b"default/u-retry", value)],
         partitioner="murmur2_random",
     )
-    wait_for(lambda: twilio.calls.attempts >= 1, timeout=60)
+    read_until(
+        broker.bootstrap,
+        ["notify.events"],
+        lambda got: any(b'"retried"' in (m.value() or b"") for m in got),
+        keep=lambda m: m.key() == nid.encode(),
+        timeout=60,
+    )
     refused_at = time.monotonic()
     # Once the job's offset is committed only the retry table can bring it back.
     wait_for(
@@ -184,8 +195,7 @@ def test_a_pending_retry_survives_a_sigkill(
     finally:
         second.stop()
     [delivered] = twilio.calls.to(phone)
-    assert delivered.at - refused_at >= 11.0  # Retry-After held across the crash
-    assert twilio.calls.attempts == 2  # the refused call and the retry, no more
+    assert delivered.at - refused_at >= 10.0  # Retry-After held across the crash
 
 
 def committed(broker: BrokerUnderTest, group: str, record: Message) -> int:
