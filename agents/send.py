@@ -28,14 +28,14 @@ from mode import Service
 
 from agents.retry import retry_timer
 from pipeline.app import app
-from pipeline.deadletter import source_of
+from pipeline.deadletter import Rejection, dead_letter, source_of
 from pipeline.delivery import plan
 from pipeline.delivery.backoff import LANE_POLICIES, next_delay
 from pipeline.delivery.classify import Effect, classify
-from pipeline.errors import PermanentError
+from pipeline.errors import InvalidMessage, PermanentError
 from pipeline.ids import event_id
 from pipeline.inbox import inbox_hub
-from pipeline.partitioning import partition_for
+from pipeline.partitioning import check_user_partition, partition_for
 from pipeline.providers.base import (
     Content,
     FailureKind,
@@ -537,14 +537,49 @@ async def apply_effect(
         )
 
 
+def parse_job(
+    raw: bytes | None, channel: str, lane: str, partition: int
+) -> DeliveryJob:
+    """A delivery job from its topic's bytes, checked like any outside input.
+
+    Another producer may write the delivery topics (the job has a published
+    schema): a job that does not decode, belongs to another channel or lane,
+    or sits off its user's partition (where its ledger entries live) is
+    refused with the reason.
+    """
+    if raw is None:
+        raise InvalidMessage("empty message (no value)", code="empty")
+    try:
+        job = DeliveryJob.loads(raw)
+        job.validate_or_raise()
+    except Exception as exc:  # noqa: BLE001 - any decode fault is a bad record
+        raise InvalidMessage(f"not a delivery job: {exc}", code="invalid") from None
+    if (job.channel, job.lane) != (channel, lane):
+        raise InvalidMessage(
+            f"a {job.channel}/{job.lane} job on the {channel}/{lane} topic",
+            field="channel",
+            code="misrouted",
+        )
+    check_user_partition(job.tenant, job.user_id, partition, app.settings)
+    return job
+
+
 async def handle_batch(events: Sequence[EventT], channel: str, lane: str) -> None:
     """Deliver one batch of jobs (see the module docstring for the order)."""
     now = app.clock.now()
     calls: list[Call] = []
     planned: set[str] = set()
     for event in events:
-        with acting_for(event), app.commit_guard.watching(source_of(event)):
-            calls.extend(await prepare(event, event.value, now, planned))  # type: ignore[arg-type]
+        source = source_of(event)
+        with acting_for(event), app.commit_guard.watching(source):
+            message = event.message
+            try:
+                job = parse_job(message.value, channel, lane, message.partition)
+            except InvalidMessage as exc:
+                rejection = Rejection(exc.reason, exc.code, source, f"send.{channel}")
+                await dead_letter(app, event, rejection)
+                continue
+            calls.extend(await prepare(event, job, now, planned))
     if calls:
         # The 'sending' entries must be durable before any call is made: a
         # restart then knows which calls may have reached a provider.
@@ -555,9 +590,9 @@ async def handle_batch(events: Sequence[EventT], channel: str, lane: str) -> Non
 
 
 def _make_agent(channel: str, lane: str) -> None:
-    topic = app.topology.deliveries[(channel, lane)]
+    topic = app.topology.delivery_inputs[(channel, lane)]
 
-    async def send(stream: StreamT[DeliveryJob]) -> None:
+    async def send(stream: StreamT[bytes]) -> None:
         batch = app.settings.send_batch
         async for events in stream.take_events(  # type: ignore[attr-defined]
             batch, within=BATCH_WITHIN

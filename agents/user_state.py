@@ -18,7 +18,7 @@ from faust.types import EventT, StreamT
 from pipeline.app import app
 from pipeline.deadletter import Rejection, dead_letter, source_of
 from pipeline.errors import InvalidMessage
-from pipeline.partitioning import partition_for
+from pipeline.partitioning import check_user_partition
 from pipeline.topology import (
     API_KEYS,
     DEVICES,
@@ -107,26 +107,6 @@ def parse_suppression(raw: bytes | None) -> Suppression:
     return record
 
 
-def check_partition(record: Any, partition: int, partitions: int) -> None:
-    """Refuse a user record that is not on its user's partition.
-
-    Fanout looks a user up on the partition Kafka's default partitioner
-    (murmur2) gives ``tenant/user_id``; a record a CRC32 producer (librdkafka's
-    default, kcat's) put elsewhere would never be found there. Forwarding it
-    is no cure: on a rebuild an old misplaced record would overwrite a newer
-    one, so it is refused with a reason the producer can act on.
-    """
-    key = user_key(record.tenant, record.user_id)
-    wanted = partition_for(key.encode(), partitions)
-    if partition != wanted:
-        raise InvalidMessage(
-            f"record for {key!r} is on partition {partition}, its user's is "
-            f"{wanted}: produce with the murmur2 partitioner (Java's default; "
-            "librdkafka: partitioner=murmur2_random)",
-            code="misrouted",
-        )
-
-
 async def apply(
     event: EventT,
     parse: Callable[[bytes | None], Any],
@@ -139,8 +119,8 @@ async def apply(
     try:
         record = parse(event.message.value)
         if per_user:
-            check_partition(
-                record, event.message.partition, app.settings.topic_partitions
+            check_user_partition(
+                record.tenant, record.user_id, event.message.partition, app.settings
             )
     except InvalidMessage as exc:
         await dead_letter(app, event, Rejection(exc.reason, exc.code, source, STAGE))

@@ -200,6 +200,11 @@ class Topology:
         self.requests = {lane: self._bind(spec) for lane, spec in REQUESTS.items()}
         self.accepted = {lane: self._bind(spec) for lane, spec in ACCEPTED.items()}
         self.deliveries = {key: self._bind(spec) for key, spec in DELIVERIES.items()}
+        # The send agents read jobs as bytes and check them: a job another
+        # producer got wrong is dead-lettered, not skipped by the decoder.
+        self.delivery_inputs = {
+            key: self._bind(spec, raw=True) for key, spec in DELIVERIES.items()
+        }
         self.deferred = {lane: self._bind(spec) for lane, spec in DEFERRED.items()}
         self.profiles = self._bind(PROFILES)
         self.preferences = self._bind(PREFERENCES)

@@ -78,6 +78,7 @@ def wired(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
     }
     topology = app.topology
     monkeypatch.setattr(topology.events, "send_soon", sends["events"])
+    monkeypatch.setattr(topology.events, "send", AsyncMock())  # dead letters' events
     monkeypatch.setattr(topology.deadletter, "send", sends["deadletter"])
     monkeypatch.setattr(topology.devices, "send", sends["devices"])
     monkeypatch.setattr(
@@ -142,7 +143,7 @@ async def deliver(*jobs: DeliveryJob, channel: str = "email") -> None:
     """Put jobs through the critical-lane agent of ``channel``."""
     async with app.agents[f"send.{channel}.critical"].test_context() as agent:
         for item in jobs:
-            await agent.put(key=KEY, value=item, partition=HOME)
+            await agent.put(key=KEY, value=item.dumps(), partition=HOME)
 
 
 def events(wired: dict[str, Any]) -> list[tuple[str, str | None, str | None]]:
@@ -358,3 +359,29 @@ async def test_the_retry_timer_releases_due_jobs_once(
     assert await timer.tick() == 0  # released once, until the agent takes it
     assert sent.await_args.kwargs["value"] == scheduled.delivery_job()
     assert sent.await_args.kwargs["partition"] == HOME
+
+
+@pytest.mark.parametrize(
+    ("raw", "partition", "code"),
+    [
+        (b"{not json", HOME, b"invalid"),
+        (job("sms").dumps(), HOME, b"misrouted"),  # an SMS job on the email topic
+        (job().dumps(), (HOME + 1) % app.settings.topic_partitions, b"misrouted"),
+    ],
+)
+async def test_a_bad_job_is_dead_lettered_with_its_bytes(
+    wired: dict[str, Any], raw: bytes, partition: int, code: bytes
+) -> None:
+    """Another producer's bad job: no call, the original bytes in the DLQ with
+    the reason, and the agent goes on with the next job."""
+    async with app.agents["send.email.critical"].test_context() as agent:
+        await agent.put(key=KEY, value=raw, partition=partition)
+        await agent.put(key=KEY, value=job().dumps(), partition=HOME)
+    dead = wired["sends"]["deadletter"].await_args_list[0].kwargs
+    assert dead["value"] == raw
+    headers = dict(dead["headers"])
+    assert (headers["notify.dlq.code"], headers["notify.dlq.stage"]) == (
+        code,
+        b"send.email",
+    )
+    assert len(wired["senders"]["smtp"].calls) == 1  # the good job still went
