@@ -42,6 +42,7 @@ from confluent_kafka import KafkaError, Message, Producer
 
 from benchmarks.kafka import produce
 from benchmarks.run import BY_NAME, Bench, Outcome, _start, _stop
+from benchmarks.workload import process_cpu_seconds
 from pipeline.admin import ensure_topics
 from pipeline.broker import EmbeddedBroker, free_port
 from pipeline.emulators.stack import EmulatorStack
@@ -177,8 +178,6 @@ def wait(condition: object, deadline: float, stack: Stack, what: str) -> None:
 
 def throughput(workdir: Path, jobs: int, timeout: float) -> tuple[float, float]:
     """Deliveries/s through the send stage; and worker CPU µs per delivery."""
-    from benchmarks.workload import process_cpu_seconds
-
     run = f"{int(time.time()) % 100000:05d}"
     with Stack(workdir, "send-throughput") as stack:
         half = jobs // 2
@@ -250,11 +249,21 @@ def critical_latency(
         if bulk_nice:
             # What CPU shares do for separate containers on one host.
             os.setpriority(os.PRIO_PROCESS, bulk, bulk_nice)
-        stack.start_worker("critical", NOTIFY_LANES="critical", **(critical_env or {}))
+        critical_pid = stack.start_worker(
+            "critical", NOTIFY_LANES="critical", **(critical_env or {})
+        )
         deadline = time.monotonic() + timeout
         wait(lambda: sendgrid.delivered > 1000, deadline, stack, "the bulk lane")
         client = producer(bootstrap)
         sent_at: dict[str, float] = {}
+        pids = {
+            "bulk worker": bulk,
+            "critical worker": critical_pid,
+            "broker": stack.broker.pid,
+            "emulators + load": os.getpid(),
+        }
+        cpu0 = {name: process_cpu_seconds(pid) for name, pid in pids.items()}
+        wall0 = time.monotonic()
         for n in range(critical):
             uid = users[n % len(users)]
             key = f"{run}-crit-{n}"
@@ -278,6 +287,14 @@ def critical_latency(
             return all(m in seen for m in sent_at)
 
         wait(all_arrived, deadline, stack, "the critical requests")
+        wall = time.monotonic() - wall0
+        print(  # noqa: T201
+            "  cores busy while measuring: "
+            + ", ".join(
+                f"{name} {(process_cpu_seconds(pid) - cpu0[name]) / wall:.2f}"
+                for name, pid in pids.items()
+            )
+        )
         arrived = {
             c.message_id: c.at for c in sendgrid.calls if c.message_id in sent_at
         }
