@@ -22,7 +22,8 @@ class Faults:
     """How an emulator misbehaves; change the fields at any time, from any thread.
 
     ``error`` names the failure in the emulator's own vocabulary (for APNs
-    "BadDeviceToken", "Unregistered", "429", "500", "timeout"; each emulator
+    "BadDeviceToken", "Unregistered", "TooManyRequests", "InternalServerError",
+    "timeout"; each emulator
     documents the names it knows). A call fails with ``error`` at the rate
     ``error_rate``; ``fail_targets`` maps one target (token, address, number)
     to an error it always gets, whatever the rate.
@@ -49,8 +50,9 @@ class Faults:
         return None
 
     def reset(self) -> None:
-        """Back to a well-behaved provider."""
+        """Back to a well-behaved provider: every knob at its default."""
         self.error_rate, self.error, self.latency = 0.0, None, 0.0
+        self.retry_after, self.timeout_hold = 1, 30.0
         self.fail_targets.clear()
 
     async def delay(self) -> None:
