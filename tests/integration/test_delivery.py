@@ -97,6 +97,12 @@ def fcm_token() -> str:
     return "f" + secrets.token_urlsafe(48)
 
 
+def phone_number() -> str:
+    """A number no other test uses: a new consumer group re-reads the SMS topic
+    from the start, earlier tests' jobs included."""
+    return "+1415" + str(secrets.randbelow(10**7)).zfill(7)
+
+
 def api(worker: WorkerProcess, method: str, path: str, body: Any = None) -> Reply:
     """Call the worker's API with the dev key."""
     return call(worker.web_port, method, path, body)
@@ -173,7 +179,7 @@ def trail(status: dict[str, Any], channel: str) -> list[tuple[str, str | None]]:
 def test_every_channel_delivers(stack: EmulatorStack, worker: WorkerProcess) -> None:
     """Push (APNs and FCM), email, SMS and in-app, each through its protocol;
     the SMS delivery receipt comes back through Twilio's signed callback."""
-    email, phone = f"{unique('a')}@example.com", "+14155550123"
+    email, phone = f"{unique('a')}@example.com", phone_number()
     apns, fcm = apns_token(), fcm_token()
     user = new_user(
         worker,
@@ -240,7 +246,7 @@ def test_an_invalid_number_is_marked_invalid(
     stack: EmulatorStack, worker: WorkerProcess
 ) -> None:
     """Twilio 21211: failed, no retry; the number is not tried again."""
-    phone = "+14155559911"
+    phone = phone_number()
     stack.twilio.faults.fail_targets[phone] = "21211"
     user = new_user(worker, phone=phone)
     status = settled(worker, notify(worker, user, ["sms"]), sms="failed")
@@ -258,7 +264,7 @@ def test_rate_limits_and_5xx_are_retried_until_sent(
 ) -> None:
     """FCM 429 with Retry-After and Twilio 503: retried (never slept on in the
     agent), then sent."""
-    token, phone = fcm_token(), "+14155550177"
+    token, phone = fcm_token(), phone_number()
     user = new_user(worker, phone=phone, devices=((token, "fcm"),))
     stack.fcm.faults.update(error="QUOTA_EXCEEDED", error_rate=1.0, retry_after=1)
     stack.twilio.faults.update(error="503", error_rate=1.0)
@@ -280,7 +286,7 @@ def test_rate_limits_and_5xx_are_retried_until_sent(
 
 def test_a_timeout_is_retried(stack: EmulatorStack, worker: WorkerProcess) -> None:
     """A provider that does not answer within NOTIFY_PROVIDER_TIMEOUT: retried."""
-    phone = "+14155550188"
+    phone = phone_number()
     user = new_user(worker, phone=phone)
     stack.twilio.faults.update(error="timeout", error_rate=1.0, timeout_hold=5.0)
     nid = notify(worker, user, ["sms"])
@@ -372,9 +378,14 @@ def test_email_links_are_tracked_and_signed(
     assert (status, location) == (302, target)
     assert fetch_no_redirect(pixel)[0] == 200
     assert fetch_no_redirect(click[:-3] + "xyz")[0] == 404
-    body = settled(worker, nid, email="clicked")
-    kinds = [event for event, _ in trail(body, "email")]
-    assert "opened" in kinds and "clicked" in kinds
+    settled(worker, nid, email="clicked")
+
+    def both_recorded() -> bool:
+        body = api(worker, "GET", f"/v1/notifications/{nid}").body
+        kinds = [event for event, _ in trail(body, "email")]
+        return "opened" in kinds and "clicked" in kinds
+
+    wait_for(both_recorded, timeout=30)
 
 
 def test_in_app_messages_arrive_on_the_live_stream(
