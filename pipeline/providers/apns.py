@@ -8,11 +8,9 @@ content itself), ``build_headers`` and ``classify``.
 
 from __future__ import annotations
 
-import json
 import ssl
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any, NamedTuple
 from urllib.parse import quote
@@ -22,6 +20,7 @@ import jwt
 import orjson
 
 from pipeline.providers.base import FailureKind, Outgoing, ProviderFailure, Sent
+from pipeline.providers.http import client_ssl_context, retry_after_seconds, to_json
 
 PRODUCTION_URL = "https://api.push.apple.com"
 DEVELOPMENT_URL = "https://api.sandbox.push.apple.com"
@@ -88,24 +87,6 @@ def _encode(document: dict[str, Any]) -> bytes:
     return to_json(document, provider="apns").encode("utf-8")
 
 
-def to_json(value: Any, *, provider: str) -> str:
-    """Compact JSON text of ``value``, or ``ProviderFailure(REJECTED)``.
-
-    orjson first; the standard library takes what orjson refuses but JSON
-    allows (integers beyond 64 bits).
-    """
-    try:
-        return orjson.dumps(value).decode("utf-8")
-    except orjson.JSONEncodeError:
-        pass
-    try:
-        return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
-    except (TypeError, ValueError) as error:
-        raise ProviderFailure(
-            FailureKind.REJECTED, "PayloadNotJSON", str(error), provider=provider
-        ) from error
-
-
 def cut_collapse_id(collapse_id: str) -> str:
     """``collapse_id`` cut to APNs's 64 bytes without splitting a character."""
     raw = collapse_id.encode("utf-8")[:MAX_COLLAPSE_ID_BYTES]
@@ -148,27 +129,6 @@ def classify(status: int, reason: str) -> FailureKind:
     if status in (401, 403):
         return FailureKind.AUTH
     return FailureKind.REJECTED
-
-
-def retry_after_seconds(value: str | None, now: datetime) -> float | None:
-    """A Retry-After header (delta-seconds or HTTP-date) in seconds from ``now``."""
-    if value is None:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - now).total_seconds())
-
-
-def client_ssl_context(ca_file: Path | str | None) -> ssl.SSLContext:
-    """Verifying TLS context: the given CA bundle, else the system's trust store."""
-    return ssl.create_default_context(cafile=str(ca_file) if ca_file else None)
 
 
 def transport_failure(

@@ -19,8 +19,14 @@ import aiohttp
 import jwt
 import orjson
 
-from pipeline.providers.apns import client_ssl_context, retry_after_seconds, to_json
 from pipeline.providers.base import FailureKind, Outgoing, ProviderFailure, Sent
+from pipeline.providers.http import (
+    close_session,
+    open_session,
+    post,
+    retry_after_seconds,
+    to_json,
+)
 
 PRODUCTION_URL = "https://fcm.googleapis.com"
 FCM_SCOPE = "https://www.googleapis.com/auth/firebase.messaging"
@@ -165,16 +171,12 @@ class FcmSender:
     async def start(self) -> None:
         """Open the one HTTP session this sender uses."""
         if self._session is None:
-            self._session = aiohttp.ClientSession(
-                timeout=aiohttp.ClientTimeout(total=self.timeout),
-                connector=aiohttp.TCPConnector(ssl=client_ssl_context(self._ca_file)),
-            )
+            self._session = open_session(self.timeout, self._ca_file)
 
     async def stop(self) -> None:
         """Close the session and its connections."""
-        if self._session is not None:
-            session, self._session = self._session, None
-            await session.close()
+        session, self._session = self._session, None
+        await close_session(session)
 
     async def access_token(self) -> str:
         """The cached OAuth2 access token, fetched again 60 s before it expires."""
@@ -271,33 +273,15 @@ class FcmSender:
         if self._session is None:
             raise RuntimeError("FcmSender.start() was not called")
         headers = {"Authorization": f"Bearer {token}"} if token else {}
-        try:
-            async with self._session.post(
-                url, json=json_body, data=data, headers=headers
-            ) as response:
-                raw = await response.read()
-                status, response_headers = response.status, response.headers
-        except TimeoutError as error:
-            raise ProviderFailure(
-                FailureKind.TIMEOUT,
-                "timeout",
-                f"no answer within {self.timeout:g} s",
-                provider=self.name,
-            ) from error
-        except aiohttp.ClientConnectorCertificateError as error:
-            raise ProviderFailure(
-                FailureKind.UNAVAILABLE,
-                "TLS",
-                f"server certificate not trusted: {error.certificate_error}",
-                provider=self.name,
-            ) from error
-        except aiohttp.ClientError as error:
-            raise ProviderFailure(
-                FailureKind.UNAVAILABLE,
-                type(error).__name__,
-                str(error) or repr(error),
-                provider=self.name,
-            ) from error
+        status, response_headers, raw = await post(
+            self._session,
+            url,
+            provider=self.name,
+            timeout=self.timeout,
+            json=json_body,
+            data=data,
+            headers=headers,
+        )
         try:
             answer = orjson.loads(raw) if raw else {}
         except orjson.JSONDecodeError:

@@ -19,10 +19,8 @@ from __future__ import annotations
 
 import base64
 import binascii
-import ssl
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 from typing import Any
 
 import aiohttp
@@ -42,6 +40,12 @@ from pipeline.providers.base import (
     Receipt,
     ReceiptKind,
     Sent,
+)
+from pipeline.providers.http import (
+    close_session,
+    open_session,
+    post,
+    retry_after_seconds,
 )
 
 NAME = "sendgrid"
@@ -105,16 +109,9 @@ def build_request(
 
 def retry_after_from(headers: Mapping[str, str], now: datetime) -> float | None:
     """Seconds to wait: Retry-After (seconds or a date), else X-RateLimit-Reset."""
-    retry_after = headers.get("Retry-After")
-    if retry_after:
-        try:
-            return max(0.0, float(retry_after))
-        except ValueError:
-            pass
-        try:
-            return max(0.0, (parsedate_to_datetime(retry_after) - now).total_seconds())
-        except (TypeError, ValueError):
-            pass
+    retry_after = retry_after_seconds(headers.get("Retry-After"), now)
+    if retry_after is not None:
+        return retry_after
     reset = headers.get("X-RateLimit-Reset")
     if reset:
         try:
@@ -198,20 +195,16 @@ class SendGridSender:
 
     async def start(self) -> None:
         """Open the HTTP session."""
-        tls: ssl.SSLContext | bool = True
-        if self.ca_file:
-            tls = ssl.create_default_context(cafile=self.ca_file)
-        self._session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(ssl=tls),
-            timeout=aiohttp.ClientTimeout(total=self.timeout),
-            headers={"Authorization": f"Bearer {self.api_key}"},
+        self._session = open_session(
+            self.timeout,
+            self.ca_file,
+            {"Authorization": f"Bearer {self.api_key}"},
         )
 
     async def stop(self) -> None:
         """Close it."""
         session, self._session = self._session, None
-        if session is not None:
-            await session.close()
+        await close_session(session)
 
     async def send(self, message: Outgoing) -> Sent:
         """Deliver one email, or raise ProviderFailure."""
@@ -225,22 +218,14 @@ class SendGridSender:
             from_name=self.from_name,
             list_unsubscribe=unsubscribe,
         )
-        try:
-            async with session.post(
-                self.endpoint,
-                data=orjson.dumps(body),
-                headers={"Content-Type": "application/json"},
-            ) as response:
-                payload = await response.read()
-                status, headers = response.status, response.headers
-        except TimeoutError as error:
-            raise ProviderFailure(
-                FailureKind.TIMEOUT, "timeout", str(error), provider=NAME
-            ) from error
-        except aiohttp.ClientError as error:
-            raise ProviderFailure(
-                FailureKind.UNAVAILABLE, "connection", str(error), provider=NAME
-            ) from error
+        status, headers, payload = await post(
+            session,
+            self.endpoint,
+            provider=NAME,
+            timeout=self.timeout,
+            data=orjson.dumps(body),
+            headers={"Content-Type": "application/json"},
+        )
         if 200 <= status < 300:
             return Sent(
                 provider=NAME,

@@ -22,7 +22,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import ssl
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -39,6 +38,12 @@ from pipeline.providers.base import (
     Receipt,
     ReceiptKind,
     Sent,
+)
+from pipeline.providers.http import (
+    close_session,
+    open_session,
+    post,
+    retry_after_seconds,
 )
 
 NAME = "twilio"
@@ -96,13 +101,6 @@ def build_form(
     return form
 
 
-def _retry_after(headers: Mapping[str, str]) -> float | None:
-    try:
-        return max(0.0, float(headers.get("Retry-After", "")))
-    except ValueError:
-        return None
-
-
 def failure_from_response(
     status: int, headers: Mapping[str, str], body: bytes
 ) -> ProviderFailure:
@@ -124,7 +122,9 @@ def failure_from_response(
             code,
             detail,
             provider=NAME,
-            retry_after=_retry_after(headers),
+            retry_after=retry_after_seconds(
+                headers.get("Retry-After"), datetime.now(UTC)
+            ),
         )
     if status >= 500:
         kind = FailureKind.UNAVAILABLE
@@ -178,13 +178,10 @@ class TwilioSender:
 
     async def start(self) -> None:
         """Open the HTTP session."""
-        tls: ssl.SSLContext | bool = True
-        if self.ca_file:
-            tls = ssl.create_default_context(cafile=self.ca_file)
-        self._session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(ssl=tls),
-            timeout=aiohttp.ClientTimeout(total=self.timeout),
-            headers={
+        self._session = open_session(
+            self.timeout,
+            self.ca_file,
+            {
                 "Authorization": aiohttp.encode_basic_auth(
                     self.account_sid, self.auth_token
                 )
@@ -194,8 +191,7 @@ class TwilioSender:
     async def stop(self) -> None:
         """Close it."""
         session, self._session = self._session, None
-        if session is not None:
-            await session.close()
+        await close_session(session)
 
     async def send(self, message: Outgoing) -> Sent:
         """Send one SMS, or raise ProviderFailure."""
@@ -209,18 +205,9 @@ class TwilioSender:
             status_callback=self.status_callback,
             max_segments=self.max_segments,
         )
-        try:
-            async with session.post(self.endpoint, data=form) as response:
-                body = await response.read()
-                status, headers = response.status, response.headers
-        except TimeoutError as error:
-            raise ProviderFailure(
-                FailureKind.TIMEOUT, "timeout", str(error), provider=NAME
-            ) from error
-        except aiohttp.ClientError as error:
-            raise ProviderFailure(
-                FailureKind.UNAVAILABLE, "connection", str(error), provider=NAME
-            ) from error
+        status, headers, body = await post(
+            session, self.endpoint, provider=NAME, timeout=self.timeout, data=form
+        )
         if not 200 <= status < 300:
             raise failure_from_response(status, headers, body)
         try:
