@@ -42,6 +42,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from pipeline.emulators.faults import CallLog, Faults
+from pipeline.emulators.http import AppServer
 from pipeline.providers.sendgrid import SIGNATURE_HEADER, TIMESTAMP_HEADER
 
 log = logging.getLogger(__name__)
@@ -295,41 +296,21 @@ class SendGridEmulator:
         )
         #: The Event Webhook verification key, as SendGrid's console shows it.
         self.public_key = base64.b64encode(der).decode("ascii")
-        self._runner: web.AppRunner | None = None
-        self._client: aiohttp.ClientSession | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._server = AppServer()
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> None:
         """Serve on ``host:port`` (port 0: the OS picks) in the running loop."""
         app = web.Application(client_max_size=self.max_body_bytes + 1)
         app.router.add_post("/v3/mail/send", self._mail_send)
-        # A client that gave up must not keep its held answer running, and a
-        # held answer must not hold up stop().
-        self._runner = web.AppRunner(
-            app, handler_cancellation=True, shutdown_timeout=1.0, access_log=None
-        )
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, host, port)
-        await site.start()
-        bound = self._runner.addresses[0]
-        self.url = f"http://{bound[0]}:{bound[1]}"
-        self._client = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10))
+        self.url = await self._server.serve(app, host, port)
 
     async def stop(self) -> None:
         """Stop serving, cancel webhook posts still under way."""
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        if self._client is not None:
-            await self._client.close()
-            self._client = None
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
+        await self._server.close()
 
     async def wait_webhooks(self) -> None:
         """Wait until every webhook post started so far has finished."""
-        await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        await self._server.settle()
 
     def sign(self, payload: bytes, timestamp: str) -> str:
         """The Event Webhook signature of ``payload`` sent at ``timestamp``."""
@@ -389,12 +370,11 @@ class SendGridEmulator:
                     {"x_message_id": message_id, "body": body, "custom_args": args},
                 )
             events.append(_event(address, message_id, index, args, address in bounced))
-        if self.webhook_url and self._client is not None:
-            task = asyncio.create_task(
-                self._post_events(self._client, self.webhook_url, events)
+        webhook = self.webhook_url
+        if webhook:
+            self._server.spawn(
+                lambda client: self._post_events(client, webhook, events)
             )
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
         return web.Response(status=202, headers={"X-Message-Id": message_id})
 
     async def _fault_answer(self, fault: str) -> web.Response:

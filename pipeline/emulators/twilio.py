@@ -47,6 +47,7 @@ from aiohttp import web
 
 from pipeline import sms
 from pipeline.emulators.faults import CallLog, Faults
+from pipeline.emulators.http import AppServer
 from pipeline.providers.twilio import SIGNATURE_HEADER, compute_signature
 
 log = logging.getLogger(__name__)
@@ -109,9 +110,7 @@ class TwilioEmulator:
         self.calls = CallLog()
         self.url = ""
         self.messages: dict[str, dict[str, Any]] = {}  # sid -> Message resource
-        self._runner: web.AppRunner | None = None
-        self._client: aiohttp.ClientSession | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._server = AppServer()
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> None:
         """Serve on ``host:port`` (port 0: the OS picks) in the running loop."""
@@ -119,33 +118,15 @@ class TwilioEmulator:
         app.router.add_post(
             "/2010-04-01/Accounts/{account}/Messages.json", self._create_message
         )
-        # A client that gave up must not keep its held answer running, and a
-        # held answer must not hold up stop().
-        self._runner = web.AppRunner(
-            app, handler_cancellation=True, shutdown_timeout=1.0, access_log=None
-        )
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, host, port)
-        await site.start()
-        bound = self._runner.addresses[0]
-        self.url = f"http://{bound[0]}:{bound[1]}"
-        self._client = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10))
+        self.url = await self._server.serve(app, host, port)
 
     async def stop(self) -> None:
         """Stop serving, cancel callbacks still under way."""
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        if self._client is not None:
-            await self._client.close()
-            self._client = None
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
+        await self._server.close()
 
     async def wait_callbacks(self) -> None:
         """Wait until every status callback started so far has finished."""
-        await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        await self._server.settle()
 
     def _pick(self, target: str) -> str | None:
         fault = self.faults.pick(target)
@@ -212,8 +193,6 @@ class TwilioEmulator:
         filtered: bool,
     ) -> None:
         """Post the message's final status to ``url`` without delaying the answer."""
-        if self._client is None:
-            return
         status = "undelivered" if filtered else "delivered"
         params = {
             "AccountSid": self.account_sid,
@@ -229,9 +208,7 @@ class TwilioEmulator:
             params["MessagingServiceSid"] = form["MessagingServiceSid"]
         if filtered:
             params["ErrorCode"] = "30007"
-        task = asyncio.create_task(self._post_callback(self._client, url, params))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._server.spawn(lambda client: self._post_callback(client, url, params))
 
     def _invalid(self, form: dict[str, str]) -> web.Response | None:
         """Twilio's answer to a request it refuses as invalid, or None."""
