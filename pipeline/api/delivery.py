@@ -58,11 +58,6 @@ def native(request: Request) -> aioweb.Request:
     return cast(aioweb.Request, request)
 
 
-def public_url() -> str:
-    """The base URL providers and mail clients reach this API at."""
-    return app.settings.public_base
-
-
 @app.page(user_route("inbox"))
 class InboxView(ApiView):
     """A user's in-app messages."""
@@ -281,7 +276,7 @@ class WebhookView(ApiView):
             params = dict(
                 parse_qsl(body.decode(errors="replace"), keep_blank_values=True)
             )
-            url = public_url() + native(request).path_qs
+            url = settings.public_base + native(request).path_qs
             token = settings.twilio_auth_token.get_secret_value()
             if not token or not twilio.validate_signature(
                 token, url, params, headers.get("X-Twilio-Signature", "")
