@@ -8,10 +8,11 @@ Kafka hop between them would buy no isolation or repartitioning and would cost
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from faust.types import StreamT
+from faust.types import EventT, StreamT
 
 from pipeline.app import app
 from pipeline.deadletter import source_of
@@ -23,6 +24,9 @@ from pipeline.policy import (
     resolve_channels,
     unreachable_reason,
 )
+from pipeline.status import batch as status_batch
+from pipeline.status import record
+from pipeline.streams import acting_for
 from pipeline.topology import user_key
 from schemas.records import (
     AcceptedRequest,
@@ -284,7 +288,20 @@ async def handle(accepted: AcceptedRequest, lane: str, window: timedelta) -> Non
     if result.deferral is not None:
         topology.deferred[lane].send_soon(key=key, value=result.deferral)
     for outcome in result.events:
-        topology.events.send_soon(key=accepted.notification_id, value=outcome)
+        record(outcome)
+
+
+#: Requests taken at once, and how long to wait for more (seconds).
+BATCH, WITHIN = 500, 0.005
+
+
+async def handle_batch(events: Sequence[EventT], lane: str, window: timedelta) -> None:
+    """Decide a batch; each notification's status is written once for it."""
+    with status_batch():
+        for stream_event in events:
+            accepted: AcceptedRequest = stream_event.value  # type: ignore[assignment]
+            with acting_for(stream_event):
+                await handle(accepted, lane, window)
 
 
 def _make_agent(lane: str) -> None:
@@ -292,9 +309,11 @@ def _make_agent(lane: str) -> None:
 
     async def fanout(stream: StreamT[AcceptedRequest]) -> None:
         window = timedelta(hours=app.settings.idempotency_window)
-        async for stream_event in stream.events():
-            with app.commit_guard.watching(source_of(stream_event)):
-                await handle(stream_event.value, lane, window)
+        async for events in stream.take_events(  # type: ignore[attr-defined]
+            BATCH, within=WITHIN
+        ):
+            with app.commit_guard.watching(source_of(events[-1])):
+                await handle_batch(events, lane, window)
 
     fanout.__doc__ = (
         f"Dedup, enrich and apply preferences to {lane}-lane requests; one job "

@@ -44,6 +44,8 @@ from pipeline.providers.base import (
     Sent,
 )
 from pipeline.providers.registry import Providers, Route
+from pipeline.status import batch as status_batch
+from pipeline.status import record as record_event
 from pipeline.streams import acting_for, flush_durably
 from pipeline.topology import (
     DLQ_ATTEMPT,
@@ -157,13 +159,12 @@ def job_event(
 
 
 async def emit(event: NotificationEvent) -> None:
-    """Send one analytics event.
+    """Record one event: on ``notify.events`` and in its notification's status.
 
-    Through Faust's send buffer, like table updates: a commit waits until the
-    buffer is flushed and a failed send stops the worker (the commit guard),
-    so an event is never lost, without a future awaited per event.
+    Always called on behalf of the job's stream event (``acting_for``), so
+    the status lands on the user's partition, folded with the rest of the batch.
     """
-    app.topology.events.send_soon(key=event.notification_id, value=event)
+    record_event(event)
 
 
 def render(job: DeliveryJob) -> Content:
@@ -566,6 +567,12 @@ def parse_job(
 
 async def handle_batch(events: Sequence[EventT], channel: str, lane: str) -> None:
     """Deliver one batch of jobs (see the module docstring for the order)."""
+    with status_batch():
+        await deliver_batch(events, channel, lane)
+
+
+async def deliver_batch(events: Sequence[EventT], channel: str, lane: str) -> None:
+    """Plan, call and record one batch (status changes collected by the caller)."""
     now = app.clock.now()
     calls: list[Call] = []
     planned: set[str] = set()

@@ -68,7 +68,7 @@ def job(n: int, lane: str, channel: str, run: str) -> tuple[bytes, bytes]:
     """The n-th delivery job, keyed by its user like fanout keys them."""
     uid = user(n)
     value = DeliveryJob(
-        notification_id=f"n_{run}{lane[0]}{n:07d}",
+        notification_id=notification_id("default", f"{run}-{n}", uid, lane),
         tenant="default",
         user_id=uid,
         type="order_shipped",
@@ -267,7 +267,7 @@ def critical_latency(
         for n in range(critical):
             uid = users[n % len(users)]
             key = f"{run}-crit-{n}"
-            nid = notification_id("default", key)
+            nid = notification_id("default", key, uid, "critical")
             sent_at[message_id_for(f"{nid}:email:{uid}@example.com")] = time.monotonic()
             body = {
                 "idempotency_key": key,

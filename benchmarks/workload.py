@@ -73,8 +73,10 @@ def lane_of(priority: str) -> str:
 def accept(body: Mapping[str, Any], now: str) -> dict[str, Any]:
     """The ``accepted`` event for a decoded request (ingest's work, minus checks)."""
     tenant = body.get("tenant") or "default"
-    nid = notification_id(tenant, body["idempotency_key"])
     priority = body.get("priority", "transactional")
+    nid = notification_id(
+        tenant, body["idempotency_key"], body["recipient"]["user_id"], lane_of(priority)
+    )
     return {
         "event_id": event_id(nid, "accepted", "ingest"),
         "event_type": "accepted",

@@ -23,7 +23,7 @@ DISCOVER = [
     "agents.ingest",
     "agents.fanout",
     "agents.user_state",
-    "agents.status",
+    "agents.receipts",
     "agents.send",
     "agents.retry",
     "agents.inbox",

@@ -30,11 +30,11 @@ AGENT_OUTPUTS: dict[str, tuple[str, ...]] = {
         )
         for lane in LANES
     },
+    **{f"receipts.{lane}": ("notify.events",) for lane in LANES},
     "state.profiles": (),
     "state.preferences": (),
     "state.devices": (),
     "state.api_keys": (),
-    "status": (),
     **{
         f"send.{channel}.{lane}": (
             "notify.events",
@@ -59,14 +59,14 @@ AGENT_READS: dict[str, tuple[str, ...]] = {
 }
 #: Tables each agent writes (drawn as cylinders).
 AGENT_TABLES: dict[str, tuple[str, ...]] = {
-    **{f"fanout.{lane}": ("idempotency",) for lane in LANES},
+    **{f"fanout.{lane}": ("idempotency", "status") for lane in LANES},
+    **{f"receipts.{lane}": ("status",) for lane in LANES},
     "state.profiles": ("profiles",),
     "state.preferences": ("preferences",),
     "state.devices": ("devices",),
     "state.api_keys": ("api_keys",),
-    "status": ("status",),
     **{
-        f"send.{channel}.{lane}": ("send_ledger", "retry_schedule", "inbox")
+        f"send.{channel}.{lane}": ("send_ledger", "retry_schedule", "inbox", "status")
         for lane in LANES
         for channel in CHANNELS
     },

@@ -116,6 +116,12 @@ class Settings(BaseSettings):
         "critical,bulk",
         description="Lanes this worker runs agents for: `critical`, `bulk` or both.",
     )
+    lane_urls: str = Field(
+        "",
+        description="Where the other lanes' workers answer, `lane=URL,...` (e.g. "
+        "`bulk=http://worker-bulk:6067`): a status lookup for a notification of a "
+        "lane this worker does not run is forwarded there.",
+    )
 
     idempotency_window: float = Field(
         24.0, gt=0, description="Hours an idempotency key is remembered."
@@ -247,6 +253,12 @@ class Settings(BaseSettings):
             raise ValueError(f"email providers must be among {list(EMAIL_PROVIDERS)}")
         return value
 
+    @field_validator("lane_urls")
+    @classmethod
+    def _lane_urls_parse(cls, value: str) -> str:
+        _lane_map(value)
+        return value
+
     @field_validator("lanes")
     @classmethod
     def _known_lanes_only(cls, value: str) -> str:
@@ -310,6 +322,10 @@ class Settings(BaseSettings):
             return self.web_canonical_url.rstrip("/")
         return f"http://{self.web_host}:{self.web_port}"
 
+    def lane_url(self, lane: str) -> str | None:
+        """Base URL of the workers of ``lane`` (NOTIFY_LANE_URLS), if set."""
+        return _lane_map(self.lane_urls).get(lane)
+
     @property
     def email_order(self) -> tuple[str, ...]:
         """Email providers, primary first."""
@@ -335,6 +351,21 @@ class Settings(BaseSettings):
 
 def _split(value: str) -> list[str]:
     return [part.strip() for part in value.split(",") if part.strip()]
+
+
+def _lane_map(value: str) -> dict[str, str]:
+    """``critical=http://a:6066,bulk=http://b:6067`` as a dict; ValueError if bad."""
+    urls: dict[str, str] = {}
+    for part in _split(value):
+        lane, sep, url = part.partition("=")
+        lane, url = lane.strip(), url.strip().rstrip("/")
+        if not sep or lane not in LANES or not url.startswith(("http://", "https://")):
+            raise ValueError(
+                f"lane_urls entries are lane=http(s)://host:port with a lane among "
+                f"{list(LANES)}; got {part!r}"
+            )
+        urls[lane] = url
+    return urls
 
 
 def bootstrap_servers(broker_url: str) -> str:

@@ -106,6 +106,17 @@ DEFERRED = {
     )
     for lane in LANES
 }
+RECEIPTS = {
+    lane: TopicSpec(
+        name=f"notify.receipts.{lane}",
+        key="notification_id (str), on its user's partition",
+        value="NotificationEvent",
+        lane=lane,
+        record=NotificationEvent,
+        description="Receipts and tracking (delivered, opened, ...) for the lane's status.",
+    )
+    for lane in LANES
+}
 PROFILES = TopicSpec(
     name="notify.users.profiles",
     key=USER_KEY,
@@ -180,6 +191,7 @@ ALL_TOPICS: tuple[TopicSpec, ...] = (
     *ACCEPTED.values(),
     *DELIVERIES.values(),
     *DEFERRED.values(),
+    *RECEIPTS.values(),
     PROFILES,
     PREFERENCES,
     DEVICES,
@@ -206,6 +218,7 @@ class Topology:
             key: self._bind(spec, raw=True) for key, spec in DELIVERIES.items()
         }
         self.deferred = {lane: self._bind(spec) for lane, spec in DEFERRED.items()}
+        self.receipts = {lane: self._bind(spec) for lane, spec in RECEIPTS.items()}
         self.profiles = self._bind(PROFILES)
         self.preferences = self._bind(PREFERENCES)
         self.devices = self._bind(DEVICES)

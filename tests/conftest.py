@@ -46,6 +46,7 @@ def start_worker(broker: BrokerUnderTest, tmp_path: Path) -> Iterator[WorkerFact
         app_id: str | None = None,
         data_dir: Path | None = None,
         name: str = "worker",
+        web_port: int | None = None,
         **env: str,
     ) -> WorkerProcess:
         settings_env = {
@@ -58,6 +59,8 @@ def start_worker(broker: BrokerUnderTest, tmp_path: Path) -> Iterator[WorkerFact
         worker = WorkerProcess(
             app=app, env=settings_env, log_path=tmp_path / f"{name}.log"
         )
+        if web_port is not None:
+            worker.web_port = web_port
         started.append(worker.start())
         return worker
 

@@ -26,7 +26,7 @@ from agents.send import tracking_signer
 from pipeline.api.errors import ApiError, not_found
 from pipeline.api.views import ApiView, produce, tenant_of, user_route
 from pipeline.app import app
-from pipeline.ids import event_id
+from pipeline.ids import event_id, parse_notification_id
 from pipeline.inbox import inbox_hub
 from pipeline.partitioning import partition_for
 from pipeline.providers import sendgrid, twilio
@@ -158,7 +158,7 @@ class InboxStreamView(ApiView):
 def receipt_event(receipt: Receipt, now: datetime) -> NotificationEvent | None:
     """The analytics event of a receipt, or None if its attempt key is not ours."""
     parts = receipt.attempt_key.split(":")
-    if len(parts) != 3 or not parts[0].startswith("n_"):
+    if len(parts) != 3 or parse_notification_id(parts[0]) is None:
         return None
     notification, channel, target = parts
     kind = RECEIPT_EVENTS[receipt.kind]
@@ -191,7 +191,13 @@ async def apply_receipts(receipts: list[Receipt], tenant_hint: str | None) -> in
         if event is None:
             log.warning("receipt for an unknown attempt %r", receipt.attempt_key)
             continue
-        await produce(app.topology.events, event.notification_id or "", event)
+        # To the lane's receipts agent on the user's partition, where the
+        # notification's status lives; it folds the receipt and emits the event.
+        nid = event.notification_id or ""
+        ref = parse_notification_id(nid)
+        assert ref is not None  # noqa: S101 - receipt_event checked the id
+        partition = ref.partition(app.settings.topic_partitions)
+        await produce(app.topology.receipts[ref.lane], nid, event, partition)
         applied += 1
         if receipt.kind is ReceiptKind.BOUNCED and event.channel in ("email", "sms"):
             # A receipt does not say which tenant sent the message: the bounce

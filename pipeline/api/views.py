@@ -19,7 +19,7 @@ from pipeline.api.errors import ApiError, forbidden, not_found
 from pipeline.api.openapi import openapi_document
 from pipeline.app import app
 from pipeline.errors import InvalidMessage
-from pipeline.ids import notification_id
+from pipeline.ids import notification_id, parse_notification_id
 from pipeline.partitioning import partition_for
 from pipeline.topology import user_key
 from schemas import jsonschema
@@ -35,6 +35,8 @@ from tables.status import status
 log = logging.getLogger(__name__)
 
 FORWARDED = "X-Notify-Forwarded"
+#: Set on a request sent to another lane's workers, so it is never sent on again.
+LANE_FORWARDED = "X-Notify-Lane-Forwarded"
 
 
 class ApiView(View):
@@ -78,6 +80,35 @@ class ApiView(View):
                 400, "invalid_json", f"body is not valid JSON: {exc}"
             ) from None
 
+    async def forward(
+        self,
+        base: URL | str,
+        request: Request,
+        body: bytes | None = None,
+        marker: str = FORWARDED,
+    ) -> Response:
+        """The answer of the worker at ``base`` to this request, passed through."""
+        headers = {
+            "Authorization": request.headers.get("Authorization", ""),
+            marker: "1",
+        }
+        if body is not None:
+            headers["Content-Type"] = "application/json"
+        url = URL(str(base)).with_path(request.url.path).with_query(request.url.query)
+        async with app.http_client.request(
+            request.method, url, data=body, headers=headers
+        ) as response:
+            return self.bytes(
+                await response.read(),
+                content_type=response.content_type,
+                status=response.status,
+                headers={
+                    k: v
+                    for k, v in response.headers.items()
+                    if k in ("Idempotent-Replayed", "Retry-After")
+                },
+            )
+
     async def routed(self, table: str, key: str, request: Request) -> Response | None:
         """The owner's answer if another worker holds ``key``; None if we do."""
         if request.headers.get(FORWARDED):
@@ -86,6 +117,20 @@ class ApiView(View):
             return await app.router.route_req(table, key, self.web, request)
         except SameNode:
             return None
+
+
+def is_this_worker(url: URL | str) -> bool:
+    """True if ``url`` is this worker's own web server."""
+    return URL(str(url)).origin() == URL(str(app.conf.canonical_url)).origin()
+
+
+def partition_owner(table_name: str, partition: int) -> URL:
+    """The web server of the worker holding ``partition`` of a table."""
+    topic = app.tables[table_name].changelog_topic.get_topic_name()
+    for host, topics in app.router.table_metadata(table_name).items():
+        if partition in topics.get(topic, ()):
+            return URL(str(host))
+    raise ServiceUnavailable()
 
 
 def tenant_of(principal: auth.Principal, request: Request) -> str:
@@ -116,7 +161,9 @@ class Notifications(ApiView):
         parsed = validate_request(body)
         lane = lane_for(parsed.priority)
         ukey = user_key(parsed.tenant, parsed.recipient.user_id)
-        nid = notification_id(parsed.tenant, parsed.idempotency_key)
+        nid = notification_id(
+            parsed.tenant, parsed.idempotency_key, parsed.recipient.user_id, lane
+        )
         if lane in app.settings.worker_lanes:
             owner = await self.forward_to_owner(ukey, request, raw)
             if owner is not None:
@@ -143,25 +190,9 @@ class Notifications(ApiView):
             owner = app.router.key_store(idempotency.name, ukey)
         except KeyError:
             raise ServiceUnavailable() from None
-        if URL(str(owner)).origin() == URL(str(app.conf.canonical_url)).origin():
+        if is_this_worker(owner):
             return None
-        headers = {
-            "Authorization": request.headers.get("Authorization", ""),
-            "Content-Type": "application/json",
-            FORWARDED: "1",
-        }
-        url = URL(str(owner)).with_path(request.url.path)
-        async with app.http_client.post(url, data=raw, headers=headers) as response:
-            return self.bytes(
-                await response.read(),
-                content_type=response.content_type,
-                status=response.status,
-                headers={
-                    k: v
-                    for k, v in response.headers.items()
-                    if k == "Idempotent-Replayed"
-                },
-            )
+        return await self.forward(owner, request, raw)
 
     def seen_before(self, ukey: str, key: str, digest: str) -> bool:
         """True if the key was used for this body; 409 if for another one."""
@@ -185,17 +216,41 @@ class NotificationStatusView(ApiView):
     """One notification: per-channel status and decision trail."""
 
     async def get(self, request: Request, notification_id: str) -> Response:
-        """The status, answered by the worker holding it."""
+        """The status, answered by the worker holding it.
+
+        The id names the notification's lane and its user's partition: the
+        status lives there, in that lane's consumer group (see pipeline.status).
+        """
         principal = self.principal(request)
-        forwarded = await self.routed(status.name, notification_id, request)
-        if forwarded is not None:
-            return forwarded
+        ref = parse_notification_id(notification_id)
+        if ref is None:
+            raise not_found(f"{notification_id!r} is not a notification id")
+        if ref.lane not in app.settings.worker_lanes:
+            return await self.other_lane(ref.lane, notification_id, request)
+        if not request.headers.get(FORWARDED):
+            partition = ref.partition(app.settings.topic_partitions)
+            owner = partition_owner(status.name, partition)
+            if not is_this_worker(owner):
+                return await self.forward(owner, request)
         current = status.get(notification_id)
         if current is None:
             raise not_found(f"no notification {notification_id!r} (yet)")
         if not principal.is_admin and current.tenant != principal.tenant:
             raise forbidden(f"notification {notification_id!r} is another tenant's")
         return self.json(current.asdict())
+
+    async def other_lane(self, lane: str, nid: str, request: Request) -> Response:
+        """Ask the workers of ``lane`` (NOTIFY_LANE_URLS), which hold its status."""
+        base = app.settings.lane_url(lane)
+        if base is None or request.headers.get(LANE_FORWARDED):
+            raise ApiError(
+                503,
+                "lane_not_served",
+                f"notification {nid!r} is on the {lane} lane, which this worker "
+                f"does not run and cannot reach: set NOTIFY_LANE_URLS "
+                f"({lane}=URL of its workers)",
+            )
+        return await self.forward(base, request, marker=LANE_FORWARDED)
 
 
 def user_route(kind: str) -> str:

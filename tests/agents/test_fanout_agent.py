@@ -10,11 +10,12 @@ from unittest.mock import AsyncMock, MagicMock
 import pytest
 
 import agents.fanout
-import agents.status
 import agents.user_state
+import pipeline.status
 from agents.ingest import accept
 from pipeline.app import app
 from pipeline.clock import FrozenClock
+from pipeline.ids import notification_id
 from pipeline.partitioning import partition_for
 from schemas.records import (
     DeviceToken,
@@ -42,7 +43,7 @@ def wired(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
         if hasattr(agents.user_state, name):
             monkeypatch.setattr(agents.user_state, name, table)
     tables["status"] = {}
-    monkeypatch.setattr(agents.status, "status", tables["status"])
+    monkeypatch.setattr(pipeline.status, "status", tables["status"])
     # Fanout's outputs are buffered (send_soon); dead letters are awaited.
     sends: dict[str, Any] = {
         "events": MagicMock(),
@@ -174,47 +175,57 @@ async def test_fanout_defers_in_quiet_hours(wired: dict[str, Any]) -> None:
     assert deferral.reason == "quiet_hours"
 
 
-async def test_status_agent_builds_the_trail(wired: dict[str, Any]) -> None:
-    """Events keyed by notification id become its status entry."""
-    event = NotificationEvent(
-        event_id="e1",
-        event_type="queued",
-        ts=NOW,
-        stage="preferences",
-        notification_id="n_1",
-        channel="sms",
-    )
-    async with app.agents["status"].test_context() as agent:
-        await agent.put(key="n_1", value=event)
-    assert wired["tables"]["status"]["n_1"].channels == {"sms": "queued"}
-
-
-async def test_status_agent_folds_interleaved_notifications(
+async def test_fanout_writes_the_status_of_what_it_decides(
     wired: dict[str, Any],
 ) -> None:
-    """Events of two notifications, interleaved, each end in their own trail."""
+    """No agent reads the events back: fanout folds its decisions itself."""
+    tables, sends = wired["tables"], wired["sends"]
+    tables["profiles"][KEY] = UserProfile(user_id="u_991", email="a@b.co")
+    accepted = accept(request(), "notify.requests.critical[1]@9", NOW)
+    async with app.agents["fanout.critical"].test_context() as agent:
+        await agent.put(key=KEY, value=accepted, partition=HOME)
+    current = tables["status"][accepted.notification_id]
+    assert [e.event_type for e in current.trail] == ["accepted", "suppressed", "queued"]
+    assert current.channels == {"push": "suppressed", "email": "queued"}
+    assert (current.tenant, current.user_id, current.lane) == (
+        "default",
+        "u_991",
+        "critical",
+    )
+    emitted = [c.kwargs["value"].event_id for c in sends["events"].call_args_list]
+    assert emitted == [e.event_id for e in current.trail]
+
+
+async def test_receipts_agent_folds_interleaved_notifications(
+    wired: dict[str, Any],
+) -> None:
+    """Receipts of two notifications, interleaved, each end in their own trail,
+    and each is emitted on notify.events once folded."""
+    nid1 = notification_id("default", "k1", "u_991", "critical")
+    nid2 = notification_id("default", "k2", "u_991", "critical")
 
     def event(nid: str, kind: str, channel: str | None) -> NotificationEvent:
         return NotificationEvent(
             event_id=f"{nid}-{kind}-{channel}",
             event_type=kind,
             ts=NOW,
-            stage="send.email",
+            stage="receipt.sendgrid",
             notification_id=nid,
             channel=channel,
         )
 
-    async with app.agents["status"].test_context() as agent:
+    async with app.agents["receipts.critical"].test_context() as agent:
         for nid, kind, channel in (
-            ("n_1", "accepted", None),
-            ("n_2", "accepted", None),
-            ("n_1", "queued", "email"),
-            ("n_2", "suppressed", "sms"),
-            ("n_1", "sent", "email"),
-            ("n_1", "sent", "email"),  # a redelivered event changes nothing
+            (nid1, "sent", "email"),
+            (nid2, "sent", "sms"),
+            (nid1, "clicked", "email"),
+            (nid2, "delivered", "sms"),
+            (nid1, "opened", "email"),  # the pixel after the click
+            (nid1, "opened", "email"),  # a redelivered receipt changes nothing
         ):
-            await agent.put(key=nid, value=event(nid, kind, channel))
+            await agent.put(key=nid, value=event(nid, kind, channel), partition=HOME)
     table = wired["tables"]["status"]
-    assert [e.event_type for e in table["n_1"].trail] == ["accepted", "queued", "sent"]
-    assert table["n_1"].channels == {"email": "sent"}
-    assert table["n_2"].channels == {"sms": "suppressed"}
+    assert [e.event_type for e in table[nid1].trail] == ["sent", "clicked", "opened"]
+    assert table[nid1].channels == {"email": "clicked"}
+    assert table[nid2].channels == {"sms": "delivered"}
+    assert wired["sends"]["events"].call_count == 6

@@ -10,6 +10,7 @@ import orjson
 import pytest
 
 from pipeline.admin import ensure_topics
+from pipeline.broker import free_port
 from pipeline.ids import notification_id
 from pipeline.settings import Settings
 from tests.conftest import WorkerFactory
@@ -108,7 +109,7 @@ def test_accept_deduplicate_and_suppress_an_opted_out_channel(
     first = api(worker, "POST", "/v1/notifications", body)
     assert first.status == 202
     nid = first.body["notification_id"]
-    assert nid == notification_id("default", key)
+    assert nid == notification_id("default", key, user, "critical")
 
     status = status_of(worker, nid, lambda s: len(s["channels"]) == 2)
     # Email was queued for the send stage (which may already have moved it on).
@@ -331,3 +332,45 @@ def test_status_is_answered_by_whichever_worker_is_asked(
                 timeout=30,
             )
             assert body["notification_id"] == nid
+
+
+def test_status_of_another_lanes_notification_is_asked_of_that_lanes_workers(
+    module_broker: BrokerUnderTest, start_worker: WorkerFactory
+) -> None:
+    """One worker per lane (two groups): each keeps its own lane's status, and a
+    GET for the other lane's notification is forwarded to NOTIFY_LANE_URLS."""
+    app_id = unique("lanes")
+    ports = {"critical": free_port(), "bulk": free_port()}
+    urls = ",".join(f"{lane}=http://127.0.0.1:{port}" for lane, port in ports.items())
+    workers = {
+        lane: start_worker(
+            app_id=app_id,
+            name=lane,
+            web_port=ports[lane],
+            notify_lanes=lane,
+            notify_lane_urls=urls,
+        )
+        for lane in ports
+    }
+    # A critical-only worker that does not know where the bulk lane answers.
+    alone = start_worker(app_id=unique("alone"), name="alone", notify_lanes="critical")
+    for worker in (*workers.values(), alone):
+        worker.wait_ready(timeout=90)
+    ids = {}
+    for lane, priority in (("critical", "transactional"), ("bulk", "promotional")):
+        # Posted to the other lane's worker: any worker accepts any request.
+        other = workers["bulk" if lane == "critical" else "critical"]
+        body = notify(unique("u"), unique("k"), priority=priority, channels=["sms"])
+        reply = api(other, "POST", "/v1/notifications", body)
+        assert reply.status == 202, reply.body
+        ids[lane] = reply.body["notification_id"]
+    for lane, nid in ids.items():
+        for worker in workers.values():
+            body = status_of(worker, nid, lambda s: s["channels"])
+            assert (body["notification_id"], body["lane"]) == (nid, lane)
+            assert body["channels"] == {"sms": "suppressed"}  # no phone number
+    refused = api(alone, "GET", f"/v1/notifications/{ids['bulk']}")
+    assert refused.status == 503
+    assert refused.body["error"]["code"] == "lane_not_served"
+    assert "NOTIFY_LANE_URLS" in refused.body["error"]["message"]
+    assert api(alone, "GET", "/v1/notifications/n_nonsense").status == 404

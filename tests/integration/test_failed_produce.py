@@ -95,7 +95,10 @@ def test_failed_produce_stops_the_worker_and_loses_nothing(tmp_path: Path) -> No
             {**env, "NOTIFY_DATA_DIR": str(tmp_path / "second")},
             tmp_path / "second.log",
         ).start()
-        wanted = {notification_id("default", key) for key in keys}
+        wanted = {
+            notification_id("default", key, f"u{i % 97}", "critical")
+            for i, key in enumerate(keys)
+        }
         try:
             second.wait_ready(timeout=90)
 

@@ -50,7 +50,12 @@ def test_worker_accepts_valid_requests_and_dead_letters_bad_ones(
     }
     produce(broker.bootstrap, "notify.requests.bulk", [(b"u_1", raw) for raw in bad])
 
-    ids = {notification_id("default", key): key for key in good}
+    ids = {
+        notification_id(
+            "default", key, "u_991", "bulk" if priority == "promotional" else "critical"
+        ): key
+        for key, (_, priority) in good.items()
+    }
 
     def ours(message: Message) -> bool:
         value = message.value() or b""

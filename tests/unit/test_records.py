@@ -5,8 +5,11 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import orjson
+import pytest
 
-from pipeline.ids import event_id, notification_id
+from pipeline.ids import event_id, notification_id, parse_notification_id
+from pipeline.partitioning import partition_for
+from pipeline.settings import LANES
 from schemas.records import NotificationEvent
 
 NOW = datetime(2026, 11, 21, 9, 30, tzinfo=UTC)
@@ -34,9 +37,43 @@ def test_events_round_trip_through_the_codec() -> None:
 
 
 def test_notification_ids_are_deterministic_and_tenant_scoped() -> None:
-    """The same (tenant, key) maps to the same id; tenants never collide."""
-    assert notification_id("t1", "k") == notification_id("t1", "k")
-    assert notification_id("t1", "k") != notification_id("t2", "k")
+    """The same (tenant, key, user) maps to the same id; tenants never collide."""
+    nid = notification_id("t1", "k", "u1", "critical")
+    assert nid == notification_id("t1", "k", "u1", "critical")
+    assert nid != notification_id("t2", "k", "u1", "critical")
+    assert nid != notification_id("t1", "k", "u2", "critical")
     # Parts are separated, so moving a character between them changes the id.
-    assert notification_id("ab", "c") != notification_id("a", "bc")
+    assert notification_id("ab", "c", "u", "bulk") != notification_id(
+        "a", "bc", "u", "bulk"
+    )
+
+
+@pytest.mark.parametrize("lane", LANES)
+@pytest.mark.parametrize("user", ["u_991", "alice", "ユーザー", "x" * 300])
+def test_a_notification_id_names_its_lane_and_its_users_partition(
+    lane: str, user: str
+) -> None:
+    """Status lives on the user's partition of the lane's group: the id says both."""
+    nid = notification_id("acme", "order-1", user, lane)
+    ref = parse_notification_id(nid)
+    assert ref is not None and ref.lane == lane
+    for partitions in (1, 4, 12, 48):
+        assert ref.partition(partitions) == partition_for(
+            f"acme/{user}".encode(), partitions
+        )
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "",
+        "n_",
+        "n1",
+        "n_0123456789ab",
+        "n_x0000000000000000000000000000000",
+        "e_" + "0" * 33,
+    ],
+)
+def test_anything_else_is_not_a_notification_id(value: str) -> None:
+    assert parse_notification_id(value) is None
     assert event_id("n", "sent", 1) != event_id("n", "sent", 2)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from agents.status import MAX_TRAIL, fold
+from pipeline.status import MAX_TRAIL, fold
 from schemas.records import NotificationEvent
 
 NOW = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
@@ -81,7 +81,7 @@ def test_the_trail_is_bounded() -> None:
 
 def test_receipts_never_move_a_channel_back() -> None:
     """Clicked stays clicked when the open arrives later; a retry still moves on."""
-    from agents.status import progressed
+    from pipeline.status import progressed
 
     assert progressed("clicked", "opened") == "clicked"
     assert progressed("sent", "delivered") == "delivered"

@@ -1,0 +1,48 @@
+"""receipts: fold delivered / opened / clicked / bounced into the lane's status.
+
+The webhooks and tracking links put each receipt, as its analytics event, on
+``notify.receipts.<lane>`` at the user's partition (the notification id says
+which lane and partition). This agent owns that partition's status entries:
+it folds the receipt in and only then emits the event on ``notify.events``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from faust.types import EventT, StreamT
+
+from pipeline.app import app
+from pipeline.deadletter import source_of
+from pipeline.status import batch as status_batch
+from pipeline.status import record
+from pipeline.streams import acting_for
+from schemas.records import NotificationEvent
+
+#: Receipts taken at once, and how long to wait for more (seconds).
+BATCH, WITHIN = 500, 0.01
+
+
+def fold_receipts(events: Sequence[EventT]) -> None:
+    """Record a batch of receipts: one status write per notification."""
+    with status_batch():
+        for stream_event in events:
+            receipt: NotificationEvent = stream_event.value  # type: ignore[assignment]
+            with acting_for(stream_event):
+                record(receipt)
+
+
+def _make_agent(lane: str) -> None:
+    async def receipts(stream: StreamT[NotificationEvent]) -> None:
+        async for events in stream.take_events(  # type: ignore[attr-defined]
+            BATCH, within=WITHIN
+        ):
+            with app.commit_guard.watching(source_of(events[-1])):
+                fold_receipts(events)
+
+    receipts.__doc__ = f"Fold {lane}-lane receipts into status; emit their events."
+    app.agent(app.topology.receipts[lane], name=f"receipts.{lane}")(receipts)
+
+
+for _lane in app.settings.worker_lanes:
+    _make_agent(_lane)
