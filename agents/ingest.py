@@ -40,9 +40,12 @@ def body_hash(request: NotificationRequest) -> str:
 
 def accept(request: NotificationRequest, source: str, now: datetime) -> AcceptedRequest:
     """The accepted form of a valid request: its id, lane and body digest."""
+    lane = lane_for(request.priority)
     return AcceptedRequest(
-        notification_id=notification_id(request.tenant, request.idempotency_key),
-        lane=lane_for(request.priority),
+        notification_id=notification_id(
+            request.tenant, request.idempotency_key, request.recipient.user_id, lane
+        ),
+        lane=lane,
         request=request.asdict(),
         body_hash=body_hash(request),
         accepted_at=now,
@@ -76,13 +79,20 @@ async def handle(event: EventT) -> None:
     )
 
 
+#: Requests taken at once, and how long to wait for more (seconds).
+BATCH, WITHIN = 500, 0.005
+
+
 def _make_agent(lane: str) -> None:
     async def ingest(stream: StreamT[bytes]) -> None:
-        async for event in stream.events():
+        async for events in stream.take_events(  # type: ignore[attr-defined]
+            BATCH, within=WITHIN
+        ):
             # Anything but an invalid message (a decision) is a bug: Faust would
-            # ack the event as the agent dies; the guard keeps it uncommitted.
-            with app.commit_guard.watching(source_of(event)):
-                await handle(event)
+            # ack the batch as the agent dies; the guard keeps it uncommitted.
+            with app.commit_guard.watching(source_of(events[-1])):
+                for event in events:
+                    await handle(event)
 
     ingest.__doc__ = f"Validate {lane}-lane requests; re-key by user, or dead-letter."
     app.agent(app.topology.requests[lane], name=f"ingest.{lane}")(ingest)
