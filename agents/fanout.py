@@ -26,7 +26,7 @@ from pipeline.policy import (
 )
 from pipeline.status import batch as status_batch
 from pipeline.status import record
-from pipeline.streams import acting_for
+from pipeline.streams import acting_for, batches
 from pipeline.topology import user_key
 from schemas.records import (
     AcceptedRequest,
@@ -309,9 +309,7 @@ def _make_agent(lane: str) -> None:
 
     async def fanout(stream: StreamT[AcceptedRequest]) -> None:
         window = timedelta(hours=app.settings.idempotency_window)
-        async for events in stream.take_events(  # type: ignore[attr-defined]
-            BATCH, within=WITHIN
-        ):
+        async for events in batches(stream, BATCH, WITHIN):
             with app.commit_guard.watching(source_of(events[-1])):
                 await handle_batch(events, lane, window)
 

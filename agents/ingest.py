@@ -17,6 +17,7 @@ from pipeline.app import app
 from pipeline.deadletter import Rejection, dead_letter, source_of
 from pipeline.errors import InvalidMessage
 from pipeline.ids import notification_id
+from pipeline.streams import batches
 from pipeline.topology import user_key
 from schemas import codec
 from schemas.records import AcceptedRequest, NotificationRequest
@@ -85,9 +86,7 @@ BATCH, WITHIN = 500, 0.005
 
 def _make_agent(lane: str) -> None:
     async def ingest(stream: StreamT[bytes]) -> None:
-        async for events in stream.take_events(  # type: ignore[attr-defined]
-            BATCH, within=WITHIN
-        ):
+        async for events in batches(stream, BATCH, WITHIN):
             # Anything but an invalid message (a decision) is a bug: Faust would
             # ack the batch as the agent dies; the guard keeps it uncommitted.
             with app.commit_guard.watching(source_of(events[-1])):

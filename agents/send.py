@@ -46,7 +46,7 @@ from pipeline.providers.base import (
 from pipeline.providers.registry import Providers, Route
 from pipeline.status import batch as status_batch
 from pipeline.status import record as record_event
-from pipeline.streams import acting_for, flush_durably
+from pipeline.streams import acting_for, batches, flush_durably
 from pipeline.topology import (
     DLQ_ATTEMPT,
     DLQ_CODE,
@@ -601,9 +601,7 @@ def _make_agent(channel: str, lane: str) -> None:
 
     async def send(stream: StreamT[bytes]) -> None:
         batch = app.settings.send_batch
-        async for events in stream.take_events(  # type: ignore[attr-defined]
-            batch, within=BATCH_WITHIN
-        ):
+        async for events in batches(stream, batch, BATCH_WITHIN):
             with app.commit_guard.watching(source_of(events[-1])):
                 await handle_batch(events, channel, lane)
 

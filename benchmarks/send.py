@@ -1,7 +1,7 @@
 """The send stage against emulators that answer at once, and critical latency
 under a bulk backlog.
 
-Two measurements, each on a fresh embedded broker with one real worker of
+Three measurements, each on a fresh embedded broker with one real worker of
 ``pipeline.app``:
 
 1. **deliveries/s**: N delivery jobs (half push over FCM, half email over
@@ -11,7 +11,10 @@ Two measurements, each on a fresh embedded broker with one real worker of
    and the figure is printed as a ratio to the raw floor loop and to the
    single-hop Faust relay, both measured in the same run
    (``benchmarks.run``'s contenders);
-2. **critical p99**: a backlog of bulk-lane email jobs (200,000 by default)
+2. **whole chain**: N requests (users with an email address and an FCM
+   device; one email or one push each) go through ingest → fanout → send on
+   one worker; notifications/s from the first provider call to the last;
+3. **critical p99**: a backlog of bulk-lane email jobs (200,000 by default)
    is preloaded, one worker per lane started (lanes deploy apart, as in
    ``docker-compose.yml``), and while the bulk worker drains the backlog
    critical requests go in at a steady rate through the whole chain (ingest
@@ -47,6 +50,7 @@ from pipeline.admin import ensure_topics
 from pipeline.broker import EmbeddedBroker, free_port
 from pipeline.emulators.stack import EmulatorStack
 from pipeline.ids import notification_id
+from pipeline.partitioning import partition_for
 from pipeline.providers.base import message_id_for
 from pipeline.settings import Settings
 from schemas.records import DeliveryJob, DeviceToken, UserProfile
@@ -210,6 +214,90 @@ def throughput(workdir: Path, jobs: int, timeout: float) -> tuple[float, float]:
         return rate, cpu / jobs * 1e6
 
 
+def preload_users(bootstrap: str, users: list[str]) -> None:
+    """A profile with an email address and an active FCM device per user.
+
+    Devices are keyed per token but live on their user's partition, so they
+    are produced to it explicitly (the key's own hash would pick another).
+    """
+    send_all(
+        bootstrap,
+        (
+            (
+                "notify.users.profiles",
+                f"default/{uid}".encode(),
+                UserProfile(user_id=uid, email=f"{uid}@example.com").dumps(),
+            )
+            for uid in users
+        ),
+    )
+    partitions = Settings().topic_partitions
+    client = producer(bootstrap)
+    for n, uid in enumerate(users):
+        device = DeviceToken(user_id=uid, token=fcm_token(n), platform="fcm")
+        client.produce(
+            "notify.users.devices",
+            device.dumps(),
+            f"default/{uid}#{device.token}".encode(),
+            partition=partition_for(f"default/{uid}".encode(), partitions),
+        )
+        client.poll(0)
+    if client.flush(60):
+        raise RuntimeError("device preload failed")
+
+
+def chain_request(n: int, run: str) -> tuple[str, bytes, bytes]:
+    """The n-th request of the chain run: one email or one push, alternately."""
+    uid = user(n)
+    body = {
+        "idempotency_key": f"{run}-chain-{n}",
+        "recipient": {"user_id": uid},
+        "type": "order_shipped",
+        "channels": ["push" if n % 2 else "email"],
+        "priority": "transactional",
+        "data": {"order_id": n, "eta": "Tue"},
+    }
+    return "notify.requests.critical", uid.encode(), orjson.dumps(body)
+
+
+def chain_throughput(
+    workdir: Path, requests: int, timeout: float
+) -> tuple[float, float]:
+    """Notifications/s through the whole chain, request to provider; CPU µs each.
+
+    One worker runs ingest → fanout → send with RocksDB tables. A warm-up
+    request goes first, so the user state is loaded before the window; the
+    window runs from the first provider call of the measured requests to
+    the last.
+    """
+    run = f"{int(time.time()) % 100000:05d}"
+    with Stack(workdir, "chain-throughput") as stack:
+        bootstrap = stack.broker.bootstrap
+        preload_users(bootstrap, [user(n) for n in range(USERS)])
+        fcm, sendgrid = stack.emulators.fcm.calls, stack.emulators.sendgrid.calls
+        pid = stack.start_worker(NOTIFY_LANES="critical")
+        deadline = time.monotonic() + timeout
+        send_all(bootstrap, [chain_request(0, f"{run}-warm")])
+        wait(lambda: sendgrid.delivered >= 1, deadline, stack, "the warm-up request")
+        warm = len(sendgrid.calls)
+        cpu0 = process_cpu_seconds(pid)
+        send_all(bootstrap, (chain_request(n, run) for n in range(requests)))
+        wait(
+            lambda: fcm.delivered + sendgrid.delivered >= requests + 1,
+            deadline,
+            stack,
+            "every notification",
+        )
+        cpu = process_cpu_seconds(pid) - cpu0
+        calls = [*fcm.calls, *sendgrid.calls[warm:]]
+        first = min(c.at for c in calls)
+        last = max(c.at for c in calls)
+        duplicates = fcm.duplicates + sendgrid.duplicates
+        if duplicates:
+            print(f"  note: {duplicates} duplicate provider calls")  # noqa: T201
+        return requests / (last - first), cpu / requests * 1e6
+
+
 def critical_latency(
     workdir: Path,
     backlog: int,
@@ -346,11 +434,15 @@ def main(argv: list[str] | None = None) -> int:
             }
             rate, cpu_us = throughput(workdir, args.jobs, args.timeout)
             floor, relay = base["floor"].rate, base["relay"].rate
+            chain, chain_us = chain_throughput(workdir, args.jobs, args.timeout)
             print(  # noqa: T201
                 f"\nfloor {floor:,.0f}/s   relay {relay:,.0f}/s\n"
                 f"send stage {rate:,.0f} deliveries/s = {rate / floor:.3f}x floor, "
                 f"{rate / relay:.2f}x relay ({cpu_us:,.0f} µs worker CPU per "
-                "delivery)"
+                "delivery)\n"
+                f"whole chain {chain:,.0f} notifications/s = {chain / floor:.3f}x "
+                f"floor, {chain / relay:.2f}x relay ({chain_us:,.0f} µs worker CPU "
+                "per notification)"
             )
         latencies, left = critical_latency(
             workdir,

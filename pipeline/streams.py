@@ -1,15 +1,18 @@
-"""Stream helpers: table access on behalf of one event of a batch, durable flush."""
+"""Stream helpers: batches, table access on behalf of one event, durable flush."""
 
 from __future__ import annotations
 
 import asyncio
 import weakref
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import contextmanager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from faust.streams import _current_event
-from faust.types import EventT
+from faust.types import EventT, StreamT
+from mode import want_seconds
+from mode.utils.aiter import aiter
+from mode.utils.futures import notify
 
 if TYPE_CHECKING:
     import faust
@@ -50,3 +53,88 @@ async def flush_durably(app: faust.App, timeout: float = FLUSH_TIMEOUT) -> None:
             raise TimeoutError("the producer buffer did not drain")
         await producer.flush()
     await producer.flush()
+
+
+def batches(
+    stream: StreamT[Any], max_: int, within: float
+) -> AsyncIterator[Sequence[EventT]]:
+    """Events in batches of up to ``max_``, each yielded at most ``within``
+    seconds after its first event arrived; nothing while the stream is idle.
+
+    Faust's ``take_events`` wakes every ``within`` seconds whether or not an
+    event came, and each wake creates tasks: with short windows on the hot
+    path (a few ms) an idle worker spent 0.14 of a core waking its agents.
+    This is the same machinery (a processor fills the buffer, the stream is
+    consumed passively, events are acked only after the batch is handled),
+    with the clock started by the first event instead of a fixed period.
+    """
+    agen = _batches(stream, max_, within)
+    stream._active_agens.add(agen)  # type: ignore[attr-defined]  # closed on stop
+    return agen
+
+
+async def _batches(  # noqa: C901 - one state machine, kept whole
+    stream: Any, max_: int, within: float
+) -> AsyncIterator[Sequence[EventT]]:
+    buffer: list[Any] = []
+    events: list[EventT] = []
+    started = asyncio.Event()  # the buffer holds at least one event
+    full = asyncio.Event()
+    consumed = asyncio.Event()
+    consuming: asyncio.Future[None] | None = None
+    timeout = want_seconds(within)
+    acks_before: bool = stream.enable_acks
+    channel_it = aiter(stream.channel)
+
+    async def add_to_buffer(value: Any) -> Any:
+        nonlocal consuming
+        try:
+            if consuming is not None:
+                try:
+                    await consuming
+                finally:
+                    consuming = None
+            event = stream.current_event
+            if event is None:
+                raise RuntimeError("batch buffer found no current event")
+            buffer.append(value)
+            events.append(event)
+            started.set()
+            if len(buffer) >= max_:
+                full.set()
+                consumed.clear()
+                await stream.wait(consumed)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - as Faust's own buffer does
+            stream.log.exception("Error adding to batch buffer: %r", exc)
+            await stream.crash(exc)
+        return value
+
+    # Events are acked by hand, only once their batch has been handled.
+    stream.enable_acks = False
+    stream.add_processor(add_to_buffer)
+    stream._enable_passive(channel_it)
+    try:
+        while not stream.should_stop:
+            # Both waits end early when the stream stops: what is buffered
+            # then is still handled (and acked), as with take_events.
+            await stream.wait_for_stopped(started)
+            if not buffer:
+                continue
+            await stream.wait_for_stopped(full, timeout=timeout)
+            consuming = stream.loop.create_future()
+            try:
+                yield list(events)
+            finally:
+                buffer.clear()
+                for event in events:
+                    await stream.ack(event)
+                events.clear()
+                started.clear()
+                notify(consuming)
+                full.clear()
+                consumed.set()
+    finally:
+        stream.enable_acks = acks_before
+        stream._processors.remove(add_to_buffer)

@@ -1,0 +1,73 @@
+"""pipeline.streams.batches: sized batches, a window started by the first event,
+and no wake-ups while the stream is idle."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import Any
+
+import faust
+import pytest
+from faust.types import EventT
+
+from pipeline.streams import batches
+
+WITHIN = 0.05
+
+
+@pytest.fixture
+def harness(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+    """An app of its own (the project's app keeps only its real agents)."""
+    app = faust.App("batches-test", store="memory://")
+    topic = app.topic("batches-test-input", value_type=bytes, value_serializer="raw")
+    seen: list[tuple[float, list[bytes]]] = []
+    waits: list[float] = []
+
+    @app.agent(topic, name="batches-test")
+    async def agent(stream: Any) -> None:
+        original = stream.wait_for_stopped
+
+        async def counted(*args: Any, **kwargs: Any) -> bool:
+            waits.append(asyncio.get_running_loop().time())
+            return bool(await original(*args, **kwargs))
+
+        stream.wait_for_stopped = counted
+        events: Sequence[EventT]
+        async for events in batches(stream, 3, WITHIN):
+            now = asyncio.get_running_loop().time()
+            seen.append((now, [e.value for e in events]))  # type: ignore[misc]
+
+    return {"agent": agent, "seen": seen, "waits": waits}
+
+
+async def test_batches_are_at_most_max_and_keep_order(harness: dict[str, Any]) -> None:
+    async with harness["agent"].test_context() as agent:
+        for n in range(7):
+            await agent.put(str(n).encode(), wait=False)
+        await asyncio.sleep(WITHIN * 4)
+    values = [v for _, batch in harness["seen"] for v in batch]
+    assert values == [str(n).encode() for n in range(7)]
+    assert all(len(batch) <= 3 for _, batch in harness["seen"])
+
+
+async def test_a_lone_event_is_handled_within_the_window(
+    harness: dict[str, Any],
+) -> None:
+    loop = asyncio.get_running_loop()
+    async with harness["agent"].test_context() as agent:
+        await asyncio.sleep(WITHIN * 3)  # idle first: the window must not be running
+        put_at = loop.time()
+        await agent.put(b"alone")
+        await asyncio.sleep(WITHIN * 3)
+    (handled_at, batch), *_ = harness["seen"]
+    assert batch == [b"alone"]
+    assert WITHIN * 0.5 <= handled_at - put_at < WITHIN * 2.5
+
+
+async def test_an_idle_stream_does_not_wake_up(harness: dict[str, Any]) -> None:
+    """Faust's take_events would wake every WITHIN: ~10 times in this sleep."""
+    async with harness["agent"].test_context():
+        await asyncio.sleep(WITHIN * 10)
+    assert len(harness["waits"]) <= 2
+    assert harness["seen"] == []
