@@ -8,6 +8,7 @@ recognised on the device and in the emulator.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 from collections.abc import Callable, Mapping
@@ -162,6 +163,9 @@ class FcmSender:
         self._session: aiohttp.ClientSession | None = None
         self._token: str | None = None
         self._token_expires = datetime.min.replace(tzinfo=UTC)
+        # One refresh at a time: a batch of calls starting together must not
+        # each sign an assertion and ask the token endpoint.
+        self._token_lock = asyncio.Lock()
 
     @property
     def send_url(self) -> str:
@@ -180,11 +184,18 @@ class FcmSender:
 
     async def access_token(self) -> str:
         """The cached OAuth2 access token, fetched again 60 s before it expires."""
-        if self._token is None or self._clock() >= self._token_expires - TOKEN_MARGIN:
-            await self._fetch_token()
+        if self._token_stale():
+            async with self._token_lock:
+                if self._token_stale():  # not refreshed while we waited
+                    await self._fetch_token()
         if self._token is None:
             raise RuntimeError("token endpoint answered without a token")
         return self._token
+
+    def _token_stale(self) -> bool:
+        return (
+            self._token is None or self._clock() >= self._token_expires - TOKEN_MARGIN
+        )
 
     def assertion(self, now: datetime) -> str:
         """The RS256 JWT that trades for an access token (service-account grant)."""

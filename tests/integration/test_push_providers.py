@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 import time
 from collections.abc import AsyncIterator
@@ -643,6 +644,21 @@ async def test_fcm_access_token_is_cached_until_a_minute_before_expiry(
     await fcm_sender.send(push(token, notification_id="n-4"))
     assert fcm.tokens_issued == 2
     assert fcm.calls.summary() == {"attempts": 4, "delivered": 4, "duplicates": 0}
+
+
+async def test_fcm_calls_starting_together_share_one_token_fetch(
+    fcm: FcmEmulator, fcm_sender: FcmSender
+) -> None:
+    """A batch of calls at start-up asks the token endpoint once, not per call."""
+    tokens = [fcm_token() for _ in range(20)]
+    await asyncio.gather(
+        *(
+            fcm_sender.send(push(t, notification_id=f"n-{n}"))
+            for n, t in enumerate(tokens)
+        )
+    )
+    assert fcm.tokens_issued == 1
+    assert fcm.calls.summary() == {"attempts": 20, "delivered": 20, "duplicates": 0}
 
 
 async def test_fcm_revoked_access_token_is_refreshed_once_on_401(
