@@ -36,12 +36,10 @@ from schemas.records import (
     NotificationEvent,
     NotificationRequest,
     Preferences,
-    SeenRequest,
-    SeenRequests,
     UserProfile,
 )
 from tables.devices import devices
-from tables.idempotency import idempotency
+from tables.idempotency import SeenRequest, SeenRequests, idempotency
 from tables.preferences import preferences
 from tables.profiles import profiles
 
@@ -112,11 +110,7 @@ def check_idempotency(
     """A ``deduplicated`` event if the key was used by another request, and the
     user's idempotency entry to store (expired keys pruned)."""
     key = request.idempotency_key
-    live = {
-        k: entry
-        for k, entry in (seen.keys if seen else {}).items()
-        if now - entry.first_seen < window
-    }
+    live = (seen or SeenRequests()).live(now, window)
     previous = live.get(key)
     if previous is not None and previous.source != accepted.source:
         conflict = previous.body_hash != accepted.body_hash
@@ -134,17 +128,21 @@ def check_idempotency(
             ),
             discriminator=accepted.source,
         )
-        return duplicate, SeenRequests(keys=live)
+        return duplicate, live
     # A first use, or a redelivery of the very request that claimed the key
     # (same source): that one is processed again in full, its outputs carry
     # the same ids, and downstream dedup by (notification, channel) holds.
-    live[key] = previous or SeenRequest(
-        notification_id=accepted.notification_id,
-        body_hash=accepted.body_hash,
-        first_seen=now,
-        source=accepted.source,
-    )
-    return None, SeenRequests(keys=live)
+    if previous is None:
+        live.remember(
+            key,
+            SeenRequest(
+                notification_id=accepted.notification_id,
+                body_hash=accepted.body_hash,
+                first_seen=now,
+                source=accepted.source,
+            ),
+        )
+    return None, live
 
 
 def delivery_job(
@@ -275,14 +273,14 @@ async def handle(accepted: AcceptedRequest, lane: str, window: timedelta) -> Non
         profile=profiles.get(key),
         preferences=preferences.get(key),
         devices=devices.get(key),
-        seen=idempotency.get(key),
+        seen=SeenRequests.loads(idempotency.get(key)),
     )
     result = fan_out(accepted, state, CATALOGUE, app.clock.now(), window)
     # Outputs go through Faust's send buffer, as table updates do: a commit
     # waits until the buffer is flushed, and a failed send trips the commit
     # guard, so nothing is lost and no future is awaited per record.
     if result.seen is not None:
-        idempotency[key] = result.seen
+        idempotency[key] = result.seen.dumps()
     for job in result.jobs:
         topology.deliveries[(job.channel, lane)].send_soon(key=key, value=job)
     if result.deferral is not None:

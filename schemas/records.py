@@ -212,21 +212,6 @@ class DeviceSet(InternalRecord):
         return [device for device in self.devices.values() if device.active]
 
 
-class SeenRequest(InternalRecord):
-    """What one idempotency key was first used for."""
-
-    notification_id: str
-    body_hash: str
-    first_seen: datetime
-    source: str
-
-
-class SeenRequests(InternalRecord):
-    """The idempotency keys one user's notifications used recently."""
-
-    keys: dict[str, SeenRequest] = {}  # noqa: RUF012
-
-
 class TrailEntry(InternalRecord):
     """One decision in a notification's trail."""
 

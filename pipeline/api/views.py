@@ -27,7 +27,7 @@ from schemas.records import Preferences
 from schemas.requests import validate_request
 from schemas.updates import validate_device, validate_preferences, validate_profile
 from tables.api_keys import api_keys
-from tables.idempotency import idempotency
+from tables.idempotency import SeenRequests, idempotency
 from tables.preferences import preferences
 from tables.profiles import profiles
 from tables.status import status
@@ -196,8 +196,7 @@ class Notifications(ApiView):
 
     def seen_before(self, ukey: str, key: str, digest: str) -> bool:
         """True if the key was used for this body; 409 if for another one."""
-        seen = idempotency.get(ukey)
-        entry = seen.keys.get(key) if seen else None
+        entry = SeenRequests.loads(idempotency.get(ukey)).get(key)
         window = timedelta(hours=app.settings.idempotency_window)
         if entry is None or app.clock.now() - entry.first_seen >= window:
             return False

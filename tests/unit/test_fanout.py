@@ -174,4 +174,6 @@ def test_idempotency_keys_expire_after_the_window() -> None:
     )
     assert len(reuse.jobs) == 3
     assert reuse.seen is not None
-    assert reuse.seen.keys["k1"].first_seen == later
+    entry = reuse.seen.get("k1")
+    assert entry is not None and entry.first_seen == later
+    assert len(reuse.seen) == 1  # the expired use is pruned
