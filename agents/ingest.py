@@ -1,23 +1,29 @@
-"""ingest: validate raw requests, re-key valid ones by user onto their lane.
+"""ingest: validate raw requests; decide them here or re-key them by user.
 
-Requests may arrive partitioned by any producer's partitioner; this hop is
-where they are re-keyed by tenant/user so every later stage is co-partitioned
-with the user's state, and where lanes part.
+Requests may arrive partitioned by any producer's partitioner. One that is
+already on its lane's topic at its user's partition (the API produces them
+so: key tenant/user_id, Kafka's default partitioner) is decided right here
+by fanout's stages, co-partitioned with the user's state. Any other is
+re-keyed by tenant/user onto ``notify.accepted.<lane>``, where fanout decides
+it: that hop is where lanes part and where other partitioners are undone.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from faust.types import EventT, StreamT
 
+from agents import fanout
 from pipeline.app import app
 from pipeline.deadletter import Rejection, dead_letter, source_of
 from pipeline.errors import InvalidMessage
 from pipeline.ids import notification_id
-from pipeline.streams import batches
+from pipeline.partitioning import partition_for
+from pipeline.status import batch as status_batch
+from pipeline.streams import acting_for, batches
 from pipeline.topology import user_key
 from schemas import codec
 from schemas.records import AcceptedRequest, NotificationRequest
@@ -65,14 +71,29 @@ def admit(raw: bytes | None, source: str, now: datetime) -> AcceptedRequest | Re
     return accept(request, source, now)
 
 
-async def handle(event: EventT) -> None:
-    """Decide one message and write the outcome: re-keyed, or dead-lettered."""
+def at_home(request: NotificationRequest, lane: str, partition: int) -> bool:
+    """True if the request sits where its user's state lives: its own lane's
+    topic, on the partition Kafka's default partitioner gives tenant/user_id."""
+    key = user_key(request.tenant, request.recipient.user_id).encode()
+    return lane_for(request.priority) == lane and partition == partition_for(
+        key, app.settings.topic_partitions
+    )
+
+
+async def handle(event: EventT, lane: str, window: timedelta) -> None:
+    """Decide one message: in place, re-keyed onto its lane, or dead-lettered."""
     topology = app.topology
     decision = admit(event.value, source_of(event), app.clock.now())
     if isinstance(decision, Rejection):
         await dead_letter(app, event, decision)
         return
     request = decision.notification()
+    if at_home(request, lane, event.message.partition):
+        # The API (and any producer keying by tenant/user_id with Kafka's
+        # default partitioner) puts requests here: a hop through
+        # notify.accepted would only land them on this same partition.
+        await fanout.handle(decision, lane, window)
+        return
     # Buffered like table updates: the commit waits for it, a failure trips
     # the commit guard.
     topology.accepted[decision.lane].send_soon(
@@ -86,14 +107,19 @@ BATCH, WITHIN = 500, 0.005
 
 def _make_agent(lane: str) -> None:
     async def ingest(stream: StreamT[bytes]) -> None:
+        window = timedelta(hours=app.settings.idempotency_window)
         async for events in batches(stream, BATCH, WITHIN):
             # Anything but an invalid message (a decision) is a bug: Faust would
             # ack the batch as the agent dies; the guard keeps it uncommitted.
-            with app.commit_guard.watching(source_of(events[-1])):
+            with app.commit_guard.watching(source_of(events[-1])), status_batch():
                 for event in events:
-                    await handle(event)
+                    with acting_for(event):
+                        await handle(event, lane, window)
 
-    ingest.__doc__ = f"Validate {lane}-lane requests; re-key by user, or dead-letter."
+    ingest.__doc__ = (
+        f"Validate {lane}-lane requests; decide those on their user's partition, "
+        "re-key the others by user, or dead-letter."
+    )
     app.agent(app.topology.requests[lane], name=f"ingest.{lane}")(ingest)
 
 

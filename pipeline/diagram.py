@@ -17,6 +17,9 @@ AGENT_OUTPUTS: dict[str, tuple[str, ...]] = {
         f"ingest.{lane}": (
             "notify.accepted.critical",
             "notify.accepted.bulk",
+            # a request already on its user's partition is decided in place
+            *(f"notify.deliveries.{channel}.{lane}" for channel in CHANNELS),
+            f"notify.deferred.{lane}",
             "notify.events",
             "notify.deadletter",
         )
@@ -50,7 +53,11 @@ AGENT_OUTPUTS: dict[str, tuple[str, ...]] = {
 }
 #: Tables each agent reads (dotted edges).
 AGENT_READS: dict[str, tuple[str, ...]] = {
-    **{f"fanout.{lane}": ("profiles", "preferences", "devices") for lane in LANES},
+    **{
+        f"{agent}.{lane}": ("profiles", "preferences", "devices")
+        for lane in LANES
+        for agent in ("ingest", "fanout")
+    },
     **{
         f"send.{channel}.{lane}": ("suppressions",)
         for lane in LANES
@@ -59,7 +66,11 @@ AGENT_READS: dict[str, tuple[str, ...]] = {
 }
 #: Tables each agent writes (drawn as cylinders).
 AGENT_TABLES: dict[str, tuple[str, ...]] = {
-    **{f"fanout.{lane}": ("idempotency", "status") for lane in LANES},
+    **{
+        f"{agent}.{lane}": ("idempotency", "status")
+        for lane in LANES
+        for agent in ("ingest", "fanout")
+    },
     **{f"receipts.{lane}": ("status",) for lane in LANES},
     "state.profiles": ("profiles",),
     "state.preferences": ("preferences",),

@@ -175,9 +175,9 @@ class Notifications(ApiView):
                     status=202,
                     headers={"Idempotent-Replayed": "true"},
                 )
-        await produce(
-            app.topology.requests[lane], parsed.recipient.user_id, orjson.dumps(body)
-        )
+        # Keyed tenant/user_id with Kafka's default partitioner: on the user's
+        # partition, so ingest decides it in place (no notify.accepted hop).
+        await produce(app.topology.requests[lane], ukey, orjson.dumps(body))
         return self.json({"notification_id": nid, "status": "accepted"}, status=202)
 
     async def forward_to_owner(

@@ -10,6 +10,8 @@ from unittest.mock import AsyncMock, MagicMock
 import pytest
 
 import agents.fanout
+import agents.ingest  # noqa: F401 - registers the agents
+import agents.receipts  # noqa: F401 - registers the agents
 import agents.user_state
 import pipeline.status
 from agents.ingest import accept
@@ -17,6 +19,7 @@ from pipeline.app import app
 from pipeline.clock import FrozenClock
 from pipeline.ids import notification_id
 from pipeline.partitioning import partition_for
+from schemas import codec
 from schemas.records import (
     DeviceToken,
     NotificationEvent,
@@ -156,6 +159,28 @@ async def test_fanout_writes_jobs_events_and_the_idempotency_entry(
     ]
     seen = SeenRequests.loads(tables["idempotency"][KEY]).get("order-4412-shipped")
     assert seen is not None and seen.source == accepted.source
+
+
+async def test_ingest_decides_a_request_on_its_users_partition_in_place(
+    wired: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What the API produces (key tenant/user_id, murmur2) needs no accepted hop:
+    ingest runs fanout's stages on it, with the same tables and outputs."""
+    tables, sends = wired["tables"], wired["sends"]
+    tables["profiles"][KEY] = UserProfile(user_id="u_991", email="a@b.co")
+    rekeyed = MagicMock()
+    monkeypatch.setattr(app.topology.accepted["critical"], "send_soon", rekeyed)
+    body = codec.dumps(request())
+    async with app.agents["ingest.critical"].test_context() as agent:
+        await agent.put(key=KEY.encode(), value=body, partition=HOME)
+    rekeyed.assert_not_called()
+    job = sends["email"].call_args.kwargs["value"]
+    assert (job.channel, job.email, job.lane) == ("email", "a@b.co", "critical")
+    nid = notification_id("default", "order-4412-shipped", "u_991", "critical")
+    assert job.notification_id == nid
+    assert tables["status"][nid].channels == {"push": "suppressed", "email": "queued"}
+    seen = SeenRequests.loads(tables["idempotency"][KEY]).get("order-4412-shipped")
+    assert seen is not None and seen.source.startswith("notify.requests.critical[")
 
 
 async def test_fanout_defers_in_quiet_hours(wired: dict[str, Any]) -> None:

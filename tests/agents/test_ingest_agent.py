@@ -15,9 +15,14 @@ import agents.ingest  # noqa: F401 - registers the agents
 from pipeline.app import app
 from pipeline.clock import FrozenClock
 from pipeline.ids import notification_id
+from pipeline.partitioning import partition_for
 from pipeline.topology import DLQ_CODE, DLQ_REASON, DLQ_SOURCE, DLQ_STAGE
 
 NOW = datetime(2026, 11, 21, 9, 30, tzinfo=UTC)
+#: Partitions away from default/u_991's own (see partition_for): requests put
+#: there are re-keyed onto notify.accepted.<lane>.
+HOME = partition_for(b"default/u_991", app.settings.topic_partitions)
+AWAY = (HOME + 1) % app.settings.topic_partitions
 REQUEST = {
     "idempotency_key": "order-4412-shipped",
     "recipient": {"user_id": "u_991"},
@@ -50,7 +55,7 @@ async def test_valid_request_is_rekeyed_by_user_onto_its_lane(
 ) -> None:
     """A valid request goes to its lane's accepted topic, keyed tenant/user."""
     async with app.agents["ingest.critical"].test_context() as agent:
-        await agent.put(key=b"whatever", value=orjson.dumps(REQUEST))
+        await agent.put(key=b"whatever", value=orjson.dumps(REQUEST), partition=AWAY)
     outputs["deadletter"].assert_not_awaited()
     outputs["events"].assert_not_awaited()  # fanout announces it, after dedup
     outputs["bulk"].assert_not_called()
@@ -72,7 +77,7 @@ async def test_promotional_request_is_routed_to_the_bulk_lane(
     """Promotional traffic goes to the bulk lane whatever topic it came on."""
     body = {**REQUEST, "priority": "promotional", "campaign_id": 1042}
     async with app.agents["ingest.critical"].test_context() as agent:
-        await agent.put(key=b"u_991", value=orjson.dumps(body))
+        await agent.put(key=b"u_991", value=orjson.dumps(body), partition=AWAY)
     outputs["critical"].assert_not_called()
     accepted = outputs["bulk"].call_args.kwargs["value"]
     assert (accepted.lane, accepted.notification().campaign_id) == ("bulk", "1042")
@@ -85,8 +90,8 @@ async def test_body_hash_ignores_json_formatting(
     spaced = orjson.dumps(REQUEST, option=orjson.OPT_INDENT_2)
     reordered = orjson.dumps(dict(reversed(list(REQUEST.items()))))
     async with app.agents["ingest.critical"].test_context() as agent:
-        await agent.put(key=b"u_991", value=spaced)
-        await agent.put(key=b"u_991", value=reordered)
+        await agent.put(key=b"u_991", value=spaced, partition=AWAY)
+        await agent.put(key=b"u_991", value=reordered, partition=AWAY)
     first, second = (c.kwargs["value"] for c in outputs["critical"].call_args_list)
     assert first.body_hash == second.body_hash
     assert first.source != second.source
