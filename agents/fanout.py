@@ -26,7 +26,7 @@ from pipeline.policy import (
 )
 from pipeline.status import batch as status_batch
 from pipeline.status import record
-from pipeline.streams import acting_for, batches
+from pipeline.streams import BATCH_WINDOW, acting_for, batches
 from pipeline.topology import user_key
 from schemas.records import (
     AcceptedRequest,
@@ -289,8 +289,8 @@ async def handle(accepted: AcceptedRequest, lane: str, window: timedelta) -> Non
         record(outcome)
 
 
-#: Requests taken at once, and how long to wait for more (seconds).
-BATCH, WITHIN = 500, 0.005
+#: Requests taken at once.
+BATCH = 500
 
 
 async def handle_batch(events: Sequence[EventT], lane: str, window: timedelta) -> None:
@@ -307,7 +307,7 @@ def _make_agent(lane: str) -> None:
 
     async def fanout(stream: StreamT[AcceptedRequest]) -> None:
         window = timedelta(hours=app.settings.idempotency_window)
-        async for events in batches(stream, BATCH, WITHIN):
+        async for events in batches(stream, BATCH, BATCH_WINDOW[lane]):
             with app.commit_guard.watching(source_of(events[-1])):
                 await handle_batch(events, lane, window)
 

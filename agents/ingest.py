@@ -23,7 +23,7 @@ from pipeline.errors import InvalidMessage
 from pipeline.ids import notification_id
 from pipeline.partitioning import partition_for
 from pipeline.status import batch as status_batch
-from pipeline.streams import acting_for, batches
+from pipeline.streams import BATCH_WINDOW, acting_for, batches
 from pipeline.topology import user_key
 from schemas import codec
 from schemas.records import AcceptedRequest, NotificationRequest
@@ -101,14 +101,14 @@ async def handle(event: EventT, lane: str, window: timedelta) -> None:
     )
 
 
-#: Requests taken at once, and how long to wait for more (seconds).
-BATCH, WITHIN = 500, 0.005
+#: Requests taken at once.
+BATCH = 500
 
 
 def _make_agent(lane: str) -> None:
     async def ingest(stream: StreamT[bytes]) -> None:
         window = timedelta(hours=app.settings.idempotency_window)
-        async for events in batches(stream, BATCH, WITHIN):
+        async for events in batches(stream, BATCH, BATCH_WINDOW[lane]):
             # Anything but an invalid message (a decision) is a bug: Faust would
             # ack the batch as the agent dies; the guard keeps it uncommitted.
             with app.commit_guard.watching(source_of(events[-1])), status_batch():

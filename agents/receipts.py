@@ -16,11 +16,11 @@ from pipeline.app import app
 from pipeline.deadletter import source_of
 from pipeline.status import batch as status_batch
 from pipeline.status import record
-from pipeline.streams import acting_for, batches
+from pipeline.streams import BATCH_WINDOW, acting_for, batches
 from schemas.records import NotificationEvent
 
-#: Receipts taken at once, and how long to wait for more (seconds).
-BATCH, WITHIN = 500, 0.01
+#: Receipts taken at once.
+BATCH = 500
 
 
 def fold_receipts(events: Sequence[EventT]) -> None:
@@ -34,7 +34,7 @@ def fold_receipts(events: Sequence[EventT]) -> None:
 
 def _make_agent(lane: str) -> None:
     async def receipts(stream: StreamT[NotificationEvent]) -> None:
-        async for events in batches(stream, BATCH, WITHIN):
+        async for events in batches(stream, BATCH, BATCH_WINDOW[lane]):
             with app.commit_guard.watching(source_of(events[-1])):
                 fold_receipts(events)
 

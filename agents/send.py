@@ -46,7 +46,7 @@ from pipeline.providers.base import (
 from pipeline.providers.registry import Providers, Route
 from pipeline.status import batch as status_batch
 from pipeline.status import record as record_event
-from pipeline.streams import acting_for, batches, flush_durably
+from pipeline.streams import BATCH_WINDOW, acting_for, batches, flush_durably
 from pipeline.topology import (
     DLQ_ATTEMPT,
     DLQ_CODE,
@@ -75,8 +75,6 @@ from tables.suppressions import ANY_TENANT, suppression_key, suppressions
 
 log = logging.getLogger(__name__)
 
-#: Jobs taken per batch, and how long to wait for a batch to fill (seconds).
-BATCH_WITHIN = 0.005
 _rng = random.Random()  # noqa: S311 - jitter, not security
 
 providers = Providers(app.settings)
@@ -601,7 +599,7 @@ def _make_agent(channel: str, lane: str) -> None:
 
     async def send(stream: StreamT[bytes]) -> None:
         batch = app.settings.send_batch
-        async for events in batches(stream, batch, BATCH_WITHIN):
+        async for events in batches(stream, batch, BATCH_WINDOW[lane]):
             with app.commit_guard.watching(source_of(events[-1])):
                 await handle_batch(events, channel, lane)
 

@@ -19,6 +19,12 @@ if TYPE_CHECKING:
 
 #: How long a durable flush may wait for Faust's send buffer to empty.
 FLUSH_TIMEOUT = 10.0
+#: How long a lane's agents wait, after a batch's first event, for more
+#: (seconds). A fetch's records all arrive within a millisecond, so the
+#: critical lane waits no longer than that; the bulk lane trades a little
+#: latency for fuller batches while traffic trickles. Under load batches
+#: fill up and leave at once in both lanes.
+BATCH_WINDOW = {"critical": 0.001, "bulk": 0.01}
 
 
 @contextmanager
