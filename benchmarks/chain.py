@@ -2,8 +2,10 @@
 
 The same N requests as the other contenders go onto ``notify.requests.critical``
 (ingest routes promotional ones to the bulk lane); one real ``faust worker``
-of ``pipeline.app`` runs ingest → fanout on both lanes plus the status and
-state agents, with the project's own settings and RocksDB tables. The window
+of ``pipeline.app`` runs ingest → fanout on both lanes (folding status as
+they decide) plus the state agents, with the project's own settings and
+RocksDB tables. The requests are keyed by user id, as kcat would produce
+them, so each takes the ``notify.accepted`` hop. The window
 runs from the first event the chain emits to the moment every request has all
 of its decisions on ``notify.events`` (one ``accepted`` and one per channel).
 """

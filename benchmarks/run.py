@@ -77,7 +77,7 @@ CATALOGUE: tuple[Contender, ...] = (
     Contender(
         "chain",
         "chain",
-        note="the real worker: ingest → fanout, both lanes, status, RocksDB",
+        note="the real worker: ingest → fanout, both lanes, RocksDB",
     ),
     _faust("relay", "single hop: consume → await send unchanged", shape="relay"),
     _faust("agent", "project settings, await send per event"),
