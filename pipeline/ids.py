@@ -11,7 +11,9 @@ from aiokafka.partitioner import murmur2
 #: One letter per lane, carried inside every notification id.
 LANE_CODES = {"critical": "c", "bulk": "b"}
 _LANE_OF = {code: lane for lane, code in LANE_CODES.items()}
-_NOTIFICATION_ID = re.compile(r"^n_([a-z])([0-9a-f]{8})[0-9a-f]{24}$")
+#: What every notification id looks like (also in the OpenAPI document).
+NOTIFICATION_ID_PATTERN = "^n_([cb])([0-9a-f]{8})[0-9a-f]{24}$"
+_NOTIFICATION_ID = re.compile(NOTIFICATION_ID_PATTERN)
 
 
 def _digest(*parts: str, size: int = 12) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from pipeline.ids import NOTIFICATION_ID_PATTERN
 from schemas import jsonschema
 from schemas.records import CHANNELS, PLATFORMS, NotificationRequest
 
@@ -158,7 +159,12 @@ def _paths() -> dict[str, Any]:
                         "name": "notification_id",
                         "in": "path",
                         "required": True,
-                        "schema": {"type": "string"},
+                        "description": "As POST returned it: n_, the lane's letter, "
+                        "the user's partitioner hash and a digest (pipeline/ids.py).",
+                        "schema": {
+                            "type": "string",
+                            "pattern": NOTIFICATION_ID_PATTERN,
+                        },
                     }
                 ],
                 "responses": {

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 
 import orjson
 import pytest
 
-from pipeline.ids import event_id, notification_id, parse_notification_id
+from pipeline.ids import (
+    NOTIFICATION_ID_PATTERN,
+    event_id,
+    notification_id,
+    parse_notification_id,
+)
 from pipeline.partitioning import partition_for
 from pipeline.settings import LANES
 from schemas.records import NotificationEvent
@@ -55,6 +61,7 @@ def test_a_notification_id_names_its_lane_and_its_users_partition(
 ) -> None:
     """Status lives on the user's partition of the lane's group: the id says both."""
     nid = notification_id("acme", "order-1", user, lane)
+    assert re.match(NOTIFICATION_ID_PATTERN, nid)  # as the OpenAPI document says
     ref = parse_notification_id(nid)
     assert ref is not None and ref.lane == lane
     for partitions in (1, 4, 12, 48):
