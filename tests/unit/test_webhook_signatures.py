@@ -11,7 +11,9 @@ import pytest
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from pipeline.providers.base import ReceiptKind
+from pipeline.api.delivery import receipt_event
+from pipeline.ids import notification_id, parse_notification_id
+from pipeline.providers.base import Receipt, ReceiptKind
 from pipeline.providers.sendgrid import parse_events, verify_event_signature
 from pipeline.providers.twilio import (
     compute_signature,
@@ -262,3 +264,34 @@ def test_twilio_intermediate_callbacks_are_not_receipts(status: str) -> None:
 def test_twilio_callback_without_attempt_key_is_not_ours() -> None:
     url = "https://hooks.example.org/twilio/status"
     assert parse_status_callback(_status("delivered"), url) is None
+
+
+@pytest.mark.parametrize(
+    ("attempt_key", "known"),
+    [
+        (f"{notification_id('acme', 'k1', 'u1', 'bulk')}:sms:+14155550123", True),
+        (f"{notification_id('acme', 'k1', 'u1', 'critical')}:email:a@b.co", True),
+        ("n_0123456789ab:sms:+14155550123", False),  # not an id this build makes
+        ("somebody-elses-id:sms:+14155550123", False),
+        ("n_c0000000000000000000000000000000:sms", False),  # no target part
+    ],
+)
+def test_a_receipt_finds_its_notification_only_through_a_real_id(
+    attempt_key: str, known: bool
+) -> None:
+    """Its lane and partition come from the id; anything else is not ours."""
+    receipt = Receipt(
+        provider="twilio",
+        kind=ReceiptKind.DELIVERED,
+        attempt_key=attempt_key,
+        target="+14155550123",
+        occurred_at=datetime(2026, 11, 21, 10, tzinfo=UTC),
+        provider_event_id="SM1",
+    )
+    event = receipt_event(receipt, datetime(2026, 11, 21, 10, 1, tzinfo=UTC))
+    assert (event is not None) == known
+    if event is not None:
+        nid, channel, _ = attempt_key.split(":")
+        assert (event.notification_id, event.channel) == (nid, channel)
+        assert event.event_type == "delivered"
+        assert parse_notification_id(nid) is not None
