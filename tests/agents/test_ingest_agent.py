@@ -78,7 +78,10 @@ async def test_promotional_request_is_routed_to_the_bulk_lane(
     body = {**REQUEST, "priority": "promotional", "campaign_id": 1042}
     async with app.agents["ingest.critical"].test_context() as agent:
         await agent.put(key=b"u_991", value=orjson.dumps(body), partition=AWAY)
+        # On its user's partition too: it belongs to the other lane's agents.
+        await agent.put(key=b"u_991", value=orjson.dumps(body), partition=HOME)
     outputs["critical"].assert_not_called()
+    assert outputs["bulk"].call_count == 2
     accepted = outputs["bulk"].call_args.kwargs["value"]
     assert (accepted.lane, accepted.notification().campaign_id) == ("bulk", "1042")
 
