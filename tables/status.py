@@ -1,7 +1,9 @@
-"""status: notification_id → NotificationStatus, folded from notify.events.
+"""status: notification_id → NotificationStatus, the status and decision trail.
 
-Co-partitioned with notify.events (keyed by notification id). Kept as long as
-its changelog keeps it; a retention policy comes with the analytics sink.
+Written by the agents that decide (fanout, send, receipts; pipeline.status),
+on the notification's user's partition of its lane's group: the notification
+id carries both. Kept as long as its changelog keeps it; a retention policy
+comes with the analytics sink.
 """
 
 from __future__ import annotations
