@@ -6,13 +6,15 @@ import hashlib
 import re
 from dataclasses import dataclass
 
-from aiokafka.partitioner import murmur2
+from pipeline.partitioning import key_hash
 
 #: One letter per lane, carried inside every notification id.
 LANE_CODES = {"critical": "c", "bulk": "b"}
 _LANE_OF = {code: lane for lane, code in LANE_CODES.items()}
 #: What every notification id looks like (also in the OpenAPI document).
-NOTIFICATION_ID_PATTERN = "^n_([cb])([0-9a-f]{8})[0-9a-f]{24}$"
+NOTIFICATION_ID_PATTERN = (
+    f"^n_([{''.join(sorted(_LANE_OF))}])([0-9a-f]{{8}})[0-9a-f]{{24}}$"
+)
 _NOTIFICATION_ID = re.compile(NOTIFICATION_ID_PATTERN)
 
 
@@ -22,8 +24,8 @@ def _digest(*parts: str, size: int = 12) -> str:
 
 
 def user_hash(tenant: str, user_id: str) -> int:
-    """Kafka's default partitioner hash (murmur2, positive) of the user's key."""
-    return murmur2(f"{tenant}/{user_id}".encode()) & 0x7FFFFFFF
+    """Kafka's default partitioner hash of the user's key (tenant/user_id)."""
+    return key_hash(f"{tenant}/{user_id}".encode())
 
 
 def notification_id(tenant: str, idempotency_key: str, user_id: str, lane: str) -> str:
@@ -54,7 +56,7 @@ class NotificationRef:
 def parse_notification_id(value: str) -> NotificationRef | None:
     """The lane and user hash inside a notification id; None if it is not one."""
     match = _NOTIFICATION_ID.match(value)
-    if match is None or match.group(1) not in _LANE_OF:
+    if match is None:
         return None
     return NotificationRef(_LANE_OF[match.group(1)], int(match.group(2), 16))
 

@@ -16,9 +16,14 @@ if TYPE_CHECKING:
     from pipeline.settings import Settings
 
 
+def key_hash(key: bytes) -> int:
+    """Kafka's default partitioner hash of ``key`` (murmur2, made positive)."""
+    return murmur2(key) & 0x7FFFFFFF
+
+
 def partition_for(key: bytes, partitions: int) -> int:
     """The partition Kafka's default partitioner picks for ``key``."""
-    return (murmur2(key) & 0x7FFFFFFF) % partitions
+    return key_hash(key) % partitions
 
 
 def check_user_partition(
