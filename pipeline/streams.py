@@ -82,7 +82,6 @@ def batches(
 async def _batches(  # noqa: C901 - one state machine, kept whole
     stream: Any, max_: int, within: float
 ) -> AsyncIterator[Sequence[EventT]]:
-    buffer: list[Any] = []
     events: list[EventT] = []
     started = asyncio.Event()  # the buffer holds at least one event
     full = asyncio.Event()
@@ -103,10 +102,9 @@ async def _batches(  # noqa: C901 - one state machine, kept whole
             event = stream.current_event
             if event is None:
                 raise RuntimeError("batch buffer found no current event")
-            buffer.append(value)
             events.append(event)
             started.set()
-            if len(buffer) >= max_:
+            if len(events) >= max_:
                 full.set()
                 consumed.clear()
                 await stream.wait(consumed)
@@ -126,14 +124,13 @@ async def _batches(  # noqa: C901 - one state machine, kept whole
             # Both waits end early when the stream stops: what is buffered
             # then is still handled (and acked), as with take_events.
             await stream.wait_for_stopped(started)
-            if not buffer:
+            if not events:
                 continue
             await stream.wait_for_stopped(full, timeout=timeout)
             consuming = stream.loop.create_future()
             try:
                 yield list(events)
             finally:
-                buffer.clear()
                 for event in events:
                     await stream.ack(event)
                 events.clear()
