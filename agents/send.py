@@ -156,15 +156,6 @@ def job_event(
     )
 
 
-async def emit(event: NotificationEvent) -> None:
-    """Record one event: on ``notify.events`` and in its notification's status.
-
-    Always called on behalf of the job's stream event (``acting_for``), so
-    the status lands on the user's partition, folded with the rest of the batch.
-    """
-    record_event(event)
-
-
 def render(job: DeliveryJob) -> Content:
     """The job's message, rendered for its channel, locale and the user's variant."""
     return providers.templates.render(
@@ -208,7 +199,7 @@ async def prepare(
         retry_timer.forget(key)
     found = plan.targets(job)
     if not found:
-        await emit(job_event(job, "failed", now, "-", reason="no_target"))
+        record_event(job_event(job, "failed", now, "-", reason="no_target"))
         return []
     calls: list[Call] = []
     content: Content | None = None
@@ -220,12 +211,12 @@ async def prepare(
             continue
         if plan.expired(job, now):
             ledger[key] = plan.entry("failed", job, now, error="expired")
-            await emit(job_event(job, "expired", now, target.id, reason="expiry_at"))
+            record_event(job_event(job, "expired", now, target.id, reason="expiry_at"))
             continue
         reason = suppressed_reason(job, target)
         if reason is not None:
             ledger[key] = plan.entry("failed", job, now, error=f"suppressed:{reason}")
-            await emit(
+            record_event(
                 job_event(
                     job, "suppressed", now, target.id, reason=f"suppressed:{reason}"
                 )
@@ -238,7 +229,7 @@ async def prepare(
                 await fail_render(event, job, found, now, str(exc))
                 return []
         if job.channel == "in_app":
-            await deliver_in_app(job, target, content, now)
+            deliver_in_app(job, target, content, now)
             continue
         ledger[key] = plan.entry("sending", job, now)
         planned.add(key)
@@ -291,7 +282,7 @@ async def fail_render(
     await settle_failed(event, job, [(t, failure) for t in found], now)
 
 
-async def deliver_in_app(
+def deliver_in_app(
     job: DeliveryJob, target: plan.Target, content: Content, now: datetime
 ) -> None:
     """Put the message in the user's inbox (the in-app channel's 'provider')."""
@@ -311,7 +302,7 @@ async def deliver_in_app(
         "sent", job, now, provider="inbox"
     )
     inbox_hub.publish(ukey, item)
-    await emit(
+    record_event(
         job_event(job, "sent", now, target.id, provider="inbox", content=content)
     )
 
@@ -361,7 +352,7 @@ async def record(calls: list[Call], lane: str, now: datetime) -> None:
                     provider=result.provider,
                     provider_message_id=result.provider_message_id,
                 )
-                await emit(
+                record_event(
                     job_event(
                         job,
                         "sent",
@@ -406,7 +397,7 @@ async def record(calls: list[Call], lane: str, now: datetime) -> None:
             )
             outcome.retry.append(target)
             outcome.retry_delay = max(outcome.retry_delay, delay)
-            await emit(
+            record_event(
                 job_event(
                     job,
                     "retried",
@@ -449,7 +440,7 @@ async def settle_failed(
 ) -> None:
     """Failed for good: a ``failed`` event per target, one dead letter per job."""
     for target, failure in failed:
-        await emit(
+        record_event(
             job_event(
                 job,
                 "failed",
@@ -475,7 +466,7 @@ async def settle_failed(
         value=dead.dumps(),
         headers=headers,
     )
-    await emit(
+    record_event(
         job_event(
             job,
             "dead_lettered",

@@ -148,17 +148,17 @@ def batch() -> Iterator[StatusBook]:
     book.write()
 
 
-def record(event: NotificationEvent, source: EventT | None = None) -> None:
+def record(event: NotificationEvent) -> None:
     """Emit ``event`` on ``notify.events`` and fold it into its status.
 
-    ``source`` is the stream event that caused it (by default the current
-    one, which ``acting_for`` sets). Sent through Faust's buffer like table
-    updates: a commit waits until it is flushed, and a failed send stops the
-    worker (the commit guard), so nothing is lost and no future is awaited
+    Called on behalf of the stream event that caused it (the current one,
+    which ``acting_for`` sets in a batch). Sent through Faust's buffer like
+    table updates: a commit waits until it is flushed, and a failed send stops
+    the worker (the commit guard), so nothing is lost and no future is awaited
     per event.
     """
     app.topology.events.send_soon(key=event.notification_id, value=event)
-    cause = source or current_event()
+    cause = current_event()
     if cause is None:
         raise RuntimeError("a status change outside any stream event")
     book = _book.get()
