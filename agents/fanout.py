@@ -182,9 +182,13 @@ def fan_out(
     catalogue: TypeCatalogue,
     now: datetime,
     window: timedelta,
+    request: NotificationRequest | None = None,
 ) -> Fanout:
-    """Decide one accepted request: dedup, reachability, preferences, per channel."""
-    request = accepted.notification()
+    """Decide one accepted request: dedup, reachability, preferences, per channel.
+
+    ``request`` is ``accepted.notification()`` when the caller has it already.
+    """
+    request = request or accepted.notification()
     duplicate, seen = check_idempotency(accepted, request, state.seen, now, window)
     result = Fanout(seen=seen)
     if duplicate is not None:
@@ -264,10 +268,19 @@ def deferral(
 CATALOGUE = TypeCatalogue.load()
 
 
-async def handle(accepted: AcceptedRequest, lane: str, window: timedelta) -> None:
-    """Decide one accepted request against the tables and write every outcome."""
+async def handle(
+    accepted: AcceptedRequest,
+    lane: str,
+    window: timedelta,
+    request: NotificationRequest | None = None,
+) -> None:
+    """Decide one accepted request against the tables and write every outcome.
+
+    ``request`` is ``accepted.notification()`` when the caller has it already:
+    building it is a record per request on the hot path.
+    """
     topology = app.topology
-    request = accepted.notification()
+    request = request or accepted.notification()
     key = user_key(request.tenant, request.recipient.user_id)
     state = UserState(
         profile=profiles.get(key),
@@ -275,7 +288,7 @@ async def handle(accepted: AcceptedRequest, lane: str, window: timedelta) -> Non
         devices=devices.get(key),
         seen=SeenRequests.loads(idempotency.get(key)),
     )
-    result = fan_out(accepted, state, CATALOGUE, app.clock.now(), window)
+    result = fan_out(accepted, state, CATALOGUE, app.clock.now(), window, request)
     # Outputs go through Faust's send buffer, as table updates do: a commit
     # waits until the buffer is flushed, and a failed send trips the commit
     # guard, so nothing is lost and no future is awaited per record.

@@ -92,7 +92,7 @@ async def handle(event: EventT, lane: str, window: timedelta) -> None:
         # The API (and any producer keying by tenant/user_id with Kafka's
         # default partitioner) puts requests here: a hop through
         # notify.accepted would only land them on this same partition.
-        await fanout.handle(decision, lane, window)
+        await fanout.handle(decision, lane, window, request)
         return
     # Buffered like table updates: the commit waits for it, a failure trips
     # the commit guard.
