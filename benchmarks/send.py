@@ -214,12 +214,8 @@ def throughput(workdir: Path, jobs: int, timeout: float) -> tuple[float, float]:
         return rate, cpu / jobs * 1e6
 
 
-def preload_users(bootstrap: str, users: list[str]) -> None:
-    """A profile with an email address and an active FCM device per user.
-
-    Devices are keyed per token but live on their user's partition, so they
-    are produced to it explicitly (the key's own hash would pick another).
-    """
+def preload_profiles(bootstrap: str, users: list[str]) -> None:
+    """A profile with an email address per user."""
     send_all(
         bootstrap,
         (
@@ -231,6 +227,15 @@ def preload_users(bootstrap: str, users: list[str]) -> None:
             for uid in users
         ),
     )
+
+
+def preload_users(bootstrap: str, users: list[str]) -> None:
+    """A profile with an email address and an active FCM device per user.
+
+    Devices are keyed per token but live on their user's partition, so they
+    are produced to it explicitly (the key's own hash would pick another).
+    """
+    preload_profiles(bootstrap, users)
     partitions = Settings().topic_partitions
     client = producer(bootstrap)
     for n, uid in enumerate(users):
@@ -335,17 +340,7 @@ def critical_latency(
     with Stack(workdir, "send-latency") as stack:
         bootstrap = stack.broker.bootstrap
         users = [f"c{n:03d}" for n in range(50)]
-        send_all(
-            bootstrap,
-            (
-                (
-                    "notify.users.profiles",
-                    f"default/{uid}".encode(),
-                    UserProfile(user_id=uid, email=f"{uid}@example.com").dumps(),
-                )
-                for uid in users
-            ),
-        )
+        preload_profiles(bootstrap, users)
         preloaded = send_all(
             bootstrap,
             (
