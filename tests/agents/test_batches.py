@@ -41,11 +41,19 @@ def harness(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
     return {"agent": agent, "seen": seen, "waits": waits}
 
 
+async def handled(harness: dict[str, Any], count: int, timeout: float = 10.0) -> None:
+    """Wait until ``count`` values have been handled (or the timeout)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while sum(len(b) for _, b in harness["seen"]) < count and loop.time() < deadline:
+        await asyncio.sleep(0.005)
+
+
 async def test_batches_are_at_most_max_and_keep_order(harness: dict[str, Any]) -> None:
     async with harness["agent"].test_context() as agent:
         for n in range(7):
             await agent.put(str(n).encode(), wait=False)
-        await asyncio.sleep(WITHIN * 4)
+        await handled(harness, 7)
     values = [v for _, batch in harness["seen"] for v in batch]
     assert values == [str(n).encode() for n in range(7)]
     assert all(len(batch) <= 3 for _, batch in harness["seen"])
@@ -59,7 +67,7 @@ async def test_a_lone_event_is_handled_within_the_window(
         await asyncio.sleep(WITHIN * 3)  # idle first: the window must not be running
         put_at = loop.time()
         await agent.put(b"alone")
-        await asyncio.sleep(WITHIN * 3)
+        await handled(harness, 1)
     (handled_at, batch), *_ = harness["seen"]
     assert batch == [b"alone"]
     assert WITHIN * 0.5 <= handled_at - put_at < WITHIN * 2.5
