@@ -17,6 +17,8 @@ from mode.utils.futures import notify
 if TYPE_CHECKING:
     import faust
 
+    from pipeline.transport import Producer
+
 #: How long a durable flush may wait for Faust's send buffer to empty.
 FLUSH_TIMEOUT = 10.0
 #: How long a lane's agents wait, after a batch's first event, for more
@@ -47,18 +49,17 @@ def acting_for(event: EventT) -> Iterator[None]:
 async def flush_durably(app: faust.App, timeout: float = FLUSH_TIMEOUT) -> None:
     """Return once everything sent so far (table changelogs too) is acknowledged.
 
-    Faust's ``send_soon`` buffer (every table write goes through it) gives up
-    flushing after 0.1 s without progress, so flush until it is empty, then
-    wait for the producer's in-flight batches.
+    Records other agents send meanwhile are not waited for. Raises if the
+    records were not handed to the client within ``timeout`` seconds, or if
+    a send failed (the commit guard then stops the worker).
     """
-    producer = app.producer
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while producer.buffer.size:
-        if loop.time() > deadline:
-            raise TimeoutError("the producer buffer did not drain")
-        await producer.flush()
-    await producer.flush()
+    producer: Producer = app.producer  # type: ignore[assignment]
+    if not await producer.acknowledged(timeout):
+        raise TimeoutError("records sent earlier did not reach the producer")
+    await asyncio.sleep(0)  # failed sends' callbacks run first
+    failure = app.commit_guard.failure  # type: ignore[attr-defined]
+    if failure is not None:
+        raise RuntimeError(f"a send failed: {failure!r}")
 
 
 def batches(

@@ -13,11 +13,18 @@
    at-least-once holes on any broker. Here either trips a guard that refuses
    every later offset commit and crashes the worker, so its uncommitted input
    is redelivered to the worker that takes over (or the same one, restarted).
+4. Flushes that end. Faust flushes its ``send_soon`` buffer until it is empty.
+   While other agents keep sending, it may not be empty for seconds; a send
+   batch waiting for its ledger writes, or a commit, then waited for records
+   sent after it asked (a worker under load crashed on that). Here a flush
+   waits for the records sent before it was called, and no others.
 """
 
 from __future__ import annotations
 
 import asyncio
+import heapq
+import itertools
 import logging
 import time
 from collections.abc import Iterable, Iterator, Mapping
@@ -27,8 +34,10 @@ from typing import Any
 from confluent_kafka import Consumer as KafkaConsumer
 from confluent_kafka import KafkaError, TopicPartition
 from faust.sensors import Sensor
+from faust.transport import producer as faust_producer
 from faust.transport.drivers import aiokafka as aiokafka_driver
 from faust.types import TP, AppT, ProducerT
+from faust.types.tuples import FutureMessage
 
 log = logging.getLogger(__name__)
 
@@ -129,6 +138,82 @@ class CommitGuard(Sensor):
         self.trip(exc)
 
 
+class ProducerBuffer(faust_producer.ProducerBuffer):
+    """Faust's ``send_soon`` buffer, counting records queued and handed over.
+
+    The buffer hands records to the client one at a time, in order, so once
+    ``handed`` reaches the ``queued`` count read at some moment, every record
+    queued before that moment is in the client's batches (or already sent).
+    """
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.queued = 0
+        self.handed = 0
+        self._waiters: list[tuple[int, int, asyncio.Future[None]]] = []
+        self._order = itertools.count()
+
+    def put(self, fut: FutureMessage) -> None:
+        """Queue a record for the client (counted)."""
+        super().put(fut)
+        self.queued += 1
+
+    async def _send_pending(self, fut: FutureMessage) -> None:
+        try:
+            await super()._send_pending(fut)
+        finally:
+            # Counted even when the hand-over failed: that record is no
+            # longer waiting, and its failure trips the commit guard.
+            self.handed += 1
+            waiters = self._waiters
+            while waiters and waiters[0][0] <= self.handed:
+                waiter = heapq.heappop(waiters)[2]
+                if not waiter.done():
+                    waiter.set_result(None)
+
+    async def handed_over(self, count: int) -> None:
+        """Return once the first ``count`` records queued have been handed over."""
+        if self.handed >= count:
+            return
+        waiter = asyncio.get_running_loop().create_future()
+        heapq.heappush(self._waiters, (count, next(self._order), waiter))
+        await waiter
+
+
+class Producer(aiokafka_driver.Producer):
+    """aiokafka producer whose flush waits for what was sent before it, only."""
+
+    buffer: ProducerBuffer
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if self.app.conf.producer_threaded:
+            raise ValueError("producer_threaded is not supported by this transport")
+        self.buffer = ProducerBuffer(loop=self.loop, beacon=self.beacon)
+        self.buffer.app = self.app
+
+    async def acknowledged(self, timeout: float) -> bool:
+        """True once every record sent before the call is acknowledged (or failed).
+
+        False if records queued before the call were still not handed to the
+        client after ``timeout`` seconds. A failed record trips the commit
+        guard through ``on_send_error``; callers that need success check it.
+        """
+        sent_before = self.buffer.queued
+        try:
+            await asyncio.wait_for(self.buffer.handed_over(sent_before), timeout)
+        except TimeoutError:
+            return False
+        if self._producer is not None:
+            await self._producer.flush()
+        return True
+
+    async def flush(self) -> None:
+        """Wait for the records sent before this call (Faust's commit calls it)."""
+        if not await self.acknowledged(BUFFER_DRAIN_TIMEOUT):
+            log.warning("flush: buffered records not handed over yet")
+
+
 class ConsumerThread(aiokafka_driver.AIOKafkaConsumerThread):
     """Faust's consumer thread, with a short Fetch wait where long polls stall."""
 
@@ -149,12 +234,12 @@ class Consumer(aiokafka_driver.Consumer):
         return ConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
     async def _commit(self, offsets: Mapping[TP, int]) -> bool:
-        # The commit path flushed the producer just before this, but Faust's
-        # buffer of send_soon records (every table update goes that way) gives
-        # up after 0.1 s without progress and can leave records behind: the
-        # offsets would then cover updates that never left the worker.
-        if not await self._drain_buffer():
-            log.warning("not committing yet: the producer buffer did not drain")
+        # The commit path flushed the producer just before this, but that
+        # flush gives up after a while; the offsets must never cover table
+        # updates (send_soon records) that have not left the worker.
+        producer: Producer = self.app.producer  # type: ignore[assignment]
+        if not await producer.acknowledged(BUFFER_DRAIN_TIMEOUT):
+            log.warning("not committing yet: buffered records not handed over")
             return False
         # Give failed sends' callbacks their turn, then refuse if any failed.
         await asyncio.sleep(0)
@@ -163,17 +248,6 @@ class Consumer(aiokafka_driver.Consumer):
             log.error("not committing %d offsets: %r", len(offsets), guard.failure)
             return False
         return await super()._commit(offsets)
-
-    async def _drain_buffer(self, timeout: float | None = None) -> bool:
-        """Flush until Faust's send_soon buffer is empty; False if it stays full."""
-        producer = self.app.producer
-        limit = BUFFER_DRAIN_TIMEOUT if timeout is None else timeout
-        deadline = asyncio.get_running_loop().time() + limit
-        while producer.buffer.size:
-            if asyncio.get_running_loop().time() > deadline:
-                return False
-            await producer.flush()
-        return True
 
     async def highwaters(self, *partitions: TP) -> Mapping[TP, int]:
         """End offsets, corrected where the broker's ListOffsets is known wrong."""
@@ -209,3 +283,4 @@ class Transport(aiokafka_driver.Transport):
     """Faust's aiokafka transport with the guarded consumer."""
 
     Consumer = Consumer
+    Producer = Producer

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
-from unittest.mock import AsyncMock
+from unittest.mock import AsyncMock, MagicMock
 
 import pytest
 from faust.types import TP
 
 from pipeline.app import NotifyApp, create_app
 from pipeline.settings import Settings
+from pipeline.transport import ProducerBuffer
 
 
 @pytest.fixture
@@ -50,39 +52,43 @@ async def test_the_guard_trips_once(app: NotifyApp) -> None:
     assert crash.call_count == 1
 
 
-class StuckBuffer:
-    """A producer buffer whose records never leave."""
-
-    size = 3
-
-
 async def test_no_commit_while_table_updates_are_still_buffered(
     app: NotifyApp, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Offsets are not committed past table updates that never reached Kafka."""
-    producer = app.producer
-    monkeypatch.setattr(producer, "buffer", StuckBuffer())
-    monkeypatch.setattr(producer, "flush", AsyncMock())
     monkeypatch.setattr("pipeline.transport.BUFFER_DRAIN_TIMEOUT", 0.05)
-    consumer = app.consumer
-    assert await consumer._drain_buffer(timeout=0.05) is False  # type: ignore[attr-defined]
-    assert await consumer._commit({TP("notify.events", 0): 10}) is False
+    buffer = app.producer.buffer
+    for _ in range(3):  # the producer is not running: these never leave
+        buffer.put(handed_record())
+    assert await app.consumer._commit({TP("notify.events", 0): 10}) is False
 
 
-async def test_a_buffer_that_drains_lets_the_commit_go_on(
-    app: NotifyApp, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Flushing until the buffer is empty, then the commit may proceed."""
+def handed_record() -> MagicMock:
+    """A buffered record whose hand-over to the client succeeds at once."""
+    record = MagicMock()
+    record.message.channel.publish_message = AsyncMock()
+    return record
 
-    class Draining:
-        size = 2
 
-    buffer = Draining()
+async def test_a_flush_waits_for_earlier_records_only(app: NotifyApp) -> None:
+    """Records other agents send while a flush waits do not hold it up."""
+    buffer: ProducerBuffer = app.producer.buffer  # type: ignore[assignment]
+    earlier = [handed_record() for _ in range(2)]
+    for record in earlier:
+        buffer.put(record)
+    flushed = asyncio.ensure_future(app.producer.acknowledged(timeout=5))
+    await asyncio.sleep(0)  # the flush starts: it counts two records to wait for
+    for _ in range(50):  # another agent keeps sending
+        buffer.put(handed_record())
+    await asyncio.sleep(0)
+    assert not flushed.done()
+    for record in earlier:
+        await buffer._send_pending(record)
+    assert await flushed is True
+    assert buffer.pending.qsize() == 52  # nothing later was needed
 
-    async def flush() -> None:
-        buffer.size -= 1
 
-    monkeypatch.setattr(app.producer, "buffer", buffer)
-    monkeypatch.setattr(app.producer, "flush", flush)
-    assert await app.consumer._drain_buffer(timeout=5) is True  # type: ignore[attr-defined]
-    assert buffer.size == 0
+async def test_a_flush_gives_up_after_its_timeout(app: NotifyApp) -> None:
+    """A buffer that never hands over makes ``acknowledged`` false, not a hang."""
+    app.producer.buffer.put(handed_record())
+    assert await app.producer.acknowledged(timeout=0.05) is False  # type: ignore[attr-defined]
