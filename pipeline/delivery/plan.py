@@ -13,11 +13,9 @@ import hashlib
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from pipeline.due import due_key
 from pipeline.providers.base import Content, Outgoing, message_id_for
 from schemas.records import DeliveryJob, DeviceToken, LedgerEntry
-
-#: A retry is due at ``not_before``; it is keyed so a store lists due ones first.
-SCHEDULE_KEY_WIDTH = 15
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,12 +146,7 @@ def schedule_key(job: DeliveryJob) -> str:
     """The retry schedule's key of a retried job: due time first."""
     assert job.not_before is not None  # noqa: S101 - only retried jobs have one
     due_ms = int(job.not_before.timestamp() * 1000)
-    return f"{due_ms:0{SCHEDULE_KEY_WIDTH}d}:{job.notification_id}:{job.channel}:{job.attempt}"
-
-
-def due_ms(key: str) -> int:
-    """The due time (epoch ms) a schedule key starts with."""
-    return int(key[:SCHEDULE_KEY_WIDTH])
+    return due_key(due_ms, f"{job.notification_id}:{job.channel}:{job.attempt}")
 
 
 def expired(job: DeliveryJob, now: datetime) -> bool:

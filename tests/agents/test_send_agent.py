@@ -15,6 +15,7 @@ import agents.send
 from pipeline.app import app
 from pipeline.clock import FrozenClock
 from pipeline.delivery import plan
+from pipeline.due import DueTimer
 from pipeline.inbox import inbox_hub
 from pipeline.partitioning import partition_for
 from pipeline.providers.base import (
@@ -352,7 +353,7 @@ async def test_the_retry_timer_releases_due_jobs_once(
     topic = app.topology.deliveries[("email", "critical")]
     sent = AsyncMock()
     monkeypatch.setattr(topic, "send", sent)
-    timer = agents.retry.RetryTimer()
+    timer = DueTimer(app, wired["tables"]["retries"], agents.retry.release, "retries")
     assert await timer.tick() == 0  # not due yet
     wired["clock"].advance(timedelta(seconds=2))
     assert await timer.tick() == 1

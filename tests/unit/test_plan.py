@@ -9,6 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from pipeline.delivery import plan
+from pipeline.due import due_ms
 from schemas.records import DeliveryJob, DeviceToken
 
 NOW = datetime(2026, 11, 21, 9, 30, tzinfo=UTC)
@@ -67,10 +68,10 @@ def test_schedule_keys_sort_by_due_time(delays: list[int]) -> None:
         for i, ms in enumerate(delays)
     ]
     keys = sorted(plan.schedule_key(j) for j in jobs)
-    dues = [plan.due_ms(k) for k in keys]
+    dues = [due_ms(k) for k in keys]
     assert dues == sorted(dues)
     assert all(
-        plan.due_ms(plan.schedule_key(j)) == int(j.not_before.timestamp() * 1000)
+        due_ms(plan.schedule_key(j)) == int(j.not_before.timestamp() * 1000)
         for j in jobs
         if j.not_before
     )

@@ -1,0 +1,99 @@
+"""Timers that put due table entries back on a topic: retries, held requests.
+
+An entry waits in a table (written by an agent, on the user's partition), not
+in a sleep: the partition keeps flowing and a restart loses none. Keys start
+with the due time in zero-padded epoch milliseconds, so a partition's RocksDB
+store lists the due entries first. Every tick, each worker looks at the
+partitions it owns, oldest due first, and hands each due entry to ``release``
+(which sends it to its topic). The agent that receives it deletes the entry;
+until then this worker does not release it twice, and a copy released by
+another worker after a rebalance is recognised downstream.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Iterator
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import faust
+
+log = logging.getLogger(__name__)
+
+#: Digits of the due time at the start of a key (epoch ms, zero-padded).
+DUE_KEY_WIDTH = 15
+#: At most this many entries are released per tick (the rest wait a tick).
+MAX_PER_TICK = 5_000
+
+
+def due_key(due_ms: int, rest: str) -> str:
+    """A key that sorts by due time: ``<due ms>:<rest>``."""
+    return f"{due_ms:0{DUE_KEY_WIDTH}d}:{rest}"
+
+
+def due_ms(key: str) -> int:
+    """The due time (epoch ms) a key starts with."""
+    return int(key[:DUE_KEY_WIDTH])
+
+
+def due_keys(table: Any, now_ms: int) -> Iterator[str]:
+    """Keys of ``table``'s owned entries due at ``now_ms``, oldest first per partition.
+
+    With RocksDB each partition's store lists keys in order, so the scan stops
+    at the first entry not yet due; the memory store (tests) is scanned whole.
+    """
+    store = getattr(table, "data", None)
+    partition_dbs = getattr(store, "_dbs_for_actives", None)
+    if partition_dbs is None:
+        yield from sorted(k for k in table.keys() if due_ms(k) <= now_ms)
+        return
+    for db in partition_dbs():
+        for raw in store._visible_keys(db):  # type: ignore[union-attr]
+            key = raw.decode() if isinstance(raw, bytes) else str(raw)
+            if due_ms(key) > now_ms:
+                break
+            yield key
+
+
+class DueTimer:
+    """Releases a table's due entries; remembers what it released until the
+    receiving agent deletes the entry (and calls ``forget``)."""
+
+    def __init__(
+        self,
+        app: faust.App,
+        table: Any,
+        release: Callable[[Any], Awaitable[None]],
+        what: str,
+    ) -> None:
+        self.app = app
+        self.table = table
+        self.release = release
+        self.what = what
+        self.released: set[str] = set()
+
+    def forget(self, key: str) -> None:
+        """The receiving agent took the entry: it is gone."""
+        self.released.discard(key)
+
+    async def tick(self) -> int:
+        """Release every due entry not released yet; the number released."""
+        if self.app.rebalancing:
+            return 0
+        now_ms = int(self.app.clock.now().timestamp() * 1000)  # type: ignore[attr-defined]
+        sent = 0
+        for key in due_keys(self.table, now_ms):
+            if key in self.released:
+                continue
+            entry = self.table.get(key)
+            if entry is None:
+                continue
+            await self.release(entry)
+            self.released.add(key)
+            sent += 1
+            if sent >= MAX_PER_TICK:
+                break
+        if sent:
+            log.info("released %d due %s", sent, self.what)
+        return sent
