@@ -14,8 +14,10 @@ from datetime import datetime, timedelta
 
 from faust.types import EventT, StreamT
 
+from agents.held import held_timer
 from pipeline.app import app
 from pipeline.deadletter import source_of
+from pipeline.due import due_key
 from pipeline.ids import event_id
 from pipeline.policy import (
     TypeCatalogue,
@@ -39,6 +41,7 @@ from schemas.records import (
     UserProfile,
 )
 from tables.devices import devices
+from tables.held import held
 from tables.idempotency import SeenRequest, SeenRequests, idempotency
 from tables.preferences import preferences
 from tables.profiles import profiles
@@ -62,6 +65,7 @@ class Fanout:
     jobs: list[DeliveryJob] = field(default_factory=list)
     deferral: Deferral | None = None
     seen: SeenRequests | None = None  # the idempotency entry to store, if changed
+    held: AcceptedRequest | None = None  # channels held while the user is unknown
 
 
 def event(
@@ -183,10 +187,13 @@ def fan_out(
     now: datetime,
     window: timedelta,
     request: NotificationRequest | None = None,
+    wait: timedelta = timedelta(0),
 ) -> Fanout:
     """Decide one accepted request: dedup, reachability, preferences, per channel.
 
     ``request`` is ``accepted.notification()`` when the caller has it already.
+    A user known to no table has the channels that need its state held, for up
+    to ``wait`` in all (``hold_until``).
     """
     request = request or accepted.notification()
     duplicate, seen = check_idempotency(accepted, request, state.seen, now, window)
@@ -195,9 +202,29 @@ def fan_out(
         result.events.append(duplicate)
         return result
     result.events.append(event(accepted, request, "accepted", "ingest", now))
+    channels = resolve_channels(request, catalogue)
+    until = hold_until(accepted, request, state, channels, now, wait)
+    if until is not None:
+        waiting = [c for c in channels if unreachable_reason(c, None, []) is not None]
+        result.held = held_request(accepted, waiting, now, until)
+        for channel in waiting:
+            result.events.append(
+                event(
+                    accepted,
+                    request,
+                    "deferred",
+                    "enrich",
+                    now,
+                    channel=channel,
+                    reason="unknown_user",
+                    until=until,
+                    discriminator=until.isoformat(),
+                )
+            )
+        channels = [c for c in channels if c not in waiting]
     deferred: dict[str, Verdict] = {}
     devices = state.devices.active() if state.devices else []
-    for channel in resolve_channels(request, catalogue):
+    for channel in channels:
         unreachable = unreachable_reason(channel, state.profile, devices)
         verdict = decide(
             request, channel, state.preferences, state.profile, catalogue, now
@@ -241,6 +268,55 @@ def fan_out(
     if deferred:
         result.deferral = deferral(accepted, request, deferred)
     return result
+
+
+#: The first look again at a request for an unknown user. Each later look
+#: waits as long as the request has waited so far: 0.5 s, 1 s, 2 s, 4 s...
+FIRST_LOOK = timedelta(milliseconds=500)
+
+
+def hold_until(
+    accepted: AcceptedRequest,
+    request: NotificationRequest,
+    state: UserState,
+    channels: Sequence[str],
+    now: datetime,
+    wait: timedelta,
+) -> datetime | None:
+    """When to look again at a request whose user no table knows, else None.
+
+    Such a user was most often created a moment ago: its profile and devices
+    are on other topics, in no order with the request, and may not be folded
+    yet. Suppressing ``no_email`` then would lose a welcome email. A request
+    waits at most ``wait`` in all, never past its expiry, and only if some
+    channel needs the user's state (the in-app inbox needs none).
+    """
+    if state.profile or state.preferences or state.devices:
+        return None
+    if all(unreachable_reason(c, None, []) is None for c in channels):
+        return None
+    since = accepted.held_since or now
+    if now - since >= wait:
+        return None
+    until = min(now + max(FIRST_LOOK, now - since), since + wait)
+    if request.expiry_at is not None and request.expiry_at <= until:
+        return None
+    return until
+
+
+def held_request(
+    accepted: AcceptedRequest, channels: list[str], now: datetime, until: datetime
+) -> AcceptedRequest:
+    """The held table's entry for ``channels`` of ``accepted``, due at ``until``."""
+    key = due_key(int(until.timestamp() * 1000), accepted.notification_id)
+    return AcceptedRequest(
+        **{
+            **accepted.asdict(),
+            "request": {**accepted.request, "channels": channels},
+            "held_since": accepted.held_since or now,
+            "held_key": key,
+        }
+    )
 
 
 def deferral(
@@ -288,7 +364,8 @@ async def handle(
         devices=devices.get(key),
         seen=SeenRequests.loads(idempotency.get(key)),
     )
-    result = fan_out(accepted, state, CATALOGUE, app.clock.now(), window, request)
+    wait = timedelta(seconds=app.settings.unknown_user_wait)
+    result = fan_out(accepted, state, CATALOGUE, app.clock.now(), window, request, wait)
     # Outputs go through Faust's send buffer, as table updates do: a commit
     # waits until the buffer is flushed, and a failed send trips the commit
     # guard, so nothing is lost and no future is awaited per record.
@@ -298,6 +375,11 @@ async def handle(
         topology.deliveries[(job.channel, lane)].send_soon(key=key, value=job)
     if result.deferral is not None:
         topology.deferred[lane].send_soon(key=key, value=result.deferral)
+    if accepted.held_key is not None:  # released by the timer: this look ends it
+        held.pop(accepted.held_key, None)
+        held_timer.forget(accepted.held_key)
+    if result.held is not None:
+        held[result.held.held_key] = result.held
     for outcome in result.events:
         record(outcome)
 

@@ -270,9 +270,10 @@ def warm_up(stack: Stack, run: str, deadline: float) -> None:
     """Send warm-up requests until an email and a push are delivered.
 
     The worker folds the preloaded profiles and devices while it starts; a
-    request decided before its user's state is read ends ``suppressed``
-    (``no_email``), as it would in production. So warm-ups go in, a fresh
-    one a second, until both channels deliver, then the stragglers settle.
+    request decided before its user's state is read is held
+    (``unknown_user``) and looked at again later. So warm-ups go in, a fresh
+    one a second, until both channels deliver (the state is read), then the
+    stragglers settle, and the measured window holds no held request.
     """
     fcm, sendgrid = stack.emulators.fcm.calls, stack.emulators.sendgrid.calls
     n = 0

@@ -126,6 +126,13 @@ class Settings(BaseSettings):
     idempotency_window: float = Field(
         24.0, gt=0, description="Hours an idempotency key is remembered."
     )
+    unknown_user_wait: float = Field(
+        30.0,
+        ge=0,
+        description="Seconds a notification for a user this worker knows nothing "
+        "about (no profile, device or preferences yet) is held and looked at "
+        "again before its channels are suppressed; 0 decides at once.",
+    )
     dev_api_key: SecretStr = Field(
         SecretStr(DEV_API_KEY),
         description="API key of the `default` tenant (empty: none); the placeholder "

@@ -155,6 +155,10 @@ class AcceptedRequest(PublicRecord):
     #: topic[partition]@offset of the request: a redelivery has the same source,
     #: a caller's retry a new one.
     source: str
+    #: Set on a request released from the held table: when it was first held
+    #: (its user was unknown), and the held entry's key.
+    held_since: datetime | None = None
+    held_key: str | None = None
 
     def notification(self) -> NotificationRequest:
         """The request as a record."""

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from unittest.mock import AsyncMock, MagicMock
 
 import pytest
 
 import agents.fanout
+import agents.held
 import agents.ingest  # noqa: F401 - registers the agents
 import agents.receipts  # noqa: F401 - registers the agents
 import agents.user_state
@@ -17,6 +18,7 @@ import pipeline.status
 from agents.ingest import accept
 from pipeline.app import app
 from pipeline.clock import FrozenClock
+from pipeline.due import DueTimer
 from pipeline.ids import notification_id
 from pipeline.partitioning import partition_for
 from schemas import codec
@@ -40,7 +42,8 @@ HOME = partition_for(KEY.encode(), app.settings.topic_partitions)
 def wired(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
     """Plain dicts for the tables, async mocks for every output topic."""
     tables: dict[str, Any] = {
-        name: {} for name in ("profiles", "preferences", "devices", "idempotency")
+        name: {}
+        for name in ("profiles", "preferences", "devices", "idempotency", "held")
     }
     for name, table in tables.items():
         monkeypatch.setattr(agents.fanout, name, table)
@@ -254,3 +257,40 @@ async def test_receipts_agent_folds_interleaved_notifications(
     assert table[nid1].channels == {"email": "clicked"}
     assert table[nid2].channels == {"sms": "delivered"}
     assert wired["sends"]["events"].call_count == 6
+
+
+async def test_a_request_for_an_unknown_user_waits_for_its_profile(
+    wired: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No table knows the user: the email is held, not suppressed. The profile
+    arrives, the timer releases the request, fanout queues it and drops the
+    held entry."""
+    tables, sends = wired["tables"], wired["sends"]
+    accepted = accept(request(channels=["email"]), "notify.requests.critical[1]@7", NOW)
+    async with app.agents["fanout.critical"].test_context() as agent:
+        await agent.put(key=KEY, value=accepted)
+    sends["email"].assert_not_called()
+    [held] = tables["held"].values()
+    nid = accepted.notification_id
+    assert tables["status"][nid].channels == {"email": "deferred"}
+    assert tables["status"][nid].trail[-1].reason == "unknown_user"
+
+    tables["profiles"][KEY] = UserProfile(user_id="u_991", email="a@b.co")
+    released = AsyncMock()
+    monkeypatch.setattr(app.topology.accepted["critical"], "send", released)
+    timer = DueTimer(app, tables["held"], agents.held.release, "held requests")
+    assert await timer.tick() == 0  # due in 0.5 s
+    app.clock.advance(timedelta(seconds=1))  # type: ignore[attr-defined]
+    assert await timer.tick() == 1
+    assert await timer.tick() == 0  # released once
+    call = released.await_args.kwargs
+    assert (call["key"], call["partition"], call["value"]) == (KEY, HOME, held)
+
+    async with app.agents["fanout.critical"].test_context() as agent:
+        await agent.put(key=KEY, value=call["value"])
+    job = sends["email"].call_args.kwargs["value"]
+    assert (job.notification_id, job.email) == (nid, "a@b.co")
+    assert tables["held"] == {}
+    current = tables["status"][nid]
+    assert current.channels == {"email": "queued"}
+    assert [e.event_type for e in current.trail] == ["accepted", "deferred", "queued"]

@@ -205,6 +205,22 @@ def test_every_channel_delivers(stack: EmulatorStack, worker: WorkerProcess) -> 
     assert inbox["unread"] == 1
 
 
+def test_a_notification_posted_before_its_users_profile_is_delivered(
+    stack: EmulatorStack, worker: WorkerProcess
+) -> None:
+    """Sign-up flows post the welcome email as they create the user: the
+    notification is held (deferred, unknown_user), not suppressed, and sent
+    once the profile has been read."""
+    user, email = unique("u"), f"{unique('w')}@example.com"
+    nid = notify(worker, user, ["email"])
+    held = settled(worker, nid, email="deferred")
+    assert ("deferred", "unknown_user") in trail(held, "email")
+    assert api(worker, "PUT", f"/v1/users/{user}", {"email": email}).status == 202
+    status = settled(worker, nid, email="sent")
+    assert [event for event, _ in trail(status, "email")][-2:] == ["queued", "sent"]
+    assert len(stack.smtp.calls.to(email)) == 1
+
+
 def test_an_unregistered_token_is_removed(
     stack: EmulatorStack, worker: WorkerProcess
 ) -> None:
