@@ -67,7 +67,7 @@ AGENT_READS: dict[str, tuple[str, ...]] = {
 #: Tables each agent writes (drawn as cylinders).
 AGENT_TABLES: dict[str, tuple[str, ...]] = {
     **{
-        f"{agent}.{lane}": ("idempotency", "status")
+        f"{agent}.{lane}": ("idempotency", "held_requests", "status")
         for lane in LANES
         for agent in ("ingest", "fanout")
     },

@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 
 from pipeline.app import DISCOVER, app
-from pipeline.diagram import AGENT_OUTPUTS, agent_inputs, mermaid
+from pipeline.diagram import AGENT_OUTPUTS, AGENT_TABLES, agent_inputs, mermaid
 from pipeline.settings import Settings
 from pipeline.topology import ALL_TOPICS
 
@@ -22,6 +22,12 @@ def test_readme_diagram_is_the_apps_real_chain() -> None:
     blocks = re.findall(r"```mermaid\n(.*?)```", README, flags=re.S)
     assert blocks, "README has no mermaid diagram"
     assert blocks[0].strip() == mermaid(app).strip()
+
+
+def test_every_table_is_drawn_with_an_agent_that_writes_it() -> None:
+    """The diagram's table map is written by hand: a new table must join it."""
+    drawn = {table for tables in AGENT_TABLES.values() for table in tables}
+    assert set(app.tables.keys()) == drawn
 
 
 def test_every_agent_reads_and_writes_declared_topics() -> None:
