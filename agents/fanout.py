@@ -56,6 +56,10 @@ class UserState:
     devices: DeviceSet | None = None
     seen: SeenRequests | None = None
 
+    def knows_user(self) -> bool:
+        """True if any table holds the user's profile, preferences or devices."""
+        return bool(self.profile or self.preferences or self.devices)
+
 
 @dataclass
 class Fanout:
@@ -203,9 +207,14 @@ def fan_out(
         return result
     result.events.append(event(accepted, request, "accepted", "ingest", now))
     channels = resolve_channels(request, catalogue)
-    until = hold_until(accepted, request, state, channels, now, wait)
+    # For a user no table knows: the channels that need its state (not in-app).
+    waiting = (
+        []
+        if state.knows_user()
+        else [c for c in channels if unreachable_reason(c, None, []) is not None]
+    )
+    until = hold_until(accepted, request, waiting, now, wait)
     if until is not None:
-        waiting = [c for c in channels if unreachable_reason(c, None, []) is not None]
         result.held = held_request(accepted, waiting, now, until)
         for channel in waiting:
             result.events.append(
@@ -278,8 +287,7 @@ FIRST_LOOK = timedelta(milliseconds=500)
 def hold_until(
     accepted: AcceptedRequest,
     request: NotificationRequest,
-    state: UserState,
-    channels: Sequence[str],
+    waiting: Sequence[str],
     now: datetime,
     wait: timedelta,
 ) -> datetime | None:
@@ -289,11 +297,9 @@ def hold_until(
     are on other topics, in no order with the request, and may not be folded
     yet. Suppressing ``no_email`` then would lose a welcome email. A request
     waits at most ``wait`` in all, never past its expiry, and only if some
-    channel needs the user's state (the in-app inbox needs none).
+    channel needs the user's state (``waiting``: the in-app inbox needs none).
     """
-    if state.profile or state.preferences or state.devices:
-        return None
-    if all(unreachable_reason(c, None, []) is None for c in channels):
+    if not waiting:
         return None
     since = accepted.held_since or now
     if now - since >= wait:
