@@ -580,6 +580,7 @@ async def deliver_batch(events: Sequence[EventT], channel: str, lane: str) -> No
         # The 'sending' entries must be durable before any call is made: a
         # restart then knows which calls may have reached a provider.
         await flush_durably(app)
+        await providers.opened()
         route = providers.route(channel)
         await asyncio.gather(*(dispatch(call, route) for call in calls))
         await record(calls, lane, app.clock.now())

@@ -84,6 +84,7 @@ class Providers:
         self.templates = templates or TemplateStore.load()
         self._senders = senders
         self.routes: dict[str, Route] = {}
+        self._open = asyncio.Event()
 
     def configure(self, senders: dict[str, list[Sender]]) -> None:
         """Use these senders per channel (primary first) instead of the settings'."""
@@ -120,9 +121,21 @@ class Providers:
         for route in self.routes.values():
             for provider in route.providers:
                 await provider.sender.start()
+        self._open.set()
+
+    async def opened(self) -> None:
+        """Return once every provider's session is open.
+
+        Faust starts app services only after table recovery, while agents
+        may take records as soon as recovery resumes the flow: a worker
+        restarted on a backlog would otherwise find no route yet and fail
+        its first jobs with ``provider_not_configured``.
+        """
+        await self._open.wait()
 
     async def stop(self) -> None:
         """Close every provider's session."""
+        self._open.clear()
         for route in self.routes.values():
             for provider in route.providers:
                 await provider.sender.stop()

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import asyncio
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from unittest.mock import AsyncMock, MagicMock
@@ -62,7 +63,7 @@ class ScriptedSender:
 
 
 @pytest.fixture
-def wired(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
+async def wired(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[dict[str, Any]]:
     """Dict tables, mocked topics, scripted providers, a frozen clock."""
     tables: dict[str, dict[str, Any]] = {
         name: {} for name in ("ledger", "retries", "suppressions", "inbox")
@@ -96,14 +97,15 @@ def wired(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
             ("twilio", "sms"),
         )
     }
-    providers = Providers(app.settings)
-    providers.configure(
+    providers = Providers(
+        app.settings,
         {
             "push": [senders["apns"], senders["fcm"]],
             "email": [senders["smtp"], senders["sendgrid"]],
             "sms": [senders["twilio"]],
-        }
+        },
     )
+    await providers.start()
     monkeypatch.setattr(agents.send, "providers", providers)
     clock = FrozenClock(NOW)
     monkeypatch.setattr(app, "clock", clock)
@@ -331,6 +333,31 @@ async def test_a_template_that_cannot_render_fails_the_job(
     dead = dict(wired["sends"]["deadletter"].await_args.kwargs["headers"])
     assert dead["notify.dlq.code"] == b"rejected"
     assert b"render_error" in dead["notify.dlq.reason"]
+
+
+async def test_a_batch_taken_before_the_providers_start_waits_for_them(
+    wired: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Agents take records once recovery resumes the flow, before Faust starts
+    app services: a restarted worker's first batch waits for the provider
+    sessions instead of failing its jobs with provider_not_configured."""
+    smtp = wired["senders"]["smtp"]
+    entry_key = "n_0123456789ab:email:alice@example.com"
+    unstarted = Providers(app.settings, {"email": [smtp]})
+    monkeypatch.setattr(agents.send, "providers", unstarted)
+    async with app.agents["send.email.critical"].test_context() as agent:
+        await agent.put(key=KEY, value=job().dumps(), partition=HOME)
+        await asyncio.sleep(0.2)
+        [entry] = wired["tables"]["ledger"].values()
+        assert entry.state == "sending" and smtp.calls == []
+        await unstarted.start()
+        for _ in range(100):
+            if wired["tables"]["ledger"][entry_key].state == "sent":
+                break
+            await asyncio.sleep(0.05)
+    assert len(smtp.calls) == 1
+    assert wired["tables"]["ledger"][entry_key].state == "sent"
+    wired["sends"]["deadletter"].assert_not_awaited()
 
 
 async def test_a_channel_without_a_provider_fails_with_that_reason(

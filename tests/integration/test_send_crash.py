@@ -109,11 +109,19 @@ def test_sigkill_mid_burst_loses_nothing(
             for n in range(JOBS)
         }
 
+        def missing() -> set[str]:
+            return wanted - {call.message_id for call in sendgrid.calls}
+
         def all_delivered() -> bool:
             second.assert_alive()
-            return wanted <= {call.message_id for call in sendgrid.calls}
+            return not missing()
 
-        wait_for(all_delivered, timeout=240, interval=0.5)
+        try:
+            wait_for(all_delivered, timeout=240, interval=0.5)
+        except AssertionError as exc:
+            raise AssertionError(
+                f"{len(missing())} of {JOBS} jobs never reached the provider"
+            ) from exc
     finally:
         second.stop()
     duplicates = sendgrid.duplicates
