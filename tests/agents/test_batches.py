@@ -70,7 +70,10 @@ async def test_a_lone_event_is_handled_within_the_window(
         await handled(harness, 1)
     (handled_at, batch), *_ = harness["seen"]
     assert batch == [b"alone"]
-    assert WITHIN * 0.5 <= handled_at - put_at < WITHIN * 2.5
+    # Not before the window (it waited for company), and without a second
+    # event to push it out. The upper bound only catches a batch held for
+    # something other than its window; it leaves room for a loaded machine.
+    assert WITHIN * 0.5 <= handled_at - put_at < WITHIN + 2.0
 
 
 async def test_an_idle_stream_does_not_wake_up(harness: dict[str, Any]) -> None:
