@@ -18,6 +18,10 @@
    batch waiting for its ledger writes, or a commit, then waited for records
    sent after it asked (a worker under load crashed on that). Here a flush
    waits for the records sent before it was called, and no others.
+5. Quiet back-pressure. When more than ``max_messages`` records wait in that
+   buffer, the streams are held until it is back under the limit. Faust logs
+   a WARNING each time (a thousand lines in a busy minute of normal flow
+   control); here the holds are counted and reported at most once a minute.
 """
 
 from __future__ import annotations
@@ -152,6 +156,7 @@ class ProducerBuffer(faust_producer.ProducerBuffer):
         self.handed = 0
         self._waiters: list[tuple[int, int, asyncio.Future[None]]] = []
         self._order = itertools.count()
+        self.holds = HoldReport()
 
     def put(self, fut: FutureMessage) -> None:
         """Queue a record for the client (counted)."""
@@ -178,6 +183,51 @@ class ProducerBuffer(faust_producer.ProducerBuffer):
         waiter = asyncio.get_running_loop().create_future()
         heapq.heappush(self._waiters, (count, next(self._order), waiter))
         await waiter
+
+    async def wait_until_ebb(self) -> None:
+        """Past ``max_messages`` waiting records, hold the streams until half left.
+
+        Called by the conductor before each record goes to the streams: table
+        writes are synchronous, so this is where their records push back. The
+        hold lasts until the client took the records that were waiting down
+        to half the limit, not one record at a time.
+        """
+        waiting = self.queued - self.handed
+        if waiting <= self.max_messages:
+            return
+        started = time.monotonic()
+        await self.handed_over(self.queued - self.max_messages // 2)
+        self.holds.add(waiting, time.monotonic() - started)
+
+
+class HoldReport:
+    """How often and how long back-pressure held the streams, logged per minute."""
+
+    EVERY = 60.0
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.peak = 0
+        self.seconds = 0.0
+        self._since = time.monotonic()
+
+    def add(self, waiting: int, seconds: float) -> None:
+        """Count one hold; log the summary once a reporting period is over."""
+        self.count += 1
+        self.peak = max(self.peak, waiting)
+        self.seconds += seconds
+        now = time.monotonic()
+        if now - self._since < self.EVERY:
+            return
+        log.info(
+            "producer back-pressure held the streams %d times (%.1f s in all) "
+            "in the last %.0f s; up to %d records waited for the client",
+            self.count,
+            self.seconds,
+            now - self._since,
+            self.peak,
+        )
+        self.count, self.peak, self.seconds, self._since = 0, 0, 0.0, now
 
 
 class Producer(aiokafka_driver.Producer):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from pathlib import Path
 from unittest.mock import AsyncMock, MagicMock
 
@@ -92,3 +93,30 @@ async def test_a_flush_gives_up_after_its_timeout(app: NotifyApp) -> None:
     """A buffer that never hands over makes ``acknowledged`` false, not a hang."""
     app.producer.buffer.put(handed_record())
     assert await app.producer.acknowledged(timeout=0.05) is False  # type: ignore[attr-defined]
+
+
+async def test_back_pressure_holds_the_streams_quietly_until_half_left(
+    app: NotifyApp, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Over the limit, the conductor's wait lasts until the buffer is down to
+    half of it; no WARNING per hold (Faust logs one each time)."""
+    buffer: ProducerBuffer = app.producer.buffer  # type: ignore[assignment]
+    records = [handed_record() for _ in range(buffer.max_messages + 10)]
+    for record in records:
+        buffer.put(record)
+    held = asyncio.ensure_future(buffer.wait_until_ebb())
+    for sent, record in enumerate(records, start=1):
+        await asyncio.sleep(0)
+        left = len(records) - sent + 1
+        assert held.done() is (left <= buffer.max_messages // 2), left
+        await buffer._send_pending(record)
+    await held
+    assert buffer.holds.count == 1 and buffer.holds.peak == len(records)
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+async def test_under_the_limit_the_streams_are_not_held(app: NotifyApp) -> None:
+    buffer: ProducerBuffer = app.producer.buffer  # type: ignore[assignment]
+    buffer.put(handed_record())
+    await asyncio.wait_for(buffer.wait_until_ebb(), timeout=1)
+    assert buffer.holds.count == 0
