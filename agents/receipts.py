@@ -17,19 +17,42 @@ from pipeline.deadletter import source_of
 from pipeline.status import batch as status_batch
 from pipeline.status import record
 from pipeline.streams import BATCH_WINDOW, acting_for, batches
-from schemas.records import NotificationEvent
+from schemas.records import NotificationEvent, NotificationStatus
 
 #: Receipts taken at once.
 BATCH = 500
 
 
+def in_context(
+    receipt: NotificationEvent, known: NotificationStatus | None
+) -> NotificationEvent:
+    """The receipt with what its notification's status knows and it does not.
+
+    A provider's webhook names only the attempt (notification, channel,
+    target): the tenant, user, type, campaign and lane come from the status,
+    so an open or a click counts in a tenant's or a campaign's funnel.
+    """
+    if known is None:
+        return receipt
+    return receipt.derive(
+        tenant=receipt.tenant or known.tenant,
+        user_id=receipt.user_id or known.user_id,
+        type=receipt.type or known.type,
+        priority=receipt.priority or known.priority,
+        lane=receipt.lane or known.lane,
+        campaign_id=receipt.campaign_id or known.campaign_id,
+    )
+
+
 def fold_receipts(events: Sequence[EventT]) -> None:
     """Record a batch of receipts: one status write per notification."""
-    with status_batch():
+    with status_batch() as book:
         for stream_event in events:
             receipt: NotificationEvent = stream_event.value  # type: ignore[assignment]
+            nid = receipt.notification_id
+            known = book.current(stream_event, nid) if nid else None
             with acting_for(stream_event):
-                record(receipt)
+                record(in_context(receipt, known))
 
 
 def _make_agent(lane: str) -> None:

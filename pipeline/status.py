@@ -111,17 +111,20 @@ class StatusBook:
     def __init__(self) -> None:
         self._pending: dict[str, tuple[EventT, NotificationStatus]] = {}
 
+    def current(self, source: EventT, nid: str) -> NotificationStatus | None:
+        """``nid``'s status with this batch's changes, read for ``source``."""
+        if nid in self._pending:
+            return self._pending[nid][1]
+        with acting_for(source):
+            found: NotificationStatus | None = status.get(nid)
+        return found
+
     def add(self, source: EventT, event: NotificationEvent) -> None:
         """Fold ``event``, caused by the stream event ``source``."""
         nid = event.notification_id
         if nid is None:
             return  # a dead letter that never became a notification
-        if nid in self._pending:
-            current: NotificationStatus | None = self._pending[nid][1]
-        else:
-            with acting_for(source):
-                current = status.get(nid)
-        self._pending[nid] = (source, fold(current, event))
+        self._pending[nid] = (source, fold(self.current(source, nid), event))
 
     def write(self) -> int:
         """Write every changed status; how many."""

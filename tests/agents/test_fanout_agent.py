@@ -26,6 +26,7 @@ from schemas.records import (
     DeviceToken,
     NotificationEvent,
     NotificationRequest,
+    NotificationStatus,
     Preferences,
     Recipient,
     UserProfile,
@@ -257,6 +258,42 @@ async def test_receipts_agent_folds_interleaved_notifications(
     assert table[nid1].channels == {"email": "clicked"}
     assert table[nid2].channels == {"sms": "delivered"}
     assert wired["sends"]["events"].call_count == 6
+
+
+async def test_a_receipt_event_carries_its_notifications_context(
+    wired: dict[str, Any],
+) -> None:
+    """A webhook names only the attempt: the emitted open carries the tenant,
+    user, type, lane and campaign its status knows, so it counts in funnels."""
+    nid = notification_id("acme", "k3", "u_991", "critical")
+    wired["tables"]["status"][nid] = NotificationStatus(
+        notification_id=nid,
+        tenant="acme",
+        user_id="u_991",
+        type="campaign",
+        priority="transactional",
+        lane="critical",
+        campaign_id="1042",
+    )
+    opened = NotificationEvent(
+        event_id=f"{nid}-opened",
+        event_type="opened",
+        ts=NOW,
+        stage="receipt.sendgrid",
+        notification_id=nid,
+        channel="email",
+    )
+    async with app.agents["receipts.critical"].test_context() as agent:
+        await agent.put(key=nid, value=opened, partition=HOME)
+    emitted = wired["sends"]["events"].call_args.kwargs["value"]
+    assert (emitted.event_id, emitted.event_type) == (opened.event_id, "opened")
+    assert (emitted.tenant, emitted.user_id, emitted.type) == (
+        "acme",
+        "u_991",
+        "campaign",
+    )
+    assert (emitted.lane, emitted.campaign_id) == ("critical", "1042")
+    assert wired["tables"]["status"][nid].channels == {"email": "opened"}
 
 
 async def test_a_request_for_an_unknown_user_waits_for_its_profile(
