@@ -27,6 +27,7 @@ DISCOVER = [
     "agents.send",
     "agents.retry",
     "agents.inbox",
+    "agents.retention",
     "pipeline.api.views",
     "pipeline.api.delivery",
 ]

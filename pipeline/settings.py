@@ -126,6 +126,13 @@ class Settings(BaseSettings):
     idempotency_window: float = Field(
         24.0, gt=0, description="Hours an idempotency key is remembered."
     )
+    ledger_retention: float = Field(
+        168.0,
+        gt=0,
+        description="Hours a send attempt stays in the ledger after its last "
+        "change. A replay of delivery jobs older than this calls providers "
+        "again: keep it at least the retention of the topics you replay from.",
+    )
     unknown_user_wait: float = Field(
         30.0,
         ge=0,

@@ -2,7 +2,8 @@
 
 Keyed by user (not by idempotency key) so it is co-partitioned with the
 accepted-requests topic. Entries older than NOTIFY_IDEMPOTENCY_WINDOW are
-ignored on read and pruned whenever the user's entry is written.
+ignored on read and pruned whenever the user's entry is written; a user's
+entry with no live key left is deleted by a sweep (``agents/retention``).
 
 The value is compact JSON (``{key: [notification_id, body_hash,
 first_seen_ms, source]}``), not a Faust record: it is read and rewritten for

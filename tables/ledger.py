@@ -4,8 +4,9 @@ The attempt key is ``<notification_id>:<channel>:<target id>``; entries live
 on the partition of the user the job was for (the send agents write them while
 handling that user's jobs). An entry says ``sending`` before the provider call
 and the call's result after it, so a redelivered job never calls a provider
-again for an attempt that succeeded. Entries are kept (no expiry yet): a
-replay of any retained range must still find them.
+again for an attempt that succeeded. An entry is deleted
+``NOTIFY_LEDGER_RETENTION`` hours after its last change (``agents/retention``):
+a replay of older jobs would find no entry and call again.
 """
 
 from __future__ import annotations

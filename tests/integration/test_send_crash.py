@@ -13,7 +13,6 @@ from __future__ import annotations
 import secrets
 import sys
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import pytest
@@ -41,15 +40,6 @@ USERS = 200
 BATCH = 200
 
 
-@pytest.fixture
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmulatorStack]:
-    """The emulators, no receipts posted back."""
-    emulators = EmulatorStack(tmp_path_factory.mktemp("crash") / "emulators")
-    emulators.start()
-    yield emulators
-    emulators.stop()
-
-
 def job(n: int, run: str) -> tuple[bytes, bytes]:
     """The n-th email job, keyed by its user as fanout keys them."""
     user = f"u{n % USERS}"
@@ -70,7 +60,7 @@ def job(n: int, run: str) -> tuple[bytes, bytes]:
 
 def test_sigkill_mid_burst_loses_nothing(
     broker: BrokerUnderTest,
-    stack: EmulatorStack,
+    emulators: EmulatorStack,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> None:
     """Kill, restart: every one of 5,000 jobs delivered; duplicates printed."""
@@ -84,7 +74,7 @@ def test_sigkill_mid_burst_loses_nothing(
         "NOTIFY_LANES": "critical",
         "NOTIFY_EMAIL_PROVIDERS": "sendgrid",
         "NOTIFY_SEND_BATCH": str(BATCH),
-        **stack.env(),
+        **emulators.env(),
     }
     first = WorkerProcess(app="pipeline.app", env=env, log_path=directory / "1.log")
     first.start().wait_ready(timeout=90)
@@ -95,7 +85,7 @@ def test_sigkill_mid_burst_loses_nothing(
         (job(n, run) for n in range(JOBS)),
         **{"partitioner": "murmur2_random", "linger.ms": 5},
     )
-    sendgrid = stack.sendgrid.calls
+    sendgrid = emulators.sendgrid.calls
     wait_for(lambda: sendgrid.delivered >= JOBS // 3, timeout=120, interval=0.05)
     first.kill()
     at_kill = sendgrid.delivered
@@ -135,7 +125,7 @@ def test_sigkill_mid_burst_loses_nothing(
 
 def test_a_pending_retry_survives_a_sigkill(
     broker: BrokerUnderTest,
-    stack: EmulatorStack,
+    emulators: EmulatorStack,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> None:
     """A retry waiting out a 429's Retry-After is in the retry table, not in
@@ -149,13 +139,13 @@ def test_a_pending_retry_survives_a_sigkill(
         "NOTIFY_APP_ID": unique("retry"),
         "NOTIFY_DATA_DIR": str(directory / "state"),
         "NOTIFY_LANES": "critical",
-        **stack.env(),
+        **emulators.env(),
     }
     first = WorkerProcess(app="pipeline.app", env=env, log_path=directory / "1.log")
     first.start().wait_ready(timeout=90)
     # A number no other test uses: this group re-reads the SMS topic from the start.
     phone = "+1415" + str(secrets.randbelow(10**7)).zfill(7)
-    twilio = stack.twilio
+    twilio = emulators.twilio
     # Only this number is refused: earlier tests' SMS jobs on the same topic
     # are read again by this worker's new consumer group.
     twilio.faults.update(retry_after=12)

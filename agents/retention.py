@@ -1,0 +1,61 @@
+"""retention: sweeps that keep per-attempt and per-user tables bounded.
+
+- ``send_ledger``: an attempt's entry is deleted ``NOTIFY_LEDGER_RETENTION``
+  hours after its last change. Until then a redelivered or replayed job finds
+  it and calls no provider again.
+- ``idempotency``: a user's entry is deleted once every key in it is older
+  than ``NOTIFY_IDEMPOTENCY_WINDOW`` (a user notified again prunes their own
+  entry on that write; this covers the users who are not).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from pipeline.app import app
+from pipeline.ids import parse_notification_id
+from pipeline.partitioning import partition_for
+from pipeline.sweep import Sweeper
+from schemas.records import LedgerEntry
+from tables.idempotency import SeenRequests, idempotency
+from tables.ledger import ledger
+
+#: Seconds between sweeps (each looks at a slice of every owned partition).
+TICK = 10.0
+
+
+def ledger_expired(entry: LedgerEntry, now: datetime) -> bool:
+    """An attempt untouched for the ledger's retention."""
+    return entry.updated_at < now - timedelta(hours=app.settings.ledger_retention)
+
+
+def idempotency_expired(raw: bytes, now: datetime) -> bool:
+    """A user's entry whose every key is past the idempotency window."""
+    window = timedelta(hours=app.settings.idempotency_window)
+    return len(SeenRequests.loads(raw).live(now, window)) == 0
+
+
+def attempt_partition(key: str) -> int:
+    """The partition of an attempt key (its notification id's user's); -1 if none."""
+    ref = parse_notification_id(key.split(":", 1)[0])
+    return -1 if ref is None else ref.partition(app.settings.topic_partitions)
+
+
+def user_partition(key: str) -> int:
+    """The partition of a ``tenant/user_id`` key."""
+    return partition_for(key.encode(), app.settings.topic_partitions)
+
+
+ledger_sweeper = Sweeper(
+    app, ledger, ledger_expired, attempt_partition, "send ledger entries"
+)
+idempotency_sweeper = Sweeper(
+    app, idempotency, idempotency_expired, user_partition, "idempotency entries"
+)
+
+
+@app.timer(TICK, name="retention.sweep")
+async def sweep() -> None:
+    """Delete expired ledger and idempotency entries on the partitions owned."""
+    await ledger_sweeper.tick()
+    await idempotency_sweeper.tick()

@@ -1,0 +1,67 @@
+"""Retention on a real worker: a sent attempt's ledger entry is deleted once
+its retention is over, with a tombstone on the changelog, so a worker that
+recovers the table later does not bring it back."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from pipeline.admin import ensure_topics
+from pipeline.emulators.stack import EmulatorStack
+from pipeline.settings import Settings
+from schemas.records import DeliveryJob
+from tests.conftest import WorkerFactory
+from tests.support import BrokerUnderTest, produce, read_until, unique, wait_for
+
+pytestmark = pytest.mark.integration
+
+
+def test_a_sent_attempt_leaves_the_ledger_after_its_retention(
+    broker: BrokerUnderTest, emulators: EmulatorStack, start_worker: WorkerFactory
+) -> None:
+    ensure_topics(Settings(broker_url=broker.url))
+    app_id = unique("retention")
+    worker = start_worker(
+        app_id=app_id,
+        notify_lanes="critical",
+        notify_email_providers="sendgrid",
+        notify_ledger_retention="0.0005",  # 1.8 s
+        **emulators.env(),
+    )
+    worker.wait_ready(timeout=90)
+    run = unique("t").replace("-", "")
+    nid, address = f"n_{run}", f"{run}@example.com"
+    job = DeliveryJob(
+        notification_id=nid,
+        tenant="default",
+        user_id="u-retention",
+        type="order_shipped",
+        priority="transactional",
+        lane="critical",
+        channel="email",
+        data={"order_id": 1},
+        created_at=datetime.now(UTC),
+        email=address,
+    )
+    produce(
+        broker.bootstrap,
+        "notify.deliveries.email.critical",
+        [(b"default/u-retention", job.dumps())],
+        partitioner="murmur2_random",
+    )
+    sendgrid = emulators.sendgrid.calls
+    wait_for(lambda: sendgrid.delivered >= 1, timeout=60, interval=0.1)
+    attempt = f"{nid}:email:{address}".encode()
+    history = read_until(
+        broker.bootstrap,
+        [f"{app_id}-critical-send_ledger-changelog"],
+        lambda got: bool(got) and got[-1].value() is None,
+        keep=lambda m: attempt in (m.key() or b""),
+        timeout=60,
+    )
+    # sending, sent, then the tombstone; the worker is still up, one call made
+    assert b'"sent"' in (history[-2].value() or b"")
+    worker.assert_alive()
+    assert len(sendgrid.calls) == 1

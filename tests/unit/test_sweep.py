@@ -1,0 +1,170 @@
+"""Retention sweeps: slices from a cursor, owned partitions only, deletes on the
+entry's own partition; expiry tests of the ledger and idempotency tables."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from faust.streams import current_event
+from faust.types import TP
+from rocksdict import Rdict
+
+from agents.retention import idempotency_expired, ledger_expired
+from pipeline.app import app
+from pipeline.clock import FrozenClock
+from pipeline.sweep import Sweeper
+from schemas.records import LedgerEntry
+from tables.idempotency import SeenRequest, SeenRequests
+
+NOW = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
+CHANGELOG = "test-things-changelog"
+
+
+class MemoryStore(dict[str, int]):
+    """The memory store's shape: a mapping, no per-partition databases."""
+
+
+class RocksStore:
+    """The RocksDB store's shape: one database per partition, raw bytes."""
+
+    offset_key = b"__faust\x00offset__"
+
+    def __init__(self, root: Path, partitions: int) -> None:
+        self._dbs = {p: Rdict(str(root / f"p{p}")) for p in range(partitions)}
+
+    def _encode_key(self, key: str) -> bytes:
+        return key.encode()
+
+    def _decode_key(self, raw: bytes) -> str:
+        return raw.decode()
+
+    def _decode_value(self, raw: bytes) -> int:
+        return int(raw)
+
+    def close(self) -> None:
+        for db in self._dbs.values():
+            db.close()
+
+
+class Table:
+    """A table over ``store``; deletes record the partition they were made for."""
+
+    changelog_topic_name = CHANGELOG
+
+    def __init__(self, store: Any) -> None:
+        self.data = store
+        self.deleted: list[tuple[str, int]] = []
+
+    def __contains__(self, key: str) -> bool:
+        if isinstance(self.data, dict):
+            return key in self.data
+        return any(db.get(key.encode()) is not None for db in self.data._dbs.values())
+
+    def __delitem__(self, key: str) -> None:
+        event = current_event()
+        assert event is not None, "a table write outside any event"
+        partition = event.message.partition
+        self.deleted.append((key, partition))
+        if isinstance(self.data, dict):
+            del self.data[key]
+        else:
+            self.data._dbs[partition].delete(key.encode())
+
+
+class Assignor:
+    def __init__(self, partitions: set[int]) -> None:
+        self.partitions = partitions
+
+    def assigned_actives(self) -> set[TP]:
+        return {TP(CHANGELOG, p) for p in self.partitions} | {TP("other", 0)}
+
+
+class App:
+    def __init__(self, owned: set[int]) -> None:
+        self.rebalancing = False
+        self.clock = FrozenClock(NOW)
+        self.assignor = Assignor(owned)
+
+
+def partition_of(key: str) -> int:
+    """Keys look like ``p<partition>-<n>``."""
+    return int(key[1 : key.index("-")])
+
+
+def old(value: int, now: datetime) -> bool:
+    """Values under 100 are expired."""
+    return value < 100
+
+
+@pytest.fixture
+def rocks(tmp_path: Path) -> Iterator[RocksStore]:
+    store = RocksStore(tmp_path, 2)
+    yield store
+    store.close()
+
+
+def fill(store: Any, rows: dict[str, int]) -> None:
+    for key, value in rows.items():
+        if isinstance(store, dict):
+            store[key] = value
+        else:
+            store._dbs[partition_of(key)][key.encode()] = str(value).encode()
+
+
+ROWS = {
+    **{f"p0-{n:02d}": (5 if n % 2 else 500) for n in range(10)},
+    **{f"p1-{n:02d}": 5 for n in range(10)},
+}
+
+
+@pytest.mark.parametrize("kind", ["memory", "rocksdb"])
+async def test_a_sweep_deletes_expired_entries_of_owned_partitions_in_slices(
+    kind: str, rocks: RocksStore
+) -> None:
+    store: Any = MemoryStore() if kind == "memory" else rocks
+    fill(store, ROWS)
+    if kind == "rocksdb":
+        rocks._dbs[0][RocksStore.offset_key] = b"not a value"
+    table = Table(store)
+    sweeper = Sweeper(App({0}), table, old, partition_of, "things", per_tick=4)  # type: ignore[arg-type]
+    counts = [await sweeper.tick() for _ in range(4)]
+    # Partition 0 only (1 is another worker's); four entries looked at a tick:
+    # 00-03, 04-07, 08-09 (the walk ends), then from the start again.
+    assert counts == [2, 2, 1, 0]
+    assert table.deleted == [(f"p0-{n:02d}", 0) for n in range(1, 10, 2)]
+    assert "p1-00" in table and "p0-00" in table
+
+
+async def test_no_sweep_while_rebalancing() -> None:
+    store = MemoryStore()
+    fill(store, ROWS)
+    owner = App({0, 1})
+    owner.rebalancing = True
+    sweeper = Sweeper(owner, Table(store), old, partition_of, "things")  # type: ignore[arg-type]
+    assert await sweeper.tick() == 0
+
+
+def entry(updated_at: datetime) -> LedgerEntry:
+    return LedgerEntry(state="sent", attempt=0, redrive=0, updated_at=updated_at)
+
+
+def test_a_ledger_entry_expires_after_its_retention() -> None:
+    retention = timedelta(hours=app.settings.ledger_retention)
+    assert not ledger_expired(entry(NOW - retention + timedelta(minutes=1)), NOW)
+    assert ledger_expired(entry(NOW - retention - timedelta(minutes=1)), NOW)
+
+
+def test_an_idempotency_entry_expires_with_its_newest_key() -> None:
+    window = timedelta(hours=app.settings.idempotency_window)
+    seen = SeenRequests()
+    for key, age in (("a", window * 2), ("b", window - timedelta(minutes=5))):
+        seen.remember(key, SeenRequest("n_x", "h", NOW - age, "api"))
+    raw = seen.dumps()
+    assert not idempotency_expired(raw, NOW)
+    assert idempotency_expired(raw, NOW + timedelta(minutes=10))
+    assert idempotency_expired(orjson.dumps({}), NOW)
