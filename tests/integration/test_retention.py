@@ -52,7 +52,9 @@ def test_a_sent_attempt_leaves_the_ledger_after_its_retention(
         partitioner="murmur2_random",
     )
     sendgrid = emulators.sendgrid.calls
-    wait_for(lambda: sendgrid.delivered >= 1, timeout=60, interval=0.1)
+    # This app's new group reads the topic from the start: earlier tests'
+    # jobs are sent too; only this address is looked at.
+    wait_for(lambda: sendgrid.to(address), timeout=60, interval=0.1)
     attempt = f"{nid}:email:{address}".encode()
     history = read_until(
         broker.bootstrap,
@@ -64,4 +66,4 @@ def test_a_sent_attempt_leaves_the_ledger_after_its_retention(
     # sending, sent, then the tombstone; the worker is still up, one call made
     assert b'"sent"' in (history[-2].value() or b"")
     worker.assert_alive()
-    assert len(sendgrid.calls) == 1
+    assert len(sendgrid.to(address)) == 1
