@@ -42,7 +42,7 @@ from schemas.records import (
 )
 from tables.devices import devices
 from tables.held import held
-from tables.idempotency import SeenRequest, SeenRequests, idempotency
+from tables.idempotency import SeenRequest, idempotency, live_entry, seen_key
 from tables.preferences import preferences
 from tables.profiles import profiles
 
@@ -54,7 +54,7 @@ class UserState:
     profile: UserProfile | None = None
     preferences: Preferences | None = None
     devices: DeviceSet | None = None
-    seen: SeenRequests | None = None
+    seen: SeenRequest | None = None  # the live first use of the request's key
 
     def knows_user(self) -> bool:
         """True if any table holds the user's profile, preferences or devices."""
@@ -68,7 +68,7 @@ class Fanout:
     events: list[NotificationEvent] = field(default_factory=list)
     jobs: list[DeliveryJob] = field(default_factory=list)
     deferral: Deferral | None = None
-    seen: SeenRequests | None = None  # the idempotency entry to store, if changed
+    seen: SeenRequest | None = None  # the key's first use, to store (new only)
     held: AcceptedRequest | None = None  # channels held while the user is unknown
 
 
@@ -111,15 +111,12 @@ def event(
 def check_idempotency(
     accepted: AcceptedRequest,
     request: NotificationRequest,
-    seen: SeenRequests | None,
+    previous: SeenRequest | None,
     now: datetime,
-    window: timedelta,
-) -> tuple[NotificationEvent | None, SeenRequests]:
-    """A ``deduplicated`` event if the key was used by another request, and the
-    user's idempotency entry to store (expired keys pruned)."""
+) -> tuple[NotificationEvent | None, SeenRequest | None]:
+    """A ``deduplicated`` event if the key's live first use was another request;
+    and the entry to store if this is the first use."""
     key = request.idempotency_key
-    live = (seen or SeenRequests()).live(now, window)
-    previous = live.get(key)
     if previous is not None and previous.source != accepted.source:
         conflict = previous.body_hash != accepted.body_hash
         duplicate = event(
@@ -136,21 +133,19 @@ def check_idempotency(
             ),
             discriminator=accepted.source,
         )
-        return duplicate, live
+        return duplicate, None
     # A first use, or a redelivery of the very request that claimed the key
     # (same source): that one is processed again in full, its outputs carry
     # the same ids, and downstream dedup by (notification, channel) holds.
-    if previous is None:
-        live.remember(
-            key,
-            SeenRequest(
-                notification_id=accepted.notification_id,
-                body_hash=accepted.body_hash,
-                first_seen=now,
-                source=accepted.source,
-            ),
-        )
-    return None, live
+    if previous is not None:
+        return None, None
+    first = SeenRequest(
+        notification_id=accepted.notification_id,
+        body_hash=accepted.body_hash,
+        first_seen=now,
+        source=accepted.source,
+    )
+    return None, first
 
 
 def delivery_job(
@@ -189,7 +184,6 @@ def fan_out(
     state: UserState,
     catalogue: TypeCatalogue,
     now: datetime,
-    window: timedelta,
     request: NotificationRequest | None = None,
     wait: timedelta = timedelta(0),
 ) -> Fanout:
@@ -200,7 +194,7 @@ def fan_out(
     to ``wait`` in all (``hold_until``).
     """
     request = request or accepted.notification()
-    duplicate, seen = check_idempotency(accepted, request, state.seen, now, window)
+    duplicate, seen = check_idempotency(accepted, request, state.seen, now)
     result = Fanout(seen=seen)
     if duplicate is not None:
         result.events.append(duplicate)
@@ -364,19 +358,21 @@ async def handle(
     topology = app.topology
     request = request or accepted.notification()
     key = user_key(request.tenant, request.recipient.user_id)
+    ikey = seen_key(request.tenant, request.recipient.user_id, request.idempotency_key)
+    now = app.clock.now()
     state = UserState(
         profile=profiles.get(key),
         preferences=preferences.get(key),
         devices=devices.get(key),
-        seen=SeenRequests.loads(idempotency.get(key)),
+        seen=live_entry(idempotency.get(ikey), now, window),
     )
     wait = timedelta(seconds=app.settings.unknown_user_wait)
-    result = fan_out(accepted, state, CATALOGUE, app.clock.now(), window, request, wait)
+    result = fan_out(accepted, state, CATALOGUE, now, request, wait)
     # Outputs go through Faust's send buffer, as table updates do: a commit
     # waits until the buffer is flushed, and a failed send trips the commit
     # guard, so nothing is lost and no future is awaited per record.
     if result.seen is not None:
-        idempotency[key] = result.seen.dumps()
+        idempotency[ikey] = result.seen.dumps()
     for job in result.jobs:
         topology.deliveries[(job.channel, lane)].send_soon(key=key, value=job)
     if result.deferral is not None:

@@ -3,9 +3,8 @@
 - ``send_ledger``: an attempt's entry is deleted ``NOTIFY_LEDGER_RETENTION``
   hours after its last change. Until then a redelivered or replayed job finds
   it and calls no provider again.
-- ``idempotency``: a user's entry is deleted once every key in it is older
-  than ``NOTIFY_IDEMPOTENCY_WINDOW`` (a user notified again prunes their own
-  entry on that write; this covers the users who are not).
+- ``idempotency``: a key's entry is deleted once it is older than
+  ``NOTIFY_IDEMPOTENCY_WINDOW`` (reads already ignore it by then).
 """
 
 from __future__ import annotations
@@ -17,7 +16,7 @@ from pipeline.ids import parse_notification_id
 from pipeline.partitioning import partition_for
 from pipeline.sweep import Sweeper
 from schemas.records import LedgerEntry
-from tables.idempotency import SeenRequests, idempotency
+from tables.idempotency import SeenRequest, idempotency, owner_key
 from tables.ledger import ledger
 
 #: Seconds between sweeps (each looks at a slice of every owned partition).
@@ -30,9 +29,10 @@ def ledger_expired(entry: LedgerEntry, now: datetime) -> bool:
 
 
 def idempotency_expired(raw: bytes, now: datetime) -> bool:
-    """A user's entry whose every key is past the idempotency window."""
+    """A key first used longer ago than the idempotency window."""
     window = timedelta(hours=app.settings.idempotency_window)
-    return len(SeenRequests.loads(raw).live(now, window)) == 0
+    entry = SeenRequest.loads(raw)
+    return entry is None or not entry.live(now, window)
 
 
 def attempt_partition(key: str) -> int:
@@ -42,8 +42,8 @@ def attempt_partition(key: str) -> int:
 
 
 def user_partition(key: str) -> int:
-    """The partition of a ``tenant/user_id`` key."""
-    return partition_for(key.encode(), app.settings.topic_partitions)
+    """The partition of an idempotency entry: its user's."""
+    return partition_for(owner_key(key).encode(), app.settings.topic_partitions)
 
 
 ledger_sweeper = Sweeper(

@@ -23,11 +23,11 @@ from pipeline.ids import notification_id, parse_notification_id
 from pipeline.partitioning import partition_for
 from pipeline.topology import user_key
 from schemas import jsonschema
-from schemas.records import Preferences
+from schemas.records import NotificationRequest, Preferences
 from schemas.requests import validate_request
 from schemas.updates import validate_device, validate_preferences, validate_profile
 from tables.api_keys import api_keys
-from tables.idempotency import SeenRequests, idempotency
+from tables.idempotency import idempotency, live_entry, seen_key
 from tables.preferences import preferences
 from tables.profiles import profiles
 from tables.status import status
@@ -168,7 +168,7 @@ class Notifications(ApiView):
             owner = await self.forward_to_owner(ukey, request, raw)
             if owner is not None:
                 return owner
-            replay = self.seen_before(ukey, parsed.idempotency_key, body_hash(parsed))
+            replay = self.seen_before(parsed, body_hash(parsed))
             if replay:
                 return self.json(
                     {"notification_id": nid, "status": "duplicate"},
@@ -194,11 +194,13 @@ class Notifications(ApiView):
             return None
         return await self.forward(owner, request, raw)
 
-    def seen_before(self, ukey: str, key: str, digest: str) -> bool:
+    def seen_before(self, parsed: NotificationRequest, digest: str) -> bool:
         """True if the key was used for this body; 409 if for another one."""
-        entry = SeenRequests.loads(idempotency.get(ukey)).get(key)
+        key = parsed.idempotency_key
         window = timedelta(hours=app.settings.idempotency_window)
-        if entry is None or app.clock.now() - entry.first_seen >= window:
+        raw = idempotency.get(seen_key(parsed.tenant, parsed.recipient.user_id, key))
+        entry = live_entry(raw, app.clock.now(), window)
+        if entry is None:
             return False
         if entry.body_hash != digest:
             raise ApiError(

@@ -31,7 +31,7 @@ from schemas.records import (
     Recipient,
     UserProfile,
 )
-from tables.idempotency import SeenRequests
+from tables.idempotency import SeenRequest, seen_key
 
 NOW = datetime(2026, 11, 21, 9, 30, tzinfo=UTC)
 KEY = "default/u_991"
@@ -161,7 +161,9 @@ async def test_fanout_writes_jobs_events_and_the_idempotency_entry(
         ("suppressed", "push", "no_active_device"),
         ("queued", "email", None),
     ]
-    seen = SeenRequests.loads(tables["idempotency"][KEY]).get("order-4412-shipped")
+    seen = SeenRequest.loads(
+        tables["idempotency"][seen_key("default", "u_991", "order-4412-shipped")]
+    )
     assert seen is not None and seen.source == accepted.source
 
 
@@ -183,8 +185,31 @@ async def test_ingest_decides_a_request_on_its_users_partition_in_place(
     nid = notification_id("default", "order-4412-shipped", "u_991", "critical")
     assert job.notification_id == nid
     assert tables["status"][nid].channels == {"push": "suppressed", "email": "queued"}
-    seen = SeenRequests.loads(tables["idempotency"][KEY]).get("order-4412-shipped")
+    seen = SeenRequest.loads(
+        tables["idempotency"][seen_key("default", "u_991", "order-4412-shipped")]
+    )
     assert seen is not None and seen.source.startswith("notify.requests.critical[")
+
+
+async def test_a_busy_users_idempotency_entries_stay_small(
+    wired: dict[str, Any],
+) -> None:
+    """One entry per key, written once: a user's hundredth request writes as
+    little as the first (a value per user grew with every request)."""
+    tables = wired["tables"]
+    tables["profiles"][KEY] = UserProfile(user_id="u_991", email="a@b.co")
+    async with app.agents["fanout.critical"].test_context() as agent:
+        for n in range(100):
+            accepted = accept(
+                request(idempotency_key=f"alert-{n}", channels=["email"]),
+                f"notify.requests.critical[1]@{n}",
+                NOW,
+            )
+            await agent.put(key=KEY, value=accepted)
+    stored = tables["idempotency"]
+    assert len(stored) == 100
+    assert max(len(value) for value in stored.values()) < 200
+    assert wired["sends"]["email"].call_count == 100
 
 
 async def test_fanout_defers_in_quiet_hours(wired: dict[str, Any]) -> None:

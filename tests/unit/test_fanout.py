@@ -17,6 +17,7 @@ from schemas.records import (
     Recipient,
     UserProfile,
 )
+from tables.idempotency import live_entry
 
 NOW = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
 DAY = timedelta(hours=24)
@@ -60,7 +61,7 @@ def outcomes(result: object) -> dict[str | None, tuple[str, str | None]]:
 
 def test_every_reachable_channel_gets_one_job_with_its_contacts() -> None:
     """One job per channel; push carries only the active devices."""
-    result = fan_out(accepted(), REACHABLE, CATALOGUE, NOW, DAY)
+    result = fan_out(accepted(), REACHABLE, CATALOGUE, NOW)
     jobs = {job.channel: job for job in result.jobs}
     assert set(jobs) == {"push", "email", "sms"}
     assert [d.token for d in jobs["push"].devices] == ["t1"]
@@ -78,7 +79,6 @@ def test_unreachable_channels_are_suppressed_with_a_reason() -> None:
         UserState(),
         CATALOGUE,
         NOW,
-        DAY,
     )
     assert [job.channel for job in result.jobs] == ["in_app"]
     assert outcomes(result) == {
@@ -91,7 +91,7 @@ def test_unreachable_channels_are_suppressed_with_a_reason() -> None:
 
 def test_type_defaults_apply_when_no_channels_are_named() -> None:
     """Without an override the catalogue's channels for the type are used."""
-    result = fan_out(accepted(channels=None), REACHABLE, CATALOGUE, NOW, DAY)
+    result = fan_out(accepted(channels=None), REACHABLE, CATALOGUE, NOW)
     expected = CATALOGUE.lookup("order_shipped").channels
     assert tuple(job.channel for job in result.jobs) == tuple(expected)
 
@@ -100,9 +100,9 @@ def test_opted_out_channel_is_suppressed_but_critical_goes_through() -> None:
     """A channel opt-out holds transactional traffic, not critical."""
     prefs = Preferences(user_id="u1", channels={"sms": False})
     state = UserState(profile=PROFILE, devices=DEVICES, preferences=prefs)
-    result = fan_out(accepted(), state, CATALOGUE, NOW, DAY)
+    result = fan_out(accepted(), state, CATALOGUE, NOW)
     assert outcomes(result)["sms"] == ("suppressed", "channel_opt_out:sms")
-    critical = fan_out(accepted(priority="critical"), state, CATALOGUE, NOW, DAY)
+    critical = fan_out(accepted(priority="critical"), state, CATALOGUE, NOW)
     assert outcomes(critical)["sms"] == ("queued", None)
 
 
@@ -114,7 +114,7 @@ def test_quiet_hours_defer_the_notification_once_for_its_channels() -> None:
         quiet_hours=QuietHours(start="11:00", end="13:30"),
     )
     state = UserState(profile=PROFILE, devices=DEVICES, preferences=prefs)
-    result = fan_out(accepted(), state, CATALOGUE, NOW, DAY)
+    result = fan_out(accepted(), state, CATALOGUE, NOW)
     assert result.jobs == []
     assert result.deferral is not None
     assert result.deferral.until == NOW.replace(hour=13, minute=30)
@@ -126,7 +126,7 @@ def test_quiet_hours_defer_the_notification_once_for_its_channels() -> None:
 def test_expired_notification_stops_on_every_channel() -> None:
     """Past its expiry nothing is sent, and each channel says so."""
     result = fan_out(
-        accepted(expiry_at=NOW - timedelta(minutes=1)), REACHABLE, CATALOGUE, NOW, DAY
+        accepted(expiry_at=NOW - timedelta(minutes=1)), REACHABLE, CATALOGUE, NOW
     )
     assert result.jobs == []
     assert set(outcomes(result).values()) == {("expired", "expired")}
@@ -134,10 +134,10 @@ def test_expired_notification_stops_on_every_channel() -> None:
 
 def test_a_caller_retry_is_deduplicated_and_a_different_body_is_a_conflict() -> None:
     """Same key from another request: deduplicated; with another body: conflict."""
-    first = fan_out(accepted(), REACHABLE, CATALOGUE, NOW, DAY)
+    first = fan_out(accepted(), REACHABLE, CATALOGUE, NOW)
     state = UserState(profile=PROFILE, devices=DEVICES, seen=first.seen)
     retry = fan_out(
-        accepted(source="notify.requests.critical[0]@2"), state, CATALOGUE, NOW, DAY
+        accepted(source="notify.requests.critical[0]@2"), state, CATALOGUE, NOW
     )
     assert retry.jobs == []
     assert [(e.event_type, e.reason) for e in retry.events] == [
@@ -148,7 +148,6 @@ def test_a_caller_retry_is_deduplicated_and_a_different_body_is_a_conflict() -> 
         state,
         CATALOGUE,
         NOW,
-        DAY,
     )
     assert [(e.event_type, e.reason) for e in conflict.events] == [
         ("deduplicated", "idempotency_conflict")
@@ -157,23 +156,35 @@ def test_a_caller_retry_is_deduplicated_and_a_different_body_is_a_conflict() -> 
 
 def test_a_redelivery_of_the_same_request_is_processed_again_identically() -> None:
     """After a crash the same message is redone in full, with the same event ids."""
-    first = fan_out(accepted(), REACHABLE, CATALOGUE, NOW, DAY)
+    first = fan_out(accepted(), REACHABLE, CATALOGUE, NOW)
     state = UserState(profile=PROFILE, devices=DEVICES, seen=first.seen)
-    again = fan_out(accepted(), state, CATALOGUE, NOW + timedelta(seconds=5), DAY)
+    again = fan_out(accepted(), state, CATALOGUE, NOW + timedelta(seconds=5))
     assert [j.channel for j in again.jobs] == [j.channel for j in first.jobs]
     assert [e.event_id for e in again.events] == [e.event_id for e in first.events]
 
 
 def test_idempotency_keys_expire_after_the_window() -> None:
-    """A key reused after the window is a new notification."""
-    first = fan_out(accepted(), REACHABLE, CATALOGUE, NOW, DAY)
-    state = UserState(profile=PROFILE, devices=DEVICES, seen=first.seen)
+    """A key reused after the window is a new notification, stored afresh."""
+    first = fan_out(accepted(), REACHABLE, CATALOGUE, NOW)
+    assert first.seen is not None
+    stored = first.seen.dumps()
+    assert live_entry(stored, NOW + DAY - timedelta(seconds=1), DAY) == first.seen
     later = NOW + DAY + timedelta(seconds=1)
+    assert live_entry(stored, later, DAY) is None
+    state = UserState(profile=PROFILE, devices=DEVICES, seen=None)
     reuse = fan_out(
-        accepted(source="notify.requests.critical[0]@9"), state, CATALOGUE, later, DAY
+        accepted(source="notify.requests.critical[0]@9"), state, CATALOGUE, later
     )
     assert len(reuse.jobs) == 3
-    assert reuse.seen is not None
-    entry = reuse.seen.get("k1")
-    assert entry is not None and entry.first_seen == later
-    assert len(reuse.seen) == 1  # the expired use is pruned
+    assert reuse.seen is not None and reuse.seen.first_seen == later
+
+
+def test_a_duplicate_or_a_redelivery_stores_nothing_new() -> None:
+    """Only a first use writes the key's entry (one small value per key)."""
+    first = fan_out(accepted(), REACHABLE, CATALOGUE, NOW)
+    state = UserState(profile=PROFILE, devices=DEVICES, seen=first.seen)
+    again = fan_out(accepted(), state, CATALOGUE, NOW)
+    retry = fan_out(
+        accepted(source="notify.requests.critical[0]@2"), state, CATALOGUE, NOW
+    )
+    assert again.seen is None and retry.seen is None

@@ -8,18 +8,18 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import orjson
 import pytest
 from faust.streams import current_event
 from faust.types import TP
 from rocksdict import Rdict
 
-from agents.retention import idempotency_expired, ledger_expired
+from agents.retention import idempotency_expired, ledger_expired, user_partition
 from pipeline.app import app
 from pipeline.clock import FrozenClock
+from pipeline.partitioning import partition_for
 from pipeline.sweep import Sweeper
 from schemas.records import LedgerEntry
-from tables.idempotency import SeenRequest, SeenRequests
+from tables.idempotency import SeenRequest, seen_key
 
 NOW = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
 CHANGELOG = "test-things-changelog"
@@ -159,12 +159,14 @@ def test_a_ledger_entry_expires_after_its_retention() -> None:
     assert ledger_expired(entry(NOW - retention - timedelta(minutes=1)), NOW)
 
 
-def test_an_idempotency_entry_expires_with_its_newest_key() -> None:
+def test_an_idempotency_entry_expires_with_the_window() -> None:
     window = timedelta(hours=app.settings.idempotency_window)
-    seen = SeenRequests()
-    for key, age in (("a", window * 2), ("b", window - timedelta(minutes=5))):
-        seen.remember(key, SeenRequest("n_x", "h", NOW - age, "api"))
-    raw = seen.dumps()
+    raw = SeenRequest("n_x", "h", NOW - window + timedelta(minutes=5), "api").dumps()
     assert not idempotency_expired(raw, NOW)
     assert idempotency_expired(raw, NOW + timedelta(minutes=10))
-    assert idempotency_expired(orjson.dumps({}), NOW)
+
+
+def test_an_idempotency_entry_is_swept_on_its_users_partition() -> None:
+    key = seen_key("acme", "u_991", "order-1/shipped")
+    expected = partition_for(b"acme/u_991", app.settings.topic_partitions)
+    assert user_partition(key) == expected

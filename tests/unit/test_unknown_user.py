@@ -21,13 +21,13 @@ UNKNOWN = UserState()
 
 def look_again(held: AcceptedRequest, now: datetime, state: UserState = UNKNOWN):  # type: ignore[no-untyped-def]
     """Fanout's look at a held request released at ``now``."""
-    return fan_out(held, state, CATALOGUE, now, DAY, wait=WAIT)
+    return fan_out(held, state, CATALOGUE, now, wait=WAIT)
 
 
 def test_a_request_for_an_unknown_user_is_held_not_suppressed() -> None:
     """Its channels are deferred with unknown_user; nothing is queued yet."""
     result = fan_out(
-        accepted(channels=["email", "push"]), UNKNOWN, CATALOGUE, NOW, DAY, wait=WAIT
+        accepted(channels=["email", "push"]), UNKNOWN, CATALOGUE, NOW, wait=WAIT
     )
     until = NOW + timedelta(milliseconds=500)
     assert outcomes(result) == {
@@ -43,14 +43,12 @@ def test_a_request_for_an_unknown_user_is_held_not_suppressed() -> None:
     assert due_ms(held.held_key) == int(until.timestamp() * 1000)
     assert held.held_key.endswith(held.notification_id)
     assert held.request["channels"] == ["email", "push"]
-    assert result.seen is not None and len(result.seen) == 1  # the key is claimed
+    assert result.seen is not None  # the key is claimed at the first look
 
 
 def test_the_profile_arrives_and_the_next_look_delivers() -> None:
     """Released after the profile was folded: queued like any request."""
-    first = fan_out(
-        accepted(channels=["email"]), UNKNOWN, CATALOGUE, NOW, DAY, wait=WAIT
-    )
+    first = fan_out(accepted(channels=["email"]), UNKNOWN, CATALOGUE, NOW, wait=WAIT)
     assert first.held is not None
     later = NOW + timedelta(milliseconds=600)
     result = look_again(first.held, later, UserState(profile=PROFILE))
@@ -62,7 +60,7 @@ def test_the_profile_arrives_and_the_next_look_delivers() -> None:
 def test_the_inbox_needs_no_user_state_and_is_not_held() -> None:
     """In-app is decided at once; only the channels needing an address wait."""
     result = fan_out(
-        accepted(channels=["in_app", "email"]), UNKNOWN, CATALOGUE, NOW, DAY, wait=WAIT
+        accepted(channels=["in_app", "email"]), UNKNOWN, CATALOGUE, NOW, wait=WAIT
     )
     assert outcomes(result) == {
         "in_app": ("queued", None),
@@ -71,7 +69,7 @@ def test_the_inbox_needs_no_user_state_and_is_not_held() -> None:
     assert result.held is not None
     assert result.held.request["channels"] == ["email"]
     only_inbox = fan_out(
-        accepted(channels=["in_app"]), UNKNOWN, CATALOGUE, NOW, DAY, wait=WAIT
+        accepted(channels=["in_app"]), UNKNOWN, CATALOGUE, NOW, wait=WAIT
     )
     assert only_inbox.held is None
 
@@ -79,16 +77,14 @@ def test_the_inbox_needs_no_user_state_and_is_not_held() -> None:
 def test_a_known_user_without_an_address_is_suppressed_at_once() -> None:
     """Preferences alone make the user known: no_email:no_profile, no hold."""
     known = UserState(preferences=Preferences(user_id="u1"))
-    result = fan_out(
-        accepted(channels=["email"]), known, CATALOGUE, NOW, DAY, wait=WAIT
-    )
+    result = fan_out(accepted(channels=["email"]), known, CATALOGUE, NOW, wait=WAIT)
     assert outcomes(result) == {"email": ("suppressed", "no_email:no_profile")}
     assert result.held is None
 
 
 def test_without_a_wait_the_channels_are_suppressed_at_once() -> None:
     """NOTIFY_UNKNOWN_USER_WAIT=0 keeps the old behaviour."""
-    result = fan_out(accepted(channels=["email"]), UNKNOWN, CATALOGUE, NOW, DAY)
+    result = fan_out(accepted(channels=["email"]), UNKNOWN, CATALOGUE, NOW)
     assert outcomes(result) == {"email": ("suppressed", "no_email:no_profile")}
     assert result.held is None
 
@@ -101,7 +97,6 @@ def test_a_request_expiring_before_the_next_look_is_not_held() -> None:
         UNKNOWN,
         CATALOGUE,
         NOW,
-        DAY,
         wait=WAIT,
     )
     assert result.held is None
@@ -113,9 +108,7 @@ def test_looks_double_and_end_within_the_wait(late: list[int]) -> None:
     """Looks wait as long as the request has waited (0.5 s, 1 s, 2 s, ...), the
     last one at the wait's end; released late by the timer, the schedule
     holds. A still-unknown user is then suppressed, with the same reason code."""
-    result = fan_out(
-        accepted(channels=["email"]), UNKNOWN, CATALOGUE, NOW, DAY, wait=WAIT
-    )
+    result = fan_out(accepted(channels=["email"]), UNKNOWN, CATALOGUE, NOW, wait=WAIT)
     looks = 0
     now = NOW
     while result.held is not None:
