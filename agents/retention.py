@@ -3,6 +3,10 @@
 - ``send_ledger``: an attempt's entry is deleted ``NOTIFY_LEDGER_RETENTION``
   hours after its last change. Until then a redelivered or replayed job finds
   it and calls no provider again.
+- ``status``: a notification's status and trail are deleted
+  ``NOTIFY_STATUS_RETENTION`` hours after its last change, or after the time
+  it waits for (a deferral's ``until``) if that is later. ``notify.events``
+  holds every decision for as long as that topic keeps it.
 - ``idempotency``: a key's entry is deleted once it is older than
   ``NOTIFY_IDEMPOTENCY_WINDOW`` (reads already ignore it by then).
 """
@@ -15,9 +19,10 @@ from pipeline.app import app
 from pipeline.ids import parse_notification_id
 from pipeline.partitioning import partition_for
 from pipeline.sweep import Sweeper
-from schemas.records import LedgerEntry
+from schemas.records import LedgerEntry, NotificationStatus
 from tables.idempotency import SeenRequest, idempotency, owner_key
 from tables.ledger import ledger
+from tables.status import status
 
 #: Seconds between sweeps (each looks at a slice of every owned partition).
 TICK = 10.0
@@ -28,6 +33,13 @@ def ledger_expired(entry: LedgerEntry, now: datetime) -> bool:
     return entry.updated_at < now - timedelta(hours=app.settings.ledger_retention)
 
 
+def status_expired(known: NotificationStatus, now: datetime) -> bool:
+    """A notification with no change, and nothing due, for the status retention."""
+    moments = [e.ts for e in known.trail] + [e.until for e in known.trail if e.until]
+    retention = timedelta(hours=app.settings.status_retention)
+    return bool(moments) and max(moments) < now - retention
+
+
 def idempotency_expired(raw: bytes, now: datetime) -> bool:
     """A key first used longer ago than the idempotency window."""
     window = timedelta(hours=app.settings.idempotency_window)
@@ -35,8 +47,9 @@ def idempotency_expired(raw: bytes, now: datetime) -> bool:
     return entry is None or not entry.live(now, window)
 
 
-def attempt_partition(key: str) -> int:
-    """The partition of an attempt key (its notification id's user's); -1 if none."""
+def notification_partition(key: str) -> int:
+    """The partition of a notification id or an attempt key (``<id>:...``): its
+    user's; -1 if it names no notification."""
     ref = parse_notification_id(key.split(":", 1)[0])
     return -1 if ref is None else ref.partition(app.settings.topic_partitions)
 
@@ -47,7 +60,10 @@ def user_partition(key: str) -> int:
 
 
 ledger_sweeper = Sweeper(
-    app, ledger, ledger_expired, attempt_partition, "send ledger entries"
+    app, ledger, ledger_expired, notification_partition, "send ledger entries"
+)
+status_sweeper = Sweeper(
+    app, status, status_expired, notification_partition, "notification statuses"
 )
 idempotency_sweeper = Sweeper(
     app, idempotency, idempotency_expired, user_partition, "idempotency entries"
@@ -56,6 +72,7 @@ idempotency_sweeper = Sweeper(
 
 @app.timer(TICK, name="retention.sweep")
 async def sweep() -> None:
-    """Delete expired ledger and idempotency entries on the partitions owned."""
+    """Delete expired ledger, status and idempotency entries on owned partitions."""
     await ledger_sweeper.tick()
+    await status_sweeper.tick()
     await idempotency_sweeper.tick()

@@ -133,6 +133,13 @@ class Settings(BaseSettings):
         "change. A replay of delivery jobs older than this calls providers "
         "again: keep it at least the retention of the topics you replay from.",
     )
+    status_retention: float = Field(
+        168.0,
+        gt=0,
+        description="Hours a notification's status and decision trail stay "
+        "after its last change (and after anything it waits for is due); then "
+        "GET /v1/notifications/{id} answers 404. notify.events keeps the record.",
+    )
     unknown_user_wait: float = Field(
         30.0,
         ge=0,

@@ -88,7 +88,9 @@ class Sweeper:
         deleted = 0
         for partition in sorted(self.owned()):
             doomed = [
-                key for key, value in self._slice(partition) if self.expired(value, now)
+                key
+                for key, value in self._slice(partition)
+                if self._is_expired(key, value, now)
             ]
             with acting_for(PartitionEvent(topic, partition)):  # type: ignore[arg-type]
                 for key in doomed:
@@ -98,6 +100,14 @@ class Sweeper:
         if deleted:
             log.info("deleted %d expired %s", deleted, self.what)
         return deleted
+
+    def _is_expired(self, key: Any, value: Any, now: datetime) -> bool:
+        """The ``expired`` test; an entry it cannot judge is kept, not a crash."""
+        try:
+            return self.expired(value, now)
+        except Exception:  # noqa: BLE001 - one odd entry must not stop the worker
+            log.warning("kept %s entry %r: cannot tell its age", self.what, key)
+            return False
 
     def _slice(self, partition: int) -> list[tuple[Any, Any]]:
         """Up to ``per_tick`` entries after the cursor; the cursor moves on,

@@ -2,8 +2,8 @@
 
 Written by the agents that decide (fanout, send, receipts; pipeline.status),
 on the notification's user's partition of its lane's group: the notification
-id carries both. Kept as long as its changelog keeps it; a retention policy
-comes with the analytics sink.
+id carries both. An entry is deleted NOTIFY_STATUS_RETENTION hours after
+its last change, or after what it waits for is due (``agents/retention``).
 """
 
 from __future__ import annotations

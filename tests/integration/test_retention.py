@@ -1,6 +1,7 @@
-"""Retention on a real worker: a sent attempt's ledger entry is deleted once
-its retention is over, with a tombstone on the changelog, so a worker that
-recovers the table later does not bring it back."""
+"""Retention on a real worker: a sent attempt's ledger entry and its
+notification's status are deleted once their retention is over, with a
+tombstone on each changelog, so a worker that recovers the tables later does
+not bring them back."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from tests.support import BrokerUnderTest, produce, read_until, unique, wait_for
 pytestmark = pytest.mark.integration
 
 
-def test_a_sent_attempt_leaves_the_ledger_after_its_retention(
+def test_a_sent_attempt_and_its_status_leave_after_their_retention(
     broker: BrokerUnderTest, emulators: EmulatorStack, start_worker: WorkerFactory
 ) -> None:
     ensure_topics(Settings(broker_url=broker.url))
@@ -28,6 +29,7 @@ def test_a_sent_attempt_leaves_the_ledger_after_its_retention(
         notify_lanes="critical",
         notify_email_providers="sendgrid",
         notify_ledger_retention="0.0005",  # 1.8 s
+        notify_status_retention="0.0005",
         **emulators.env(),
     )
     worker.wait_ready(timeout=90)
@@ -65,5 +67,13 @@ def test_a_sent_attempt_leaves_the_ledger_after_its_retention(
     )
     # sending, sent, then the tombstone; the worker is still up, one call made
     assert b'"sent"' in (history[-2].value() or b"")
+    statuses = read_until(
+        broker.bootstrap,
+        [f"{app_id}-critical-status-changelog"],
+        lambda got: bool(got) and got[-1].value() is None,
+        keep=lambda m: m.key() is not None and nid.encode() in m.key(),
+        timeout=60,
+    )
+    assert b'"sent"' in (statuses[-2].value() or b"")
     worker.assert_alive()
     assert len(sendgrid.to(address)) == 1

@@ -13,12 +13,17 @@ from faust.streams import current_event
 from faust.types import TP
 from rocksdict import Rdict
 
-from agents.retention import idempotency_expired, ledger_expired, user_partition
+from agents.retention import (
+    idempotency_expired,
+    ledger_expired,
+    status_expired,
+    user_partition,
+)
 from pipeline.app import app
 from pipeline.clock import FrozenClock
 from pipeline.partitioning import partition_for
 from pipeline.sweep import Sweeper
-from schemas.records import LedgerEntry
+from schemas.records import LedgerEntry, NotificationStatus, TrailEntry
 from tables.idempotency import SeenRequest, seen_key
 
 NOW = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
@@ -170,3 +175,48 @@ def test_an_idempotency_entry_is_swept_on_its_users_partition() -> None:
     key = seen_key("acme", "u_991", "order-1/shipped")
     expected = partition_for(b"acme/u_991", app.settings.topic_partitions)
     assert user_partition(key) == expected
+
+
+def trail(*entries: tuple[datetime, datetime | None]) -> NotificationStatus:
+    return NotificationStatus(
+        notification_id="n_x",
+        trail=[
+            TrailEntry(event_id=f"e{n}", event_type="x", stage="s", ts=ts, until=until)
+            for n, (ts, until) in enumerate(entries)
+        ],
+    )
+
+
+def test_a_status_expires_after_its_last_change_and_what_it_waits_for() -> None:
+    retention = timedelta(hours=app.settings.status_retention)
+    long_ago = NOW - retention - timedelta(hours=1)
+    assert status_expired(
+        trail((long_ago - timedelta(days=1), None), (long_ago, None)), NOW
+    )
+    recent = NOW - retention + timedelta(hours=1)
+    assert not status_expired(trail((long_ago, None), (recent, None)), NOW)
+    # Deferred a month ahead: kept until that is due, and the retention after.
+    deferred = trail((long_ago, NOW + timedelta(days=30)))
+    assert not status_expired(deferred, NOW)
+    assert status_expired(deferred, NOW + timedelta(days=30) + retention * 2)
+    assert not status_expired(NotificationStatus(notification_id="n_x"), NOW)
+
+
+async def test_an_entry_the_test_cannot_judge_is_kept(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    store = MemoryStore()
+    fill(store, {"p0-00": 5, "p0-01": 5})
+
+    def fussy(value: int, now: datetime) -> bool:
+        if value == 5 and not fussy.raised:  # type: ignore[attr-defined]
+            fussy.raised = True  # type: ignore[attr-defined]
+            raise TypeError("can't compare offset-naive and offset-aware datetimes")
+        return True
+
+    fussy.raised = False  # type: ignore[attr-defined]
+    table = Table(store)
+    sweeper = Sweeper(App({0}), table, fussy, partition_of, "things")  # type: ignore[arg-type]
+    assert await sweeper.tick() == 1
+    assert table.deleted == [("p0-01", 0)] and "p0-00" in table
+    assert "cannot tell its age" in caplog.text
