@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from faust.streams import current_event
 from faust.types import TP
-from rocksdict import Rdict
+from rocksdict import Options, Rdict
 
 from agents.retention import (
     idempotency_expired,
@@ -40,7 +40,11 @@ class RocksStore:
     offset_key = b"__faust\x00offset__"
 
     def __init__(self, root: Path, partitions: int) -> None:
-        self._dbs = {p: Rdict(str(root / f"p{p}")) for p in range(partitions)}
+        # Raw mode, as Faust opens its stores: bytes in, bytes out, bytes order.
+        self._dbs = {
+            p: Rdict(str(root / f"p{p}"), Options(raw_mode=True))
+            for p in range(partitions)
+        }
 
     def _encode_key(self, key: str) -> bytes:
         return key.encode()
