@@ -15,11 +15,12 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
+import orjson
+
 from pipeline.app import app
 from pipeline.ids import parse_notification_id
 from pipeline.partitioning import partition_for
 from pipeline.sweep import Sweeper
-from schemas.records import LedgerEntry, NotificationStatus
 from tables.idempotency import SeenRequest, idempotency, owner_key
 from tables.ledger import ledger
 from tables.status import status
@@ -28,16 +29,21 @@ from tables.status import status
 TICK = 10.0
 
 
-def ledger_expired(entry: LedgerEntry, now: datetime) -> bool:
+def ledger_expired(raw: bytes, now: datetime) -> bool:
     """An attempt untouched for the ledger's retention."""
-    return entry.updated_at < now - timedelta(hours=app.settings.ledger_retention)
+    updated_at = datetime.fromisoformat(orjson.loads(raw)["updated_at"])
+    return updated_at < now - timedelta(hours=app.settings.ledger_retention)
 
 
-def status_expired(known: NotificationStatus, now: datetime) -> bool:
+def status_expired(raw: bytes, now: datetime) -> bool:
     """A notification with no change, and nothing due, for the status retention."""
-    moments = [e.ts for e in known.trail] + [e.until for e in known.trail if e.until]
-    retention = timedelta(hours=app.settings.status_retention)
-    return bool(moments) and max(moments) < now - retention
+    trail = orjson.loads(raw).get("trail") or []
+    moments = [entry["ts"] for entry in trail]
+    moments += [entry["until"] for entry in trail if entry.get("until")]
+    if not moments:
+        return False
+    latest = max(datetime.fromisoformat(moment) for moment in moments)
+    return latest < now - timedelta(hours=app.settings.status_retention)
 
 
 def idempotency_expired(raw: bytes, now: datetime) -> bool:

@@ -30,7 +30,7 @@ NOW = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
 CHANGELOG = "test-things-changelog"
 
 
-class MemoryStore(dict[str, int]):
+class MemoryStore(dict[str, bytes]):
     """The memory store's shape: a mapping, no per-partition databases."""
 
 
@@ -52,9 +52,6 @@ class RocksStore:
     def _decode_key(self, raw: bytes) -> str:
         return raw.decode()
 
-    def _decode_value(self, raw: bytes) -> int:
-        return int(raw)
-
     def close(self) -> None:
         for db in self._dbs.values():
             db.close()
@@ -69,10 +66,14 @@ class Table:
         self.data = store
         self.deleted: list[tuple[str, int]] = []
 
-    def __contains__(self, key: str) -> bool:
+    def get(self, key: str) -> bytes | None:
         if isinstance(self.data, dict):
-            return key in self.data
-        return any(db.get(key.encode()) is not None for db in self.data._dbs.values())
+            return self.data.get(key)
+        found = (db.get(key.encode()) for db in self.data._dbs.values())
+        return next((raw for raw in found if raw is not None), None)
+
+    def __contains__(self, key: str) -> bool:
+        return self.get(key) is not None
 
     def __delitem__(self, key: str) -> None:
         event = current_event()
@@ -105,9 +106,9 @@ def partition_of(key: str) -> int:
     return int(key[1 : key.index("-")])
 
 
-def old(value: int, now: datetime) -> bool:
+def old(raw: bytes, now: datetime) -> bool:
     """Values under 100 are expired."""
-    return value < 100
+    return int(raw) < 100
 
 
 @pytest.fixture
@@ -120,7 +121,7 @@ def rocks(tmp_path: Path) -> Iterator[RocksStore]:
 def fill(store: Any, rows: dict[str, int]) -> None:
     for key, value in rows.items():
         if isinstance(store, dict):
-            store[key] = value
+            store[key] = str(value).encode()
         else:
             store._dbs[partition_of(key)][key.encode()] = str(value).encode()
 
@@ -140,7 +141,7 @@ async def test_a_sweep_deletes_expired_entries_of_owned_partitions_in_slices(
     if kind == "rocksdb":
         rocks._dbs[0][RocksStore.offset_key] = b"not a value"
     table = Table(store)
-    sweeper = Sweeper(App({0}), table, old, partition_of, "things", per_tick=4)  # type: ignore[arg-type]
+    sweeper = Sweeper(App({0}), table, old, partition_of, "things", per_tick=4, rest=0)  # type: ignore[arg-type]
     counts = [await sweeper.tick() for _ in range(4)]
     # Partition 0 only (1 is another worker's); four entries looked at a tick:
     # 00-03, 04-07, 08-09 (the walk ends), then from the start again.
@@ -158,8 +159,11 @@ async def test_no_sweep_while_rebalancing() -> None:
     assert await sweeper.tick() == 0
 
 
-def entry(updated_at: datetime) -> LedgerEntry:
-    return LedgerEntry(state="sent", attempt=0, redrive=0, updated_at=updated_at)
+def entry(updated_at: datetime) -> bytes:
+    """A ledger entry as the table stores it."""
+    return bytes(
+        LedgerEntry(state="sent", attempt=0, redrive=0, updated_at=updated_at).dumps()
+    )
 
 
 def test_a_ledger_entry_expires_after_its_retention() -> None:
@@ -181,13 +185,18 @@ def test_an_idempotency_entry_is_swept_on_its_users_partition() -> None:
     assert user_partition(key) == expected
 
 
-def trail(*entries: tuple[datetime, datetime | None]) -> NotificationStatus:
-    return NotificationStatus(
-        notification_id="n_x",
-        trail=[
-            TrailEntry(event_id=f"e{n}", event_type="x", stage="s", ts=ts, until=until)
-            for n, (ts, until) in enumerate(entries)
-        ],
+def trail(*entries: tuple[datetime, datetime | None]) -> bytes:
+    """A status with these (ts, until) trail entries, as the table stores it."""
+    return bytes(
+        NotificationStatus(
+            notification_id="n_x",
+            trail=[
+                TrailEntry(
+                    event_id=f"e{n}", event_type="x", stage="s", ts=ts, until=until
+                )
+                for n, (ts, until) in enumerate(entries)
+            ],
+        ).dumps()
     )
 
 
@@ -203,7 +212,7 @@ def test_a_status_expires_after_its_last_change_and_what_it_waits_for() -> None:
     deferred = trail((long_ago, NOW + timedelta(days=30)))
     assert not status_expired(deferred, NOW)
     assert status_expired(deferred, NOW + timedelta(days=30) + retention * 2)
-    assert not status_expired(NotificationStatus(notification_id="n_x"), NOW)
+    assert not status_expired(trail(), NOW)
 
 
 async def test_an_entry_the_test_cannot_judge_is_kept(
@@ -212,8 +221,8 @@ async def test_an_entry_the_test_cannot_judge_is_kept(
     store = MemoryStore()
     fill(store, {"p0-00": 5, "p0-01": 5})
 
-    def fussy(value: int, now: datetime) -> bool:
-        if value == 5 and not fussy.raised:  # type: ignore[attr-defined]
+    def fussy(raw: bytes, now: datetime) -> bool:
+        if raw == b"5" and not fussy.raised:  # type: ignore[attr-defined]
             fussy.raised = True  # type: ignore[attr-defined]
             raise TypeError("can't compare offset-naive and offset-aware datetimes")
         return True
@@ -224,3 +233,42 @@ async def test_an_entry_the_test_cannot_judge_is_kept(
     assert await sweeper.tick() == 1
     assert table.deleted == [("p0-01", 0)] and "p0-00" in table
     assert "cannot tell its age" in caplog.text
+
+
+async def test_a_walked_partition_rests_before_the_next_walk() -> None:
+    """Retentions are hours or days: a partition walked to its end is not
+    walked again at once (a small table would be re-read every tick)."""
+    store = MemoryStore()
+    fill(store, {"p0-00": 500})
+    clock = [0.0]
+    sweeper = Sweeper(
+        App({0}),
+        Table(store),
+        old,
+        partition_of,
+        "things",
+        rest=600,  # type: ignore[arg-type]
+        clock=lambda: clock[0],
+    )
+    await sweeper.tick()
+    store["p0-01"] = b"5"
+    clock[0] = 599.0
+    assert await sweeper.tick() == 0  # resting
+    clock[0] = 601.0
+    assert await sweeper.tick() == 1
+
+
+async def test_an_entry_written_again_meanwhile_is_kept() -> None:
+    """Judged expired, then rewritten by an agent before the delete: kept."""
+    store = MemoryStore()
+    fill(store, {"p0-00": 5})
+
+    def old_then_rewritten(raw: bytes, now: datetime) -> bool:
+        expired = int(raw) < 100
+        store["p0-00"] = b"500"  # an agent's write lands while the sweep yields
+        return expired
+
+    table = Table(store)
+    sweeper = Sweeper(App({0}), table, old_then_rewritten, partition_of, "things")  # type: ignore[arg-type]
+    assert await sweeper.tick() == 0
+    assert table.get("p0-00") == b"500"
