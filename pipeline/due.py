@@ -12,6 +12,7 @@ another worker after a rebalance is recognised downstream.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Iterator
 from typing import TYPE_CHECKING, Any
@@ -25,6 +26,10 @@ log = logging.getLogger(__name__)
 DUE_KEY_WIDTH = 15
 #: At most this many entries are released per tick (the rest wait a tick).
 MAX_PER_TICK = 5_000
+#: Releases between two yields to the event loop: a burst of due entries
+#: (a provider's Retry-After ending for thousands of jobs) must not hold
+#: the agents and the critical lane's latency back for the whole burst.
+YIELD_EVERY = 50
 
 
 def due_key(due_ms: int, rest: str) -> str:
@@ -94,6 +99,8 @@ class DueTimer:
             sent += 1
             if sent >= MAX_PER_TICK:
                 break
+            if sent % YIELD_EVERY == 0:
+                await asyncio.sleep(0)
         if sent:
             log.info("released %d due %s", sent, self.what)
         return sent
