@@ -15,7 +15,7 @@ from faust.types import EventT, StreamT
 from pipeline.app import app
 from pipeline.deadletter import source_of
 from pipeline.status import batch as status_batch
-from pipeline.status import record
+from pipeline.status import context, record
 from pipeline.streams import BATCH_WINDOW, acting_for, batches
 from schemas.records import NotificationEvent, NotificationStatus
 
@@ -34,14 +34,7 @@ def in_context(
     """
     if known is None:
         return receipt
-    return receipt.derive(
-        tenant=receipt.tenant or known.tenant,
-        user_id=receipt.user_id or known.user_id,
-        type=receipt.type or known.type,
-        priority=receipt.priority or known.priority,
-        lane=receipt.lane or known.lane,
-        campaign_id=receipt.campaign_id or known.campaign_id,
-    )
+    return receipt.derive(**context(receipt, known))
 
 
 def fold_receipts(events: Sequence[EventT]) -> None:

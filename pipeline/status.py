@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
+from typing import Any
 
 from faust.streams import current_event
 from faust.types import EventT
@@ -73,16 +74,20 @@ def fold(
         )
     return NotificationStatus(
         notification_id=status_.notification_id,
-        tenant=status_.tenant or event.tenant,
-        user_id=status_.user_id or event.user_id,
-        type=status_.type or event.type,
-        priority=status_.priority or event.priority,
-        lane=status_.lane or event.lane,
-        campaign_id=status_.campaign_id or event.campaign_id,
+        **context(status_, event),
         status=overall(channels, status_.status),
         channels=channels,
         trail=[*status_.trail, entry][-MAX_TRAIL:],
     )
+
+
+#: What a notification's status and its events both say about it.
+CONTEXT = ("tenant", "user_id", "type", "priority", "lane", "campaign_id")
+
+
+def context(first: Any, then: Any) -> dict[str, Any]:
+    """The ``CONTEXT`` fields of ``first``, each one it lacks taken from ``then``."""
+    return {name: getattr(first, name) or getattr(then, name) for name in CONTEXT}
 
 
 def progressed(current: str | None, outcome: str) -> str:
