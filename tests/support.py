@@ -13,6 +13,7 @@ import urllib.request
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ from confluent_kafka import Consumer, KafkaError, Message, Producer
 
 from pipeline.broker import free_port, terminate
 from pipeline.settings import EMBEDDED_BROKER_DEFECTS
+from schemas.records import DeliveryJob
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -259,3 +261,22 @@ def call(
     except urllib.error.HTTPError as error:
         raw, status, got = error.read(), error.code, error.headers
     return Reply(status, json.loads(raw) if raw else None, dict(got.items()))
+
+
+def email_job(
+    notification_id: str, user_id: str, email: str, order_id: int
+) -> tuple[bytes, bytes]:
+    """A critical-lane order_shipped email job, keyed by its user as fanout keys it."""
+    value = DeliveryJob(
+        notification_id=notification_id,
+        tenant="default",
+        user_id=user_id,
+        type="order_shipped",
+        priority="transactional",
+        lane="critical",
+        channel="email",
+        data={"order_id": order_id},
+        created_at=datetime.now(UTC),
+        email=email,
+    )
+    return f"default/{user_id}".encode(), value.dumps()

@@ -5,16 +5,20 @@ not bring them back."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 import pytest
 
 from pipeline.admin import ensure_topics
 from pipeline.emulators.stack import EmulatorStack
 from pipeline.settings import Settings
-from schemas.records import DeliveryJob
 from tests.conftest import WorkerFactory
-from tests.support import BrokerUnderTest, produce, read_until, unique, wait_for
+from tests.support import (
+    BrokerUnderTest,
+    email_job,
+    produce,
+    read_until,
+    unique,
+    wait_for,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -35,22 +39,10 @@ def test_a_sent_attempt_and_its_status_leave_after_their_retention(
     worker.wait_ready(timeout=90)
     run = unique("t").replace("-", "")
     nid, address = f"n_{run}", f"{run}@example.com"
-    job = DeliveryJob(
-        notification_id=nid,
-        tenant="default",
-        user_id="u-retention",
-        type="order_shipped",
-        priority="transactional",
-        lane="critical",
-        channel="email",
-        data={"order_id": 1},
-        created_at=datetime.now(UTC),
-        email=address,
-    )
     produce(
         broker.bootstrap,
         "notify.deliveries.email.critical",
-        [(b"default/u-retention", job.dumps())],
+        [email_job(nid, "u-retention", address, 1)],
         partitioner="murmur2_random",
     )
     sendgrid = emulators.sendgrid.calls

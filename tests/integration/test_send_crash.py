@@ -27,6 +27,7 @@ from tests.support import (
     BrokerUnderTest,
     WorkerProcess,
     consumer_config,
+    email_job,
     produce,
     read_until,
     unique,
@@ -41,21 +42,8 @@ BATCH = 200
 
 
 def job(n: int, run: str) -> tuple[bytes, bytes]:
-    """The n-th email job, keyed by its user as fanout keys them."""
-    user = f"u{n % USERS}"
-    value = DeliveryJob(
-        notification_id=f"n_{run}{n:05d}",
-        tenant="default",
-        user_id=user,
-        type="order_shipped",
-        priority="transactional",
-        lane="critical",
-        channel="email",
-        data={"order_id": n},
-        created_at=datetime.now(UTC),
-        email=f"{run}-{n}@example.com",
-    )
-    return f"default/{user}".encode(), value.dumps()
+    """The n-th email job of this run."""
+    return email_job(f"n_{run}{n:05d}", f"u{n % USERS}", f"{run}-{n}@example.com", n)
 
 
 def test_sigkill_mid_burst_loses_nothing(
