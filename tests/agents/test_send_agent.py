@@ -344,10 +344,18 @@ async def test_a_batch_taken_before_the_providers_start_waits_for_them(
     smtp = wired["senders"]["smtp"]
     entry_key = "n_0123456789ab:email:alice@example.com"
     unstarted = Providers(app.settings, {"email": [smtp]})
+    waiting = asyncio.Event()
+    opened = unstarted.opened
+
+    async def waits_for_opened() -> None:
+        waiting.set()
+        await opened()
+
+    monkeypatch.setattr(unstarted, "opened", waits_for_opened)
     monkeypatch.setattr(agents.send, "providers", unstarted)
     async with app.agents["send.email.critical"].test_context() as agent:
         await agent.put(key=KEY, value=job().dumps(), partition=HOME)
-        await asyncio.sleep(0.2)
+        await asyncio.wait_for(waiting.wait(), timeout=10)  # the batch is held
         [entry] = wired["tables"]["ledger"].values()
         assert entry.state == "sending" and smtp.calls == []
         await unstarted.start()
