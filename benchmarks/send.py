@@ -1,20 +1,24 @@
 """The send stage against emulators that answer at once, and critical latency
 under a bulk backlog.
 
-Three measurements, each on a fresh embedded broker with one real worker of
-``pipeline.app``:
+Four measurements; all but the third on a fresh embedded broker with one
+real worker of ``pipeline.app``:
 
 1. **deliveries/s**: N delivery jobs (half push over FCM, half email over
    SendGrid) are preloaded onto the critical lane's delivery topics, drained
-   by one worker; the
-   window runs from the first provider call the emulators see to the N-th,
+   by one worker; the window runs from the first provider call the emulators see to the N-th,
    and the figure is printed as a ratio to the raw floor loop and to the
    single-hop Faust relay, both measured in the same run
    (``benchmarks.run``'s contenders);
 2. **whole chain**: N requests (users with an email address and an FCM
    device; one email or one push each) go through ingest → fanout → send on
    one worker; notifications/s from the first provider call to the last;
-3. **critical p99**: a backlog of bulk-lane email jobs (200,000 by default)
+3. **provider calls alone**: the same mix of FCM and SendGrid calls made by
+   the worker's own senders in a process with no Kafka at all
+   (``benchmarks.provider_calls``); with the relay's CPU per event it gives
+   the ceiling of any chain of Faust agents that makes the two hops and the
+   one provider call a notification needs (request → job, job → ledger);
+4. **critical p99**: a backlog of bulk-lane email jobs (200,000 by default)
    is preloaded, one worker per lane started (lanes deploy apart, as in
    ``docker-compose.yml``), and while the bulk worker drains the backlog
    critical requests go in at a steady rate through the whole chain (ingest
@@ -251,6 +255,30 @@ def preload_users(bootstrap: str, users: list[str]) -> None:
         raise RuntimeError("device preload failed")
 
 
+def provider_calls(workdir: Path, calls: int, timeout: float) -> tuple[float, float]:
+    """Provider calls/s with no Kafka at all, and CPU µs per call.
+
+    ``benchmarks.provider_calls`` runs as its own process against the
+    emulators, so its CPU is the client's alone, as a worker's would be.
+    """
+    emulators = EmulatorStack(workdir / "provider-calls")
+    emulators.start()
+    try:
+        done = subprocess.run(  # noqa: S603 - our own module
+            [sys.executable, "-m", "benchmarks.provider_calls", str(calls)],
+            env={**os.environ, **emulators.env()},
+            capture_output=True,
+            timeout=timeout,
+            check=True,
+        )
+    finally:
+        emulators.stop()
+    result = orjson.loads(done.stdout.splitlines()[-1])
+    if result["failed"]:
+        raise RuntimeError(f"{result['failed']} provider calls failed")
+    return calls / result["wall_s"], result["cpu_s"] / calls * 1e6
+
+
 def chain_request(n: int, run: str) -> tuple[str, bytes, bytes]:
     """The n-th request of the chain run: one email or one push, alternately."""
     uid = user(n)
@@ -462,6 +490,12 @@ def main(argv: list[str] | None = None) -> int:
             rate, cpu_us = throughput(workdir, args.jobs, args.timeout)
             floor, relay = base["floor"].rate, base["relay"].rate
             chain, chain_us = chain_throughput(workdir, args.jobs, args.timeout)
+            calls, call_us = provider_calls(workdir, args.jobs, args.timeout)
+            # Two Faust hops (request → job, job → ledger) and one provider
+            # call are the least a notification costs; each hop is taken at
+            # the relay's CPU per event.
+            relay_us = base["relay"].cpu_us
+            ceiling = 1e6 / (2 * relay_us + call_us)
             print(  # noqa: T201
                 f"\nfloor {floor:,.0f}/s   relay {relay:,.0f}/s\n"
                 f"send stage {rate:,.0f} deliveries/s = {rate / floor:.3f}x floor, "
@@ -469,7 +503,13 @@ def main(argv: list[str] | None = None) -> int:
                 "delivery)\n"
                 f"whole chain {chain:,.0f} notifications/s = {chain / floor:.3f}x "
                 f"floor, {chain / relay:.2f}x relay ({chain_us:,.0f} µs worker CPU "
-                "per notification)"
+                "per notification)\n"
+                f"provider calls alone, no Kafka: {calls:,.0f} calls/s, "
+                f"{call_us:,.0f} µs CPU per call (relay: {relay_us:,.0f} µs per "
+                "event)\n"
+                f"ceiling of a Faust chain (2 hops + 1 provider call, no other "
+                f"work): {ceiling:,.0f} notifications/s = "
+                f"{ceiling / relay:.2f}x relay"
             )
         latencies, left = critical_latency(
             workdir,
