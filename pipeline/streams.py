@@ -54,12 +54,9 @@ async def flush_durably(app: faust.App, timeout: float = FLUSH_TIMEOUT) -> None:
     a send failed (the commit guard then stops the worker).
     """
     producer: Producer = app.producer  # type: ignore[assignment]
-    if not await producer.acknowledged(timeout):
-        raise TimeoutError("records sent earlier did not reach the producer")
-    await asyncio.sleep(0)  # failed sends' callbacks run first
-    failure = app.commit_guard.failure  # type: ignore[attr-defined]
-    if failure is not None:
-        raise RuntimeError(f"a send failed: {failure!r}")
+    problem = await producer.durable(timeout)
+    if problem is not None:
+        raise RuntimeError(problem)
 
 
 def batches(

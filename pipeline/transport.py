@@ -258,6 +258,19 @@ class Producer(aiokafka_driver.Producer):
             await self._producer.flush()
         return True
 
+    async def durable(self, timeout: float) -> str | None:
+        """None once every record sent before the call is acknowledged and no
+        send has failed; otherwise what is wrong.
+
+        A failed send trips the commit guard from its callback, so the
+        callbacks of the last acknowledgements get their turn first.
+        """
+        if not await self.acknowledged(timeout):
+            return f"records sent earlier were not handed to the client in {timeout} s"
+        await asyncio.sleep(0)
+        failure = self.app.commit_guard.failure  # type: ignore[attr-defined]
+        return None if failure is None else f"a send failed: {failure!r}"
+
     async def flush(self) -> None:
         """Wait for the records sent before this call (Faust's commit calls it)."""
         if not await self.acknowledged(BUFFER_DRAIN_TIMEOUT):
@@ -288,14 +301,9 @@ class Consumer(aiokafka_driver.Consumer):
         # flush gives up after a while; the offsets must never cover table
         # updates (send_soon records) that have not left the worker.
         producer: Producer = self.app.producer  # type: ignore[assignment]
-        if not await producer.acknowledged(BUFFER_DRAIN_TIMEOUT):
-            log.warning("not committing yet: buffered records not handed over")
-            return False
-        # Give failed sends' callbacks their turn, then refuse if any failed.
-        await asyncio.sleep(0)
-        guard: CommitGuard = self.app.commit_guard  # type: ignore[attr-defined]
-        if guard.failure is not None:
-            log.error("not committing %d offsets: %r", len(offsets), guard.failure)
+        problem = await producer.durable(BUFFER_DRAIN_TIMEOUT)
+        if problem is not None:
+            log.error("not committing %d offsets: %s", len(offsets), problem)
             return False
         return await super()._commit(offsets)
 

@@ -12,6 +12,7 @@ from faust.types import TP
 
 from pipeline.app import NotifyApp, create_app
 from pipeline.settings import Settings
+from pipeline.streams import flush_durably
 from pipeline.transport import ProducerBuffer
 
 
@@ -93,6 +94,22 @@ async def test_a_flush_gives_up_after_its_timeout(app: NotifyApp) -> None:
     """A buffer that never hands over makes ``acknowledged`` false, not a hang."""
     app.producer.buffer.put(handed_record())
     assert await app.producer.acknowledged(timeout=0.05) is False  # type: ignore[attr-defined]
+
+
+async def test_durable_says_what_stands_in_the_way(app: NotifyApp) -> None:
+    """The check a send batch and a commit share: records not handed over, a
+    failed send, or nothing (then flush_durably returns and offsets commit)."""
+    producer = app.producer
+    assert await producer.durable(timeout=0.05) is None  # type: ignore[attr-defined]
+    producer.buffer.put(handed_record())
+    waiting = await producer.durable(timeout=0.05)  # type: ignore[attr-defined]
+    assert waiting is not None and "not handed to the client" in waiting
+    await producer.buffer._send_pending(producer.buffer.pending.get_nowait())
+    app.commit_guard.trip(RuntimeError("broker said no"))
+    failed = await producer.durable(timeout=0.05)  # type: ignore[attr-defined]
+    assert failed is not None and "broker said no" in failed
+    with pytest.raises(RuntimeError, match="broker said no"):
+        await flush_durably(app, timeout=0.05)
 
 
 async def test_back_pressure_holds_the_streams_quietly_until_half_left(
