@@ -378,8 +378,7 @@ async def handle(
     if result.deferral is not None:
         topology.deferred[lane].send_soon(key=key, value=result.deferral)
     if accepted.held_key is not None:  # released by the timer: this look ends it
-        held.pop(accepted.held_key, None)
-        held_timer.forget(accepted.held_key)
+        held_timer.done(accepted.held_key)
     if result.held is not None:
         held[result.held.held_key] = result.held
     for outcome in result.events:

@@ -194,9 +194,7 @@ async def prepare(
     job twice in one batch is called for once.
     """
     if job.not_before is not None:
-        key = plan.schedule_key(job)
-        retries.pop(key, None)
-        retry_timer.forget(key)
+        retry_timer.done(plan.schedule_key(job))
     found = plan.targets(job)
     if not found:
         record_event(job_event(job, "failed", now, "-", reason="no_target"))

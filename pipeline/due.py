@@ -63,7 +63,7 @@ def due_keys(table: Any, now_ms: int) -> Iterator[str]:
 
 class DueTimer:
     """Releases a table's due entries; remembers what it released until the
-    receiving agent deletes the entry (and calls ``forget``)."""
+    receiving agent takes the entry (``done``)."""
 
     def __init__(
         self,
@@ -78,8 +78,13 @@ class DueTimer:
         self.what = what
         self.released: set[str] = set()
 
-    def forget(self, key: str) -> None:
-        """The receiving agent took the entry: it is gone."""
+    def done(self, key: str) -> None:
+        """The receiving agent took the entry: delete it, and forget it.
+
+        Called in the receiving agent's event context, so the delete lands on
+        the entry's partition and its changelog.
+        """
+        self.table.pop(key, None)
         self.released.discard(key)
 
     async def tick(self) -> int:

@@ -50,6 +50,7 @@ def wired(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
         monkeypatch.setattr(agents.fanout, name, table)
         if hasattr(agents.user_state, name):
             monkeypatch.setattr(agents.user_state, name, table)
+    monkeypatch.setattr(agents.held.held_timer, "table", tables["held"])
     tables["status"] = {}
     monkeypatch.setattr(pipeline.status, "status", tables["status"])
     # Fanout's outputs are buffered (send_soon); dead letters are awaited.

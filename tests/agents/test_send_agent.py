@@ -71,6 +71,7 @@ async def wired(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[dict[str, Any]
     for name, table in tables.items():
         monkeypatch.setattr(agents.send, name, table)
     monkeypatch.setattr(agents.retry, "retries", tables["retries"])
+    monkeypatch.setattr(agents.retry.retry_timer, "table", tables["retries"])
     monkeypatch.setattr(agents.inbox, "inbox", tables["inbox"])
     sends: dict[str, Any] = {
         "events": MagicMock(),
