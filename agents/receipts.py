@@ -4,10 +4,16 @@ The webhooks and tracking links put each receipt, as its analytics event, on
 ``notify.receipts.<lane>`` at the user's partition (the notification id says
 which lane and partition). This agent owns that partition's status entries:
 it folds the receipt in and only then emits the event on ``notify.events``.
+
+A receipt whose notification has no status any more (a click weeks later,
+after ``NOTIFY_STATUS_RETENTION``) is emitted as it came and begins no new
+status: GET status stays a 404, as it is for the notification's other
+events once its status has gone.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 
 from faust.types import EventT, StreamT
@@ -15,16 +21,18 @@ from faust.types import EventT, StreamT
 from pipeline.app import app
 from pipeline.deadletter import source_of
 from pipeline.status import batch as status_batch
-from pipeline.status import context, record
+from pipeline.status import context, emit, record
 from pipeline.streams import BATCH_WINDOW, acting_for, batches
 from schemas.records import NotificationEvent, NotificationStatus
+
+log = logging.getLogger(__name__)
 
 #: Receipts taken at once.
 BATCH = 500
 
 
 def in_context(
-    receipt: NotificationEvent, known: NotificationStatus | None
+    receipt: NotificationEvent, known: NotificationStatus
 ) -> NotificationEvent:
     """The receipt with what its notification's status knows and it does not.
 
@@ -32,8 +40,6 @@ def in_context(
     target): the tenant, user, type, campaign and lane come from the status,
     so an open or a click counts in a tenant's or a campaign's funnel.
     """
-    if known is None:
-        return receipt
     return receipt.derive(**context(receipt, known))
 
 
@@ -44,6 +50,10 @@ def fold_receipts(events: Sequence[EventT]) -> None:
             receipt: NotificationEvent = stream_event.value  # type: ignore[assignment]
             nid = receipt.notification_id
             known = book.current(stream_event, nid) if nid else None
+            if known is None:
+                log.debug("receipt %s: no status for %s", receipt.event_id, nid)
+                emit(receipt)
+                continue
             with acting_for(stream_event):
                 record(in_context(receipt, known))
 

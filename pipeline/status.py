@@ -156,6 +156,11 @@ def batch() -> Iterator[StatusBook]:
     book.write()
 
 
+def emit(event: NotificationEvent) -> None:
+    """Put ``event`` on ``notify.events`` (buffered, as ``record`` explains)."""
+    app.topology.events.send_soon(key=event.notification_id, value=event)
+
+
 def record(event: NotificationEvent) -> None:
     """Emit ``event`` on ``notify.events`` and fold it into its status.
 
@@ -165,7 +170,7 @@ def record(event: NotificationEvent) -> None:
     the worker (the commit guard), so nothing is lost and no future is awaited
     per event.
     """
-    app.topology.events.send_soon(key=event.notification_id, value=event)
+    emit(event)
     cause = current_event()
     if cause is None:
         raise RuntimeError("a status change outside any stream event")

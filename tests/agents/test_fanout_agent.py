@@ -258,6 +258,8 @@ async def test_receipts_agent_folds_interleaved_notifications(
     and each is emitted on notify.events once folded."""
     nid1 = notification_id("default", "k1", "u_991", "critical")
     nid2 = notification_id("default", "k2", "u_991", "critical")
+    for nid in (nid1, nid2):  # the send stage wrote them before any receipt
+        wired["tables"]["status"][nid] = NotificationStatus(notification_id=nid)
 
     def event(nid: str, kind: str, channel: str | None) -> NotificationEvent:
         return NotificationEvent(
@@ -320,6 +322,28 @@ async def test_a_receipt_event_carries_its_notifications_context(
     )
     assert (emitted.lane, emitted.campaign_id) == ("critical", "1042")
     assert wired["tables"]["status"][nid].channels == {"email": "opened"}
+
+
+async def test_a_receipt_after_its_status_expired_is_emitted_and_begins_none(
+    wired: dict[str, Any],
+) -> None:
+    """A click weeks on, after the status retention swept the status: the
+    event still reaches notify.events; no status holding only it is begun, so
+    GET status stays a 404 like the rest of the notification's history."""
+    nid = notification_id("acme", "k4", "u_991", "critical")
+    clicked = NotificationEvent(
+        event_id=f"{nid}-clicked",
+        event_type="clicked",
+        ts=NOW,
+        stage="receipt.tracking",
+        notification_id=nid,
+        channel="email",
+    )
+    async with app.agents["receipts.critical"].test_context() as agent:
+        await agent.put(key=nid, value=clicked, partition=HOME)
+    emitted = wired["sends"]["events"].call_args.kwargs["value"]
+    assert (emitted.event_id, emitted.event_type) == (clicked.event_id, "clicked")
+    assert nid not in wired["tables"]["status"]
 
 
 async def test_a_request_for_an_unknown_user_waits_for_its_profile(
