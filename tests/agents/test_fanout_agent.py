@@ -251,6 +251,18 @@ async def test_fanout_writes_the_status_of_what_it_decides(
     assert emitted == [e.event_id for e in current.trail]
 
 
+def receipt(nid: str, kind: str, channel: str = "email") -> NotificationEvent:
+    """A receipt's event as a webhook or tracking link puts it on the lane."""
+    return NotificationEvent(
+        event_id=f"{nid}-{kind}-{channel}",
+        event_type=kind,
+        ts=NOW,
+        stage="receipt.sendgrid",
+        notification_id=nid,
+        channel=channel,
+    )
+
+
 async def test_receipts_agent_folds_interleaved_notifications(
     wired: dict[str, Any],
 ) -> None:
@@ -261,16 +273,6 @@ async def test_receipts_agent_folds_interleaved_notifications(
     for nid in (nid1, nid2):  # the send stage wrote them before any receipt
         wired["tables"]["status"][nid] = NotificationStatus(notification_id=nid)
 
-    def event(nid: str, kind: str, channel: str | None) -> NotificationEvent:
-        return NotificationEvent(
-            event_id=f"{nid}-{kind}-{channel}",
-            event_type=kind,
-            ts=NOW,
-            stage="receipt.sendgrid",
-            notification_id=nid,
-            channel=channel,
-        )
-
     async with app.agents["receipts.critical"].test_context() as agent:
         for nid, kind, channel in (
             (nid1, "sent", "email"),
@@ -280,7 +282,8 @@ async def test_receipts_agent_folds_interleaved_notifications(
             (nid1, "opened", "email"),  # the pixel after the click
             (nid1, "opened", "email"),  # a redelivered receipt changes nothing
         ):
-            await agent.put(key=nid, value=event(nid, kind, channel), partition=HOME)
+            value = receipt(nid, kind, channel)
+            await agent.put(key=nid, value=value, partition=HOME)
     table = wired["tables"]["status"]
     assert [e.event_type for e in table[nid1].trail] == ["sent", "clicked", "opened"]
     assert table[nid1].channels == {"email": "clicked"}
@@ -303,14 +306,7 @@ async def test_a_receipt_event_carries_its_notifications_context(
         lane="critical",
         campaign_id="1042",
     )
-    opened = NotificationEvent(
-        event_id=f"{nid}-opened",
-        event_type="opened",
-        ts=NOW,
-        stage="receipt.sendgrid",
-        notification_id=nid,
-        channel="email",
-    )
+    opened = receipt(nid, "opened")
     async with app.agents["receipts.critical"].test_context() as agent:
         await agent.put(key=nid, value=opened, partition=HOME)
     emitted = wired["sends"]["events"].call_args.kwargs["value"]
@@ -331,14 +327,7 @@ async def test_a_receipt_after_its_status_expired_is_emitted_and_begins_none(
     event still reaches notify.events; no status holding only it is begun, so
     GET status stays a 404 like the rest of the notification's history."""
     nid = notification_id("acme", "k4", "u_991", "critical")
-    clicked = NotificationEvent(
-        event_id=f"{nid}-clicked",
-        event_type="clicked",
-        ts=NOW,
-        stage="receipt.tracking",
-        notification_id=nid,
-        channel="email",
-    )
+    clicked = receipt(nid, "clicked")
     async with app.agents["receipts.critical"].test_context() as agent:
         await agent.put(key=nid, value=clicked, partition=HOME)
     emitted = wired["sends"]["events"].call_args.kwargs["value"]
