@@ -10,14 +10,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from faust.types import EventT, StreamT
 
 from agents.held import held_timer
 from pipeline.app import app
 from pipeline.deadletter import source_of
-from pipeline.due import due_key
+from pipeline.due import due_key, due_ms
 from pipeline.ids import event_id
 from pipeline.policy import (
     TypeCatalogue,
@@ -207,9 +207,10 @@ def fan_out(
         if state.knows_user()
         else [c for c in channels if unreachable_reason(c, None, []) is not None]
     )
-    until = hold_until(accepted, request, waiting, now, wait)
+    look = looked_at(accepted, state.seen, now)
+    until = hold_until(accepted, request, waiting, look, wait)
     if until is not None:
-        result.held = held_request(accepted, waiting, now, until)
+        result.held = held_request(accepted, waiting, look, until)
         for channel in waiting:
             result.events.append(
                 event(
@@ -276,6 +277,24 @@ def fan_out(
 #: The first look again at a request for an unknown user. Each later look
 #: waits as long as the request has waited so far: 0.5 s, 1 s, 2 s, 4 s...
 FIRST_LOOK = timedelta(milliseconds=500)
+
+
+def looked_at(
+    accepted: AcceptedRequest, seen: SeenRequest | None, now: datetime
+) -> datetime:
+    """When this look at the request is due, the same however often it is redelivered.
+
+    A look released by the timer is due at its held entry's time; a first
+    look, when the request first claimed its idempotency key. So a Kafka
+    redelivery of either (a crash, a rebalance) holds the request under the
+    same key, due at the same time, and emits the same ``deferred`` events,
+    instead of a second held entry beside the first.
+    """
+    if accepted.held_key is not None:
+        return datetime.fromtimestamp(due_ms(accepted.held_key) / 1000, UTC)
+    if seen is not None and seen.source == accepted.source:
+        return seen.first_seen
+    return now
 
 
 def hold_until(

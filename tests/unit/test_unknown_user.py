@@ -107,20 +107,54 @@ def test_a_request_expiring_before_the_next_look_is_not_held() -> None:
 def test_looks_double_and_end_within_the_wait(late: list[int]) -> None:
     """Looks wait as long as the request has waited (0.5 s, 1 s, 2 s, ...), the
     last one at the wait's end; released late by the timer, the schedule
-    holds. A still-unknown user is then suppressed, with the same reason code."""
+    holds (it runs from each look's due time, not from when it ran). A
+    still-unknown user is then suppressed, with the same reason code."""
     result = fan_out(accepted(channels=["email"]), UNKNOWN, CATALOGUE, NOW, wait=WAIT)
     looks = 0
-    now = NOW
+    now = previous = NOW
     while result.held is not None:
         held = result.held
         assert held.held_since == NOW
         assert held.held_key is not None
         due = datetime.fromtimestamp(due_ms(held.held_key) / 1000, UTC)
         assert due <= NOW + WAIT
-        assert due - now >= min(timedelta(milliseconds=500), NOW + WAIT - now)
+        step = max(timedelta(milliseconds=500), previous - NOW)
+        assert due - previous == min(step, NOW + WAIT - previous)
+        previous = due
         now = due + timedelta(milliseconds=late[looks % len(late)])
         result = look_again(held, now)
         looks += 1
         assert looks <= 8
     assert outcomes(result)["email"] == ("suppressed", "no_email:no_profile")
     assert now >= NOW + WAIT
+
+
+def test_a_redelivered_look_holds_under_the_same_key_and_events() -> None:
+    """A crash or rebalance redelivers a look a moment later: the request is
+    held again under the same key, due at the same time, with the same
+    ``deferred`` events, not beside a second held entry."""
+    request = accepted(channels=["email"])
+    first = fan_out(request, UNKNOWN, CATALOGUE, NOW, wait=WAIT)
+    assert first.held is not None and first.seen is not None
+    # The idempotency entry the first look wrote is there on the redelivery.
+    again = fan_out(
+        request,
+        UserState(seen=first.seen),
+        CATALOGUE,
+        NOW + timedelta(seconds=3),
+        wait=WAIT,
+    )
+    assert again.held is not None
+    assert again.held.held_key == first.held.held_key
+    assert again.held.held_since == first.held.held_since
+    assert [e.event_id for e in again.events] == [e.event_id for e in first.events]
+
+    released = first.held
+    second = look_again(released, NOW + timedelta(milliseconds=700))
+    redelivered = look_again(released, NOW + timedelta(seconds=5))
+    assert second.held is not None and redelivered.held is not None
+    assert redelivered.held.held_key == second.held.held_key
+    deferred = [e.event_id for e in second.events if e.event_type == "deferred"]
+    assert deferred == [
+        e.event_id for e in redelivered.events if e.event_type == "deferred"
+    ]
