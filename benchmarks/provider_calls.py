@@ -22,7 +22,9 @@ import time
 
 import orjson
 
-from pipeline.providers.base import Content, Outgoing, Sender, message_id_for
+from benchmarks.send import delivery_job
+from pipeline.delivery import plan
+from pipeline.providers.base import Content, Outgoing, Sender
 from pipeline.providers.build import email_senders, push_senders
 from pipeline.settings import Settings
 
@@ -38,23 +40,11 @@ CONTENT = Content(
 
 
 def outgoing(n: int, run: str) -> Outgoing:
-    """The n-th call: even ones a push over FCM, odd ones an email."""
-    push = n % 2 == 0
-    channel = "push" if push else "email"
-    key = f"{run}-{n}:{channel}:0"
-    return Outgoing(
-        attempt_key=key,
-        message_id=message_id_for(key),
-        notification_id=f"{run}-{n}",
-        tenant="default",
-        user_id=f"p{n % 500:04d}",
-        type="order_shipped",
-        priority="transactional",
-        channel=channel,
-        to=f"calls{n % 500:04d}" + "x" * 40 if push else f"p{n % 500}@example.com",
-        content=CONTENT,
-        platform="fcm" if push else None,
-    )
+    """The n-th call, made as the send stage makes it from the n-th job of the
+    send-stage run: even ones a push over FCM, odd ones an email."""
+    job = delivery_job(n, "critical", "push" if n % 2 == 0 else "email", run)
+    [target] = plan.targets(job)
+    return plan.outgoing(job, target, CONTENT, None)
 
 
 async def measure(calls: int, settings: Settings) -> dict[str, float]:

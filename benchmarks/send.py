@@ -74,8 +74,14 @@ def fcm_token(n: int) -> str:
 
 def job(n: int, lane: str, channel: str, run: str) -> tuple[bytes, bytes]:
     """The n-th delivery job, keyed by its user like fanout keys them."""
+    value = delivery_job(n, lane, channel, run)
+    return f"default/{value.user_id}".encode(), value.dumps()
+
+
+def delivery_job(n: int, lane: str, channel: str, run: str) -> DeliveryJob:
+    """The n-th delivery job: an email or a push to the n-th user's device."""
     uid = user(n)
-    value = DeliveryJob(
+    return DeliveryJob(
         notification_id=notification_id("default", f"{run}-{n}", uid, lane),
         tenant="default",
         user_id=uid,
@@ -92,7 +98,6 @@ def job(n: int, lane: str, channel: str, run: str) -> tuple[bytes, bytes]:
             else []
         ),
     )
-    return f"default/{uid}".encode(), value.dumps()
 
 
 def producer(bootstrap: str, linger_ms: int = 20) -> Producer:
