@@ -301,10 +301,11 @@ def hold_until(
     accepted: AcceptedRequest,
     request: NotificationRequest,
     waiting: Sequence[str],
-    now: datetime,
+    look: datetime,
     wait: timedelta,
 ) -> datetime | None:
-    """When to look again at a request whose user no table knows, else None.
+    """When to look again at a request whose user no table knows, else None;
+    ``look`` is when this look was due (``looked_at``).
 
     Such a user was most often created a moment ago: its profile and devices
     are on other topics, in no order with the request, and may not be folded
@@ -314,25 +315,26 @@ def hold_until(
     """
     if not waiting:
         return None
-    since = accepted.held_since or now
-    if now - since >= wait:
+    since = accepted.held_since or look
+    if look - since >= wait:
         return None
-    until = min(now + max(FIRST_LOOK, now - since), since + wait)
+    until = min(look + max(FIRST_LOOK, look - since), since + wait)
     if request.expiry_at is not None and request.expiry_at <= until:
         return None
     return until
 
 
 def held_request(
-    accepted: AcceptedRequest, channels: list[str], now: datetime, until: datetime
+    accepted: AcceptedRequest, channels: list[str], look: datetime, until: datetime
 ) -> AcceptedRequest:
-    """The held table's entry for ``channels`` of ``accepted``, due at ``until``."""
+    """The held table's entry for ``channels`` of ``accepted``, due at ``until``;
+    held since this look if it is the first."""
     key = due_key(int(until.timestamp() * 1000), accepted.notification_id)
     return AcceptedRequest(
         **{
             **accepted.asdict(),
             "request": {**accepted.request, "channels": channels},
-            "held_since": accepted.held_since or now,
+            "held_since": accepted.held_since or look,
             "held_key": key,
         }
     )
