@@ -1,10 +1,12 @@
 # The two commands: `make run` and `make test`. Both create .venv if missing and
-# install the locked, hash-checked dependencies first.
+# install the locked, hash-checked dependencies and the broker's jars first.
 
 PYTHON ?= python3.11
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# The embedded Kafka broker's jars, resolved from broker/pom.xml by Maven.
+BROKER_STAMP := broker/lib/.resolved
 
 .PHONY: run test install lint typecheck pytest bench clean
 
@@ -13,7 +15,7 @@ run: install
 
 test: install lint typecheck pytest
 
-install: $(STAMP)
+install: $(STAMP) $(BROKER_STAMP)
 
 $(STAMP): requirements.lock pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -22,6 +24,12 @@ $(STAMP): requirements.lock pyproject.toml
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check \
 		--no-deps --no-build-isolation -e .
 	touch $(STAMP)
+
+$(BROKER_STAMP): broker/pom.xml
+	rm -rf broker/lib
+	mvn --batch-mode --quiet --strict-checksums -Dstyle.color=never -f broker/pom.xml \
+		dependency:copy-dependencies
+	touch $(BROKER_STAMP)
 
 lint: install
 	$(BIN)/ruff check .

@@ -30,7 +30,7 @@ from aiohttp import web
 
 from pipeline.admin import ensure_topics
 from pipeline.broker import EmbeddedBroker, free_port, terminate
-from pipeline.settings import DEV_API_KEY, EMBEDDED_BROKER_DEFECTS, Settings
+from pipeline.settings import DEV_API_KEY, Settings
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -154,7 +154,6 @@ def main(argv: list[str] | None = None) -> int:
         env = {
             **os.environ,
             "NOTIFY_BROKER_URL": broker.url,
-            "NOTIFY_BROKER_DEFECTS": EMBEDDED_BROKER_DEFECTS,
             "NOTIFY_DATA_DIR": data_dir,
             "NOTIFY_WEB_PORT": str(port),
             "NOTIFY_APP_ID": "bench-api",

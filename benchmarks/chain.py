@@ -26,9 +26,11 @@ from benchmarks.workload import (
     make_request,
     process_cpu_seconds,
 )
+from pipeline.topology import EVENTS, REQUESTS
 
-REQUEST_TOPIC = "notify.requests.critical"
-EVENTS_TOPIC = "notify.events"
+#: The topology's names; a run under NOTIFY_TOPIC_PREFIX puts it before them.
+REQUEST_TOPIC = REQUESTS["critical"].name
+EVENTS_TOPIC = EVENTS.name
 
 
 def expected_decisions(events: int, seed: int = 42) -> int:
@@ -58,6 +60,7 @@ def measure(
     broker_pid: int | None,
     timeout: float,
     alive: Callable[[], bool],
+    events_topic: str = EVENTS_TOPIC,
 ) -> tuple[Result, int]:
     """Watch the events topic until every request is decided; the Result and count."""
     wanted = expected_decisions(requests)
@@ -71,7 +74,7 @@ def measure(
             "log_level": 3,
         }
     )
-    consumer.subscribe([EVENTS_TOPIC])
+    consumer.subscribe([events_topic])
     start: Sample | None = None
     accepted = seen = 0
     deadline = time.monotonic() + timeout

@@ -83,9 +83,10 @@ def produce(
 
 
 def count_records(bootstrap: str, topic: str, timeout: float = 60.0) -> int:
-    """Records in ``topic``, read up to each partition's Fetch high watermark.
+    """Records in ``topic``, read to the end of each partition.
 
-    ``end_offsets`` (ListOffsets) is wrong on the dev broker, so this reads.
+    Reading, rather than end offsets, counts records, not offsets: a
+    transaction marker or a compacted gap would not be a record.
     """
     consumer = Consumer(
         {

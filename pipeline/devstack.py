@@ -26,7 +26,8 @@ from confluent_kafka import Consumer, Producer
 from pipeline.admin import ensure_topics
 from pipeline.broker import EmbeddedBroker, free_port, terminate
 from pipeline.emulators.stack import EmulatorStack
-from pipeline.settings import EMBEDDED_BROKER_DEFECTS, Settings
+from pipeline.settings import Settings
+from pipeline.topology import DEADLETTER, EVENTS, REQUESTS, topic_name
 
 log = logging.getLogger("devstack")
 
@@ -57,11 +58,12 @@ def say(message: str) -> None:
     sys.stdout.flush()
 
 
-def demo_request(n: int) -> tuple[str, bytes, bytes]:
+def demo_request(n: int, settings: Settings) -> tuple[str, bytes, bytes]:
     """The n-th demo message: (topic, key, value); every 25th is malformed."""
     user = f"u_{n % 50:03d}"
     if n % 25 == 24:
-        return "notify.requests.bulk", user.encode(), b'{"recipient": "not an object"'
+        bulk = topic_name(settings, REQUESTS["bulk"])
+        return bulk, user.encode(), b'{"recipient": "not an object"'
     kind = DEMO_TYPES[n % len(DEMO_TYPES)]
     promotional = kind.startswith("campaign")
     body = {
@@ -73,7 +75,7 @@ def demo_request(n: int) -> tuple[str, bytes, bytes]:
         **({"campaign_id": 1042} if promotional else {}),
     }
     lane = "bulk" if promotional else "critical"
-    return f"notify.requests.{lane}", user.encode(), orjson.dumps(body)
+    return topic_name(settings, REQUESTS[lane]), user.encode(), orjson.dumps(body)
 
 
 def demo_device(n: int, platform: str) -> dict[str, str]:
@@ -138,19 +140,23 @@ def demo_users(port: int, api_key: str, users: int = 50) -> None:
                 pass
 
 
-def demo_traffic(bootstrap: str, stop: threading.Event, per_second: float) -> None:
+def demo_traffic(
+    bootstrap: str, stop: threading.Event, per_second: float, settings: Settings
+) -> None:
     """Produce demo requests at ``per_second`` until ``stop`` is set."""
     producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5})
     for n in itertools.count():
         if stop.wait(1.0 / per_second):
             break
-        topic, key, value = demo_request(n)
+        topic, key, value = demo_request(n, settings)
         producer.produce(topic, key=key, value=value)
         producer.poll(0)
     producer.flush(5)
 
 
-def tally_events(bootstrap: str, stop: threading.Event, tally: Counter[str]) -> None:
+def tally_events(
+    bootstrap: str, stop: threading.Event, tally: Counter[str], settings: Settings
+) -> None:
     """Count the event types on ``notify.events`` (what `make run` reports)."""
     consumer = Consumer(
         {
@@ -161,13 +167,14 @@ def tally_events(bootstrap: str, stop: threading.Event, tally: Counter[str]) -> 
             "heartbeat.interval.ms": 500,
         }
     )
-    consumer.subscribe(["notify.events", "notify.deadletter"])
+    deadletter = topic_name(settings, DEADLETTER)
+    consumer.subscribe([topic_name(settings, EVENTS), deadletter])
     try:
         while not stop.is_set():
             for message in consumer.consume(num_messages=500, timeout=0.5):
                 if message.error() is not None:
                     continue
-                if message.topic() == "notify.deadletter":
+                if message.topic() == deadletter:
                     tally["dead-letter records"] += 1
                 else:
                     tally[orjson.loads(message.value() or b"{}").get("event_type")] += 1
@@ -209,12 +216,14 @@ def main(argv: list[str] | None = None) -> int:
     if not port_is_free(base.web_port):
         say(f"port {base.web_port} is taken; set NOTIFY_WEB_PORT to another port")
         return 2
-    # The embedded broker keeps topics in memory: a new one has no changelogs,
-    # so table state left by the previous run would be ahead of them.
+    # The embedded broker formats a fresh log dir each start: it has no
+    # changelogs, so table state left by the previous run would be ahead of them.
     shutil.rmtree(data_dir / "faust", ignore_errors=True)
 
     port = DEV_BROKER_PORT if port_is_free(DEV_BROKER_PORT) else free_port()
-    broker = EmbeddedBroker(port=port, log_path=data_dir / "broker.log").start()
+    broker = EmbeddedBroker(
+        port=port, data_dir=data_dir / "broker", log_path=data_dir / "broker.log"
+    ).start()
     stop = threading.Event()
     worker: subprocess.Popen[bytes] | None = None
     emulators = EmulatorStack(
@@ -229,14 +238,11 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
     try:
-        settings = Settings(
-            broker_url=broker.url, broker_defects=EMBEDDED_BROKER_DEFECTS
-        )
+        settings = Settings(broker_url=broker.url)
         ensure_topics(settings)
         env = {
             **os.environ,
             "NOTIFY_BROKER_URL": broker.url,
-            "NOTIFY_BROKER_DEFECTS": EMBEDDED_BROKER_DEFECTS,
             "NOTIFY_DATA_DIR": str(data_dir),
             **emulators.env(),
         }
@@ -265,12 +271,15 @@ def main(argv: list[str] | None = None) -> int:
             demo_users(base.web_port, api_key)
         tally: Counter[str] = Counter()
         threads = [
-            threading.Thread(target=tally_events, args=(broker.bootstrap, stop, tally))
+            threading.Thread(
+                target=tally_events, args=(broker.bootstrap, stop, tally, settings)
+            )
         ]
         if not args.no_demo:
             threads.append(
                 threading.Thread(
-                    target=demo_traffic, args=(broker.bootstrap, stop, args.rate)
+                    target=demo_traffic,
+                    args=(broker.bootstrap, stop, args.rate, settings),
                 )
             )
         for thread in threads:
@@ -298,9 +307,11 @@ def main(argv: list[str] | None = None) -> int:
                     + ("off" if args.no_demo else f"{args.rate:g} requests/s"),
                     f"  your shell    export NOTIFY_BROKER_URL={broker.url}",
                     "  produce       kcat -P -b "
-                    f"{broker.bootstrap} -t notify.requests.critical -k u_1",
+                    f"{broker.bootstrap} -t "
+                    f"{topic_name(settings, REQUESTS['critical'])} -k u_1",
                     "  read events   kcat -C -b "
-                    f"{broker.bootstrap} -t notify.events -o beginning",
+                    f"{broker.bootstrap} -t {topic_name(settings, EVENTS)} "
+                    "-o beginning",
                 ]
             )
         )

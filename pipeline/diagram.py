@@ -91,11 +91,14 @@ def _node(name: str) -> str:
 
 
 def agent_inputs(app: faust.App) -> dict[str, list[str]]:
-    """Agent name → the topics it consumes, read from the app."""
+    """Agent name → the (logical) topics it consumes, read from the app."""
+    # The diagram draws logical names: a deployment's NOTIFY_TOPIC_PREFIX is
+    # not part of the chain's shape.
+    prefix = app.settings.topic_prefix  # type: ignore[attr-defined]
     inputs: dict[str, list[str]] = {}
     for agent in app.agents.values():
         topics: Iterable[str] = getattr(agent.channel, "topics", ())
-        inputs[agent.name] = sorted(topics)
+        inputs[agent.name] = sorted(t.removeprefix(prefix) for t in topics)
     return dict(sorted(inputs.items()))
 
 

@@ -9,6 +9,10 @@ incremented so the send ledger lets it make a new attempt; replaying the
 same dead letter twice yields the same counter both times, so a ledger that
 lets a job through only for a higher counter than it has seen sends it once.
 
+Under ``NOTIFY_TOPIC_PREFIX`` the dead-letter topic read is the prefixed one.
+Source headers already name topics as the broker knows them; a pipeline
+topic named with ``--to`` by its own name gets the prefix too.
+
 The embedded broker answers ListOffsets(latest) wrongly, so the end of a
 partition is taken from Fetch responses (partition EOF, the high watermark
 they carry), with a quiet-period fallback, never from ``get_watermark_offsets``
@@ -37,14 +41,18 @@ from confluent_kafka import (
     TopicPartition,
 )
 
+from pipeline.settings import Settings
 from pipeline.topology import (
+    ALL_TOPICS,
     DEADLETTER,
     DLQ_CODE,
     DLQ_REASON,
     DLQ_SOURCE,
     DLQ_STAGE,
+    topic_name,
 )
 
+#: The dead-letter topic's own name; ``topic_name`` gives a deployment's.
 DEADLETTER_TOPIC = DEADLETTER.name
 #: Header of a replayed record: ``notify.deadletter[partition]@offset``.
 REPLAYED_FROM = "notify.replayed_from"
@@ -122,6 +130,7 @@ class DeadLetter:
     key: bytes | None
     value: bytes | None
     headers: tuple[tuple[str, bytes], ...] = ()
+    topic: str = DEADLETTER_TOPIC  # as the broker names it: prefixed, if set
 
     @classmethod
     def from_message(cls, message: Message) -> DeadLetter:
@@ -140,6 +149,7 @@ class DeadLetter:
             key=message.key(),
             value=message.value(),
             headers=headers,
+            topic=message.topic() or DEADLETTER_TOPIC,
         )
 
     @property
@@ -209,13 +219,15 @@ def select(
 
 
 def at_positions(
-    entries: Iterable[DeadLetter], positions: Sequence[Position]
+    entries: Iterable[DeadLetter],
+    positions: Sequence[Position],
+    topic: str = DEADLETTER_TOPIC,
 ) -> list[DeadLetter]:
     """The entries at ``positions``, in that order; a missing one is an error."""
     found = {entry.position: entry for entry in entries}
     missing = [str(position) for position in positions if position not in found]
     if missing:
-        raise DlqError(f"no dead letter at {', '.join(missing)} in {DEADLETTER_TOPIC}")
+        raise DlqError(f"no dead letter at {', '.join(missing)} in {topic}")
     return [found[position] for position in dict.fromkeys(positions)]
 
 
@@ -249,7 +261,7 @@ def bump_redrive(value: bytes | None) -> bytes:
 
 def replayed_from(entry: DeadLetter) -> str:
     """The ``notify.replayed_from`` value naming ``entry``: ``topic[p]@o``."""
-    return f"{DEADLETTER_TOPIC}[{entry.partition}]@{entry.offset}"
+    return f"{entry.topic}[{entry.partition}]@{entry.offset}"
 
 
 @dataclass(frozen=True)
@@ -264,12 +276,25 @@ class Replay:
     headers: tuple[tuple[str, bytes], ...]
 
 
+def replay_target(settings: Settings, to: str) -> str:
+    """The topic ``--to`` means: a pipeline topic gets the prefix, others do not.
+
+    An operator names the pipeline's topics as the docs do (``notify.events``),
+    whatever the deployment's prefix; a name the topology does not declare,
+    such as one copied from a source header, is used as given.
+    """
+    if any(spec.name == to for spec in ALL_TOPICS):
+        return topic_name(settings, to)
+    return to
+
+
 def plan_replay(entry: DeadLetter, to: str | None = None) -> Replay:
     """What replaying ``entry`` produces, onto its source topic or ``to``.
 
-    Back onto the source topic it goes to the source partition: keyed topics
-    here are partitioned by murmur2 (Faust's partitioner), and a record on the
-    wrong partition is refused by the user-state agents.
+    ``to`` is a topic as the broker names it (``replay_target``). Back onto
+    the source topic it goes to the source partition: keyed topics here are
+    partitioned by murmur2 (Faust's partitioner), and a record on the wrong
+    partition is refused by the user-state agents.
     """
     source = parse_source(entry.source) if entry.source else None
     topic = to or (source.topic if source else None)
@@ -277,8 +302,8 @@ def plan_replay(entry: DeadLetter, to: str | None = None) -> Replay:
         raise DlqError(
             f"{entry.position}: no {DLQ_SOURCE} header; name a topic with --to"
         )
-    if topic == DEADLETTER_TOPIC:
-        raise DlqError(f"{entry.position}: will not replay onto {DEADLETTER_TOPIC}")
+    if topic == entry.topic:
+        raise DlqError(f"{entry.position}: will not replay onto {entry.topic}")
     partition = source.partition if source and source.topic == topic else None
     value = entry.value
     if entry.stage.startswith(SEND_STAGE_PREFIX):
@@ -368,7 +393,7 @@ def pretty_value(value: bytes | None) -> str:
 def describe(entry: DeadLetter) -> str:
     """The full text of ``notify dlq show``: headers, key, value."""
     lines = [
-        f"position: {DEADLETTER_TOPIC}[{entry.partition}]@{entry.offset}",
+        f"position: {entry.topic}[{entry.partition}]@{entry.offset}",
         f"time: {show_time(entry.timestamp)}",
         "headers:",
         *(f"  {name}: {show_bytes(value)}" for name, value in entry.headers),
@@ -427,11 +452,16 @@ class DlqRequest:
         everything: bool = False,
         dry_run: bool = False,
         to: str | None = None,
+        deadletter: str = DEADLETTER_TOPIC,
     ) -> DlqRequest:
-        """Check the combination of arguments ``action`` accepts."""
+        """Check the combination of arguments ``action`` accepts.
+
+        ``deadletter`` is the dead-letter topic as the broker names it, the
+        one a position given as ``topic[partition]@offset`` must name.
+        """
         if action not in ACTIONS:
             raise DlqUsageError(f"unknown action {action!r}; one of {list(ACTIONS)}")
-        parsed = tuple(parse_position(text) for text in positions)
+        parsed = tuple(parse_position(text, deadletter) for text in positions)
         filters = stage is not None or code is not None
         misplaced = {
             "--limit": limit is not None and action != "list",
@@ -662,13 +692,15 @@ def _check_targets(
 
 def run(
     request: DlqRequest,
-    bootstrap: str,
+    settings: Settings,
     out: Callable[[str], None],
     note: Callable[[str], None],
 ) -> None:
     """Carry out a checked request: entries go to ``out``, summaries to ``note``."""
+    bootstrap = settings.bootstrap_servers
+    topic = topic_name(settings, DEADLETTER)
     if request.action == "list":
-        entries = read_entries(bootstrap)
+        entries = read_entries(bootstrap, topic=topic)
         chosen = select(
             entries, stage=request.stage, code=request.code, limit=request.limit
         )
@@ -677,18 +709,20 @@ def run(
                 out(orjson.dumps(entry_document(entry)).decode())
             else:
                 out(format_line(entry))
-        note(f"{len(chosen)} of {count(len(entries))} in {DEADLETTER_TOPIC}")
+        note(f"{len(chosen)} of {count(len(entries))} in {topic}")
     elif request.action == "show":
         (position,) = request.positions
         (entry,) = at_positions(
-            _read_positions(bootstrap, request.positions), [position]
+            _read_positions(bootstrap, topic, request.positions), [position], topic
         )
         out(describe(entry))
     else:
-        _replay(request, bootstrap, out, note)
+        _replay(request, settings, out, note)
 
 
-def _read_positions(bootstrap: str, positions: Sequence[Position]) -> list[DeadLetter]:
+def _read_positions(
+    bootstrap: str, topic: str, positions: Sequence[Position]
+) -> list[DeadLetter]:
     ranges: dict[int, tuple[int, int]] = {}
     for position in positions:
         first, last = ranges.get(position.partition, (position.offset, position.offset))
@@ -696,25 +730,32 @@ def _read_positions(bootstrap: str, positions: Sequence[Position]) -> list[DeadL
             min(first, position.offset),
             max(last, position.offset),
         )
-    return read_entries(bootstrap, ranges=ranges)
+    return read_entries(bootstrap, topic=topic, ranges=ranges)
 
 
 def _replay(
     request: DlqRequest,
-    bootstrap: str,
+    settings: Settings,
     out: Callable[[str], None],
     note: Callable[[str], None],
 ) -> None:
+    bootstrap = settings.bootstrap_servers
+    topic = topic_name(settings, DEADLETTER)
     if request.positions:
         entries = at_positions(
-            _read_positions(bootstrap, request.positions), request.positions
+            _read_positions(bootstrap, topic, request.positions),
+            request.positions,
+            topic,
         )
     else:
         entries = select(
-            read_entries(bootstrap), stage=request.stage, code=request.code
+            read_entries(bootstrap, topic=topic),
+            stage=request.stage,
+            code=request.code,
         )
+    to = replay_target(settings, request.to) if request.to else None
     # Every replay is planned before any is produced: one bad entry stops all.
-    replays = [plan_replay(entry, request.to) for entry in entries]
+    replays = [plan_replay(entry, to) for entry in entries]
     if request.dry_run:
         for replay in replays:
             out(f"would replay {describe_replay(replay)}")

@@ -2,30 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
-
-#: Broker behaviours a broker may get wrong, each with a workaround or a
-#: conformance case. The embedded Tansu broker gets these wrong (BROKER defects
-#: are pinned by ``tests/broker``); Apache Kafka gets none of them wrong.
-KNOWN_BROKER_DEFECTS = frozenset(
-    {
-        # ListOffsets(latest) answers (first offset of the last batch + 1).
-        "list_offsets_latest",
-        # cleanup.policy=compact is accepted but never performed.
-        "compaction",
-        # read_committed consumers see aborted records.
-        "transactions",
-        # A long-polling Fetch is not answered when records arrive: it waits
-        # its whole max wait (Faust asks 1.5 s), once per hop of the chain.
-        "fetch_long_poll",
-    }
-)
-EMBEDDED_BROKER_DEFECTS = "list_offsets_latest,compaction,transactions,fetch_long_poll"
 
 #: Well-known development keys: fine on a laptop, refused in production.
 DEV_API_KEY = "nk_dev_default_key_for_local_use_only"
@@ -41,6 +24,12 @@ EMAIL_PROVIDERS = ("smtp", "sendgrid")
 
 #: Critical and transactional traffic rides ``critical``; promotional ``bulk``.
 LANES = ("critical", "bulk")
+
+#: What a topic-name prefix may hold: the characters Kafka allows in topic
+#: names, and room left for the longest name the topology declares (Kafka
+#: refuses names over 249 characters).
+TOPIC_PREFIX_CHARS = re.compile(r"[A-Za-z0-9._-]*")
+TOPIC_PREFIX_MAX = 100
 
 
 class Settings(BaseSettings):
@@ -62,11 +51,6 @@ class Settings(BaseSettings):
     broker_url: str = Field(
         "kafka://127.0.0.1:9092",
         description="Kafka bootstrap servers, `kafka://host:port[;host:port]`.",
-    )
-    broker_defects: str = Field(
-        EMBEDDED_BROKER_DEFECTS,
-        description="Comma list of known broker defects to work around; empty for "
-        "Apache Kafka.",
     )
     broker_session_timeout: float = Field(
         3.0, gt=0, description="Consumer group session timeout, seconds."
@@ -93,6 +77,11 @@ class Settings(BaseSettings):
     )
     topic_replication_factor: int = Field(
         1, ge=1, description="Replication factor of every topic the app declares."
+    )
+    topic_prefix: str = Field(
+        "",
+        description="Put before the name of every topic the pipeline declares, "
+        "produces to or reads (`staging.` gives `staging.notify.events`).",
     )
     data_dir: Path = Field(
         Path("var"), description="Worker state: RocksDB tables, logs of `make run`."
@@ -255,17 +244,6 @@ class Settings(BaseSettings):
         "placeholder refused in production.",
     )
 
-    @field_validator("broker_defects")
-    @classmethod
-    def _known_defects_only(cls, value: str) -> str:
-        unknown = set(_split(value)) - KNOWN_BROKER_DEFECTS
-        if unknown:
-            raise ValueError(
-                f"unknown broker defect(s) {sorted(unknown)}; "
-                f"known: {sorted(KNOWN_BROKER_DEFECTS)}"
-            )
-        return value
-
     @field_validator("email_providers")
     @classmethod
     def _known_email_providers(cls, value: str) -> str:
@@ -287,6 +265,17 @@ class Settings(BaseSettings):
         unknown = set(lanes) - set(LANES)
         if not lanes or unknown:
             raise ValueError(f"lanes must name one or more of {list(LANES)}")
+        return value
+
+    @field_validator("topic_prefix")
+    @classmethod
+    def _topic_prefix_fits_a_topic_name(cls, value: str) -> str:
+        if len(value) > TOPIC_PREFIX_MAX or not TOPIC_PREFIX_CHARS.fullmatch(value):
+            raise ValueError(
+                f"NOTIFY_TOPIC_PREFIX must be at most {TOPIC_PREFIX_MAX} of the "
+                f"characters Kafka allows in topic names (A-Z a-z 0-9 . _ -); "
+                f"got {value!r}"
+            )
         return value
 
     @model_validator(mode="after")
@@ -351,11 +340,6 @@ class Settings(BaseSettings):
     def email_order(self) -> tuple[str, ...]:
         """Email providers, primary first."""
         return tuple(_split(self.email_providers))
-
-    @property
-    def defects(self) -> frozenset[str]:
-        """The broker defects this deployment declares."""
-        return frozenset(_split(self.broker_defects))
 
     @property
     def bootstrap_servers(self) -> str:

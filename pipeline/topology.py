@@ -38,7 +38,7 @@ DLQ_ATTEMPT = "notify.dlq.attempt"
 class TopicSpec:
     """What one topic is: its name, key and value types, lane and configs."""
 
-    name: str
+    name: str  # logical; ``topic_name`` gives the name it has on the broker
     key: str
     value: str
     lane: str | None
@@ -203,8 +203,14 @@ ALL_TOPICS: tuple[TopicSpec, ...] = (
 )
 
 
+def topic_name(settings: Settings, topic: TopicSpec | str) -> str:
+    """The name ``topic`` has on the broker: NOTIFY_TOPIC_PREFIX, then its own."""
+    name = topic.name if isinstance(topic, TopicSpec) else topic
+    return f"{settings.topic_prefix}{name}"
+
+
 class Topology:
-    """The topics of ``ALL_TOPICS`` bound to one Faust app."""
+    """The topics of ``ALL_TOPICS`` bound to one Faust app, under its prefix."""
 
     def __init__(self, app: faust.App, settings: Settings) -> None:
         self._app = app
@@ -225,6 +231,7 @@ class Topology:
         self.api_keys = self._bind(API_KEYS)
         # The state agents read these topics as bytes and validate them, so a
         # bad record from another producer is dead-lettered, not skipped.
+        # Keyed by the logical name, so callers need not know the prefix.
         self.state_inputs = {
             spec.name: self._bind(spec, raw=True)
             for spec in (PROFILES, PREFERENCES, DEVICES, API_KEYS, SUPPRESSIONS)
@@ -236,7 +243,7 @@ class Topology:
     def _bind(self, spec: TopicSpec, *, raw: bool = False) -> TopicT:
         raw = raw or spec.record is None
         return self._app.topic(
-            spec.name,
+            topic_name(self.settings, spec),
             key_type=bytes if raw else str,
             value_type=bytes if raw else spec.record,
             key_serializer="raw",

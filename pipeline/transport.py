@@ -1,24 +1,17 @@
 """The Kafka transport the app runs on: Faust's aiokafka driver plus three guards.
 
-1. End offsets. Table recovery reads a changelog up to its end offset. Where the
-   broker declares the ``list_offsets_latest`` defect (ListOffsets answering the
-   first offset of the last batch + 1), the end offset is taken from a Fetch
-   response's high watermark instead, which such brokers get right.
-2. Fetch long polls. Where the broker declares ``fetch_long_poll`` (a Fetch
-   that waits out its whole max wait even when records arrive), the consumer
-   asks for a short wait, or every hop of the chain would add up to 1.5 s.
-3. No silent loss. Faust logs a failed send and drops the record, then commits
+1. No silent loss. Faust logs a failed send and drops the record, then commits
    the source offset anyway; and an agent that raises has its current event
    acked (a stream's ``finally``), so a restarted agent skips it. Both are
    at-least-once holes on any broker. Here either trips a guard that refuses
    every later offset commit and crashes the worker, so its uncommitted input
    is redelivered to the worker that takes over (or the same one, restarted).
-4. Flushes that end. Faust flushes its ``send_soon`` buffer until it is empty.
+2. Flushes that end. Faust flushes its ``send_soon`` buffer until it is empty.
    While other agents keep sending, it may not be empty for seconds; a send
    batch waiting for its ledger writes, or a commit, then waited for records
    sent after it asked (a worker under load crashed on that). Here a flush
    waits for the records sent before it was called, and no others.
-5. Quiet back-pressure. When more than ``max_messages`` records wait in that
+3. Quiet back-pressure. When more than ``max_messages`` records wait in that
    buffer, the streams are held until it is back under the limit. Faust logs
    a WARNING each time (a thousand lines in a busy minute of normal flow
    control); here the holds are counted and reported at most once a minute.
@@ -31,12 +24,10 @@ import heapq
 import itertools
 import logging
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
-from confluent_kafka import Consumer as KafkaConsumer
-from confluent_kafka import KafkaError, TopicPartition
 from faust.sensors import Sensor
 from faust.transport import producer as faust_producer
 from faust.transport.drivers import aiokafka as aiokafka_driver
@@ -45,64 +36,8 @@ from faust.types.tuples import FutureMessage
 
 log = logging.getLogger(__name__)
 
-END_OFFSETS_DEFECT = "list_offsets_latest"
-FETCH_LONG_POLL_DEFECT = "fetch_long_poll"
-#: The Fetch max wait where the broker does not answer a long poll early: a
-#: record waits at most this long per hop, for ~50 empty fetches a second.
-SHORT_FETCH_WAIT_MS = 20
 #: How long a commit waits for buffered table updates to reach the producer.
 BUFFER_DRAIN_TIMEOUT = 10.0
-
-
-def fetch_end_offsets(
-    bootstrap: str,
-    hints: Mapping[tuple[str, int], int],
-    *,
-    timeout: float = 10.0,
-) -> dict[tuple[str, int], int]:
-    """True end offsets, read from Fetch high watermarks rather than ListOffsets.
-
-    ``hints`` maps (topic, partition) to the broker's ListOffsets answer, which
-    is never above the true end: a fetch starts just below it, inside the last
-    batch, and its response carries the partition's high watermark.
-    """
-    result = {tp: 0 for tp, hint in hints.items() if hint <= 0}
-    pending = {tp: hint for tp, hint in hints.items() if hint > 0}
-    if not pending:
-        return result
-    consumer = KafkaConsumer(
-        {
-            "bootstrap.servers": bootstrap,
-            "group.id": "notify-end-offset-probe",
-            "enable.auto.commit": False,
-            "enable.partition.eof": True,
-            "fetch.wait.max.ms": 10,
-            "log_level": 3,
-        }
-    )
-    try:
-        consumer.assign(
-            [TopicPartition(t, p, hint - 1) for (t, p), hint in pending.items()]
-        )
-        deadline = time.monotonic() + timeout
-        while pending and time.monotonic() < deadline:
-            message = consumer.poll(0.1)
-            if message is None:
-                continue
-            error = message.error()
-            if error is not None and error.code() != KafkaError._PARTITION_EOF:
-                raise RuntimeError(f"end-offset probe failed: {error}")
-            tp = (message.topic(), message.partition())
-            if tp not in pending:
-                continue
-            _, high = consumer.get_watermark_offsets(TopicPartition(*tp), cached=True)
-            if high >= 0:
-                result[tp] = max(high, pending.pop(tp))
-        if pending:
-            raise TimeoutError(f"no high watermark within {timeout}s for {pending}")
-    finally:
-        consumer.close()
-    return result
 
 
 class CommitGuard(Sensor):
@@ -277,24 +212,8 @@ class Producer(aiokafka_driver.Producer):
             log.warning("flush: buffered records not handed over yet")
 
 
-class ConsumerThread(aiokafka_driver.AIOKafkaConsumerThread):
-    """Faust's consumer thread, with a short Fetch wait where long polls stall."""
-
-    def _create_worker_consumer(self, transport: Any) -> Any:
-        consumer = super()._create_worker_consumer(transport)
-        settings = self.app.settings  # type: ignore[attr-defined]
-        if FETCH_LONG_POLL_DEFECT in settings.defects:
-            # Faust hard-codes fetch_max_wait_ms=1500; the fetcher reads it
-            # when the consumer starts.
-            consumer._fetch_max_wait_ms = SHORT_FETCH_WAIT_MS
-        return consumer
-
-
 class Consumer(aiokafka_driver.Consumer):
-    """aiokafka consumer that honours the guard and the declared defects."""
-
-    def _new_consumer_thread(self) -> ConsumerThread:
-        return ConsumerThread(self, loop=self.loop, beacon=self.beacon)
+    """aiokafka consumer whose commits wait until earlier sends are durable."""
 
     async def _commit(self, offsets: Mapping[TP, int]) -> bool:
         # The commit path flushed the producer just before this, but that
@@ -306,35 +225,6 @@ class Consumer(aiokafka_driver.Consumer):
             log.error("not committing %d offsets: %s", len(offsets), problem)
             return False
         return await super()._commit(offsets)
-
-    async def highwaters(self, *partitions: TP) -> Mapping[TP, int]:
-        """End offsets, corrected where the broker's ListOffsets is known wrong."""
-        offsets = await super().highwaters(*partitions)
-        settings = self.app.settings  # type: ignore[attr-defined]
-        if END_OFFSETS_DEFECT not in settings.defects:
-            return offsets
-        hints = {(tp.topic, tp.partition): value or 0 for tp, value in offsets.items()}
-        loop = asyncio.get_running_loop()
-        true = await loop.run_in_executor(
-            None, fetch_end_offsets, settings.bootstrap_servers, hints
-        )
-        corrected = {TP(topic, partition): v for (topic, partition), v in true.items()}
-        _log_corrections(offsets, corrected)
-        return corrected
-
-
-def _log_corrections(reported: Mapping[TP, int], corrected: Mapping[TP, int]) -> None:
-    changed: Iterable[TP] = (
-        tp for tp in corrected if (reported.get(tp) or 0) != corrected[tp]
-    )
-    for tp in changed:
-        log.info(
-            "end offset of %s[%s]: broker said %s, fetch high watermark %s",
-            tp.topic,
-            tp.partition,
-            reported.get(tp),
-            corrected[tp],
-        )
 
 
 class Transport(aiokafka_driver.Transport):

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, settings
 
 from pipeline.broker import EmbeddedBroker
-from tests.support import BrokerUnderTest, WorkerProcess, unique
+from tests.support import BrokerUnderTest, Topics, WorkerProcess, unique
 
 
 @pytest.fixture(scope="session")
@@ -20,8 +20,8 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerUnderTest
     if external:
         yield BrokerUnderTest.external(external)
         return
-    log_path = tmp_path_factory.mktemp("broker") / "broker.log"
-    with EmbeddedBroker(log_path=log_path) as running:
+    workdir = tmp_path_factory.mktemp("broker")
+    with EmbeddedBroker(data_dir=workdir, log_path=workdir / "broker.log") as running:
         yield BrokerUnderTest.embedded_at(running.url, running.bootstrap)
 
 
@@ -36,8 +36,20 @@ WorkerFactory = Callable[..., WorkerProcess]
 
 
 @pytest.fixture
-def start_worker(broker: BrokerUnderTest, tmp_path: Path) -> Iterator[WorkerFactory]:
-    """Start real worker processes against the test broker; all stop afterwards."""
+def topics() -> Topics:
+    """This test's pipeline topic names, under a prefix no other test uses."""
+    return Topics.fresh()
+
+
+@pytest.fixture
+def start_worker(
+    broker: BrokerUnderTest, tmp_path: Path, topics: Topics
+) -> Iterator[WorkerFactory]:
+    """Start real worker processes against the test broker; all stop afterwards.
+
+    Every worker of a test shares the test's ``topics`` prefix unless it is
+    given another (``notify_topic_prefix=``).
+    """
     started: list[WorkerProcess] = []
 
     def start(
@@ -51,9 +63,9 @@ def start_worker(broker: BrokerUnderTest, tmp_path: Path) -> Iterator[WorkerFact
     ) -> WorkerProcess:
         settings_env = {
             "NOTIFY_BROKER_URL": broker.url,
-            "NOTIFY_BROKER_DEFECTS": ",".join(sorted(broker.defects)),
             "NOTIFY_APP_ID": app_id or unique("app"),
             "NOTIFY_DATA_DIR": str(data_dir or tmp_path / name),
+            "NOTIFY_TOPIC_PREFIX": topics.prefix,
             **{key.upper(): value for key, value in env.items()},
         }
         worker = WorkerProcess(

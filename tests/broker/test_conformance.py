@@ -8,6 +8,8 @@ the broker starts getting it right, the run says so and the declaration goes.
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 from collections import defaultdict
 
@@ -23,14 +25,15 @@ from confluent_kafka import (
 )
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
 
-from pipeline.transport import (
-    END_OFFSETS_DEFECT,
-    FETCH_LONG_POLL_DEFECT,
-    fetch_end_offsets,
-)
+from pipeline.settings import Settings
 from tests.support import BrokerUnderTest, consumer_config, produce, unique
 
 pytestmark = pytest.mark.broker
+
+END_OFFSETS_DEFECT = "list_offsets_latest"
+FETCH_LONG_POLL_DEFECT = "fetch_long_poll"
+#: The dev profile's group timings, as every worker of the suite uses them.
+DEV = Settings()
 
 
 def known_defect(
@@ -192,29 +195,10 @@ async def test_end_offsets_after_aiokafka_batches(
 
 
 def test_fetch_high_watermark_is_right_after_batches(broker: BrokerUnderTest) -> None:
-    """A Fetch response's high watermark is the true end: the workaround's basis."""
+    """A Fetch response's high watermark is the true end, as ListOffsets says."""
     topic = create_topic(broker)
     sent = produce_batches(broker, topic, [10, 5, 7])
     assert fetch_high_watermark(broker, topic) == sent
-
-
-async def test_end_offset_workaround_is_exact(broker: BrokerUnderTest) -> None:
-    """The project's end-offset reader is exact after both clients' batches."""
-    batched = create_topic(broker)
-    sent = produce_batches(broker, batched, [10, 5, 7])
-    via_aiokafka = create_topic(broker)
-    await aiokafka_produce(broker, via_aiokafka, 500)
-    empty = create_topic(broker)
-    hints = {
-        (batched, 0): list_offsets_latest(broker, batched),
-        (via_aiokafka, 0): list_offsets_latest(broker, via_aiokafka),
-        (empty, 0): list_offsets_latest(broker, empty),
-    }
-    assert fetch_end_offsets(broker.bootstrap, hints) == {
-        (batched, 0): sent,
-        (via_aiokafka, 0): 500,
-        (empty, 0): 0,
-    }
 
 
 def test_a_long_poll_fetch_returns_when_a_record_arrives(
@@ -298,8 +282,8 @@ async def join_seconds(broker: BrokerUnderTest, topic: str, group: str) -> float
         topic,
         bootstrap_servers=broker.bootstrap,
         group_id=group,
-        session_timeout_ms=3000,
-        heartbeat_interval_ms=500,
+        session_timeout_ms=int(DEV.broker_session_timeout * 1000),
+        heartbeat_interval_ms=int(DEV.broker_heartbeat_interval * 1000),
         enable_auto_commit=False,
     )
     started = time.monotonic()
@@ -316,20 +300,110 @@ async def join_seconds(broker: BrokerUnderTest, topic: str, group: str) -> float
 async def test_group_join_and_rejoin_with_dev_timeouts(
     broker: BrokerUnderTest, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """With a 3 s session, a group forms, and re-forms after a restart, promptly.
+    """With the dev profile's timings a group forms, and re-forms, promptly.
 
-    Faust's defaults (60 s session) held a rejoin for ~111 s on the dev broker;
-    the dev profile's 3 s session is the workaround, and this pins it.
+    The embedded broker's ``group.initial.rebalance.delay.ms=0`` lets a lone
+    member's first rebalance finish at once; a clean stop leaves the group, so
+    the next member does not wait for a session to expire.
     """
     topic = create_topic(broker, partitions=2)
     group = unique("join")
     first = await join_seconds(broker, topic, group)
     second = await join_seconds(broker, topic, group)
     with capsys.disabled():
-        print(f"\n  group join {first:.2f} s, rejoin {second:.2f} s")  # noqa: T201
+        print(  # noqa: T201
+            f"\n  dev profile: session {DEV.broker_session_timeout:g} s, heartbeat "
+            f"{DEV.broker_heartbeat_interval:g} s; group join {first:.2f} s, "
+            f"rejoin {second:.2f} s"
+        )
     # Bounds generous enough for a loaded CI machine, far below Faust's defaults.
     assert first < 15
     assert second < 15
+
+
+MEMBER = """
+import asyncio, sys
+from aiokafka import AIOKafkaConsumer
+
+async def main(bootstrap, topic, group, session_ms, heartbeat_ms):
+    consumer = AIOKafkaConsumer(
+        topic, bootstrap_servers=bootstrap, group_id=group,
+        session_timeout_ms=int(session_ms), heartbeat_interval_ms=int(heartbeat_ms),
+        enable_auto_commit=False,
+    )
+    await consumer.start()
+    announced = False
+    while True:
+        await consumer.getmany(timeout_ms=100)
+        if consumer.assignment() and not announced:
+            print("assigned", flush=True)
+            announced = True
+
+asyncio.run(main(*sys.argv[1:]))
+"""
+
+
+async def test_partitions_of_a_killed_member_move_within_seconds(
+    broker: BrokerUnderTest, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A SIGKILLed member's partitions reach the survivor after its session ends.
+
+    The dev profile's session timeout is what a SIGKILLed worker costs: the
+    broker only notices the member is gone when its heartbeats stop for that
+    long (the embedded broker's ``group.min.session.timeout.ms`` allows it).
+    """
+    topic = create_topic(broker, partitions=4)
+    group = unique("failover")
+    session_ms = str(int(DEV.broker_session_timeout * 1000))
+    heartbeat_ms = str(int(DEV.broker_heartbeat_interval * 1000))
+    member = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            MEMBER,
+            broker.bootstrap,
+            topic,
+            group,
+            session_ms,
+            heartbeat_ms,
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    survivor = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=broker.bootstrap,
+        group_id=group,
+        session_timeout_ms=int(session_ms),
+        heartbeat_interval_ms=int(heartbeat_ms),
+        enable_auto_commit=False,
+    )
+    try:
+        assert member.stdout is not None
+        assert member.stdout.readline().strip() == "assigned"
+        await survivor.start()
+        deadline = time.monotonic() + 60
+        while len(survivor.assignment()) not in range(1, 4):
+            await survivor.getmany(timeout_ms=100)
+            assert time.monotonic() < deadline, "the group never shared partitions"
+        member.kill()
+        member.wait(10)
+        killed = time.monotonic()
+        while len(survivor.assignment()) < 4:
+            await survivor.getmany(timeout_ms=100)
+            assert time.monotonic() - killed < 60, "partitions never moved"
+        moved = time.monotonic() - killed
+    finally:
+        member.kill()
+        member.wait(10)
+        await survivor.stop()
+    with capsys.disabled():
+        print(  # noqa: T201
+            f"\n  a SIGKILLed member's partitions moved in {moved:.2f} s "
+            f"(session {DEV.broker_session_timeout:g} s)"
+        )
+    # Generous for a loaded machine; far below Faust's default 60 s session.
+    assert moved < 30
 
 
 def test_topic_creation_with_configs(broker: BrokerUnderTest) -> None:

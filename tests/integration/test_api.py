@@ -18,6 +18,7 @@ from tests.support import (
     ADMIN_KEY,
     BrokerUnderTest,
     Reply,
+    Topics,
     WorkerProcess,
     call,
     produce,
@@ -28,16 +29,16 @@ from tests.support import (
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture(scope="module")
-def module_broker(broker: BrokerUnderTest) -> BrokerUnderTest:
-    """The session broker with every topic created."""
-    ensure_topics(Settings(broker_url=broker.url))
+@pytest.fixture
+def broker_with_topics(broker: BrokerUnderTest, topics: Topics) -> BrokerUnderTest:
+    """The session broker with every topic of this test created."""
+    ensure_topics(Settings(broker_url=broker.url, topic_prefix=topics.prefix))
     return broker
 
 
 @pytest.fixture
 def worker(
-    module_broker: BrokerUnderTest, start_worker: WorkerFactory
+    broker_with_topics: BrokerUnderTest, start_worker: WorkerFactory
 ) -> Iterator[WorkerProcess]:
     """One ready worker running both lanes."""
     started = start_worker()
@@ -94,7 +95,7 @@ def notify(user: str, key: str, **fields: Any) -> dict[str, Any]:
 
 
 def test_accept_deduplicate_and_suppress_an_opted_out_channel(
-    worker: WorkerProcess, module_broker: BrokerUnderTest
+    worker: WorkerProcess, broker_with_topics: BrokerUnderTest, topics: Topics
 ) -> None:
     """202 with the id; the same key again enqueues nothing; a 409 on a new body;
     an opted-out channel is suppressed with its reason visible in GET status."""
@@ -134,8 +135,8 @@ def test_accept_deduplicate_and_suppress_an_opted_out_channel(
     # The same JSON produced straight onto the ingest topic (as kcat would, with
     # librdkafka's own partitioner) is a duplicate too, not a second send.
     produce(
-        module_broker.bootstrap,
-        "notify.requests.critical",
+        broker_with_topics.bootstrap,
+        topics("notify.requests.critical"),
         [(user.encode(), orjson.dumps(body))],
     )
     final = status_of(
@@ -296,7 +297,7 @@ def test_tenant_keys_see_only_their_tenant(worker: WorkerProcess) -> None:
 
 
 def test_status_is_answered_by_whichever_worker_is_asked(
-    module_broker: BrokerUnderTest, start_worker: WorkerFactory
+    broker_with_topics: BrokerUnderTest, start_worker: WorkerFactory
 ) -> None:
     """Two workers share the partitions; GET status works on both for every id."""
     app_id = unique("pair")
@@ -335,7 +336,7 @@ def test_status_is_answered_by_whichever_worker_is_asked(
 
 
 def test_status_of_another_lanes_notification_is_asked_of_that_lanes_workers(
-    module_broker: BrokerUnderTest, start_worker: WorkerFactory
+    broker_with_topics: BrokerUnderTest, start_worker: WorkerFactory
 ) -> None:
     """One worker per lane (two groups): each keeps its own lane's status, and a
     GET for the other lane's notification is forwarded to NOTIFY_LANE_URLS."""

@@ -30,6 +30,7 @@ from tests.support import (
     DEV_KEY,
     BrokerUnderTest,
     Reply,
+    Topics,
     WorkerProcess,
     call,
     unique,
@@ -44,7 +45,9 @@ def stack_and_worker(
     broker: BrokerUnderTest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[EmulatorStack, WorkerProcess]]:
     """Emulators on loopback and one worker sending through them."""
-    ensure_topics(Settings(broker_url=broker.url))
+    # One prefix for the module: its tests share this worker and its topics.
+    prefix = Topics.fresh().prefix
+    ensure_topics(Settings(broker_url=broker.url, topic_prefix=prefix))
     directory = tmp_path_factory.mktemp("delivery")
     worker = WorkerProcess(
         app="pipeline.app", env={}, log_path=directory / "worker.log"
@@ -54,9 +57,9 @@ def stack_and_worker(
     ).start()
     worker.env = {
         "NOTIFY_BROKER_URL": broker.url,
-        "NOTIFY_BROKER_DEFECTS": ",".join(sorted(broker.defects)),
         "NOTIFY_APP_ID": unique("delivery"),
         "NOTIFY_DATA_DIR": str(directory / "worker"),
+        "NOTIFY_TOPIC_PREFIX": prefix,
         "NOTIFY_PROVIDER_TIMEOUT": "1.5",
         "NOTIFY_BREAKER_MIN_CALLS": "4",
         "NOTIFY_BREAKER_OPEN_FOR": "5",
@@ -98,8 +101,8 @@ def fcm_token() -> str:
 
 
 def phone_number() -> str:
-    """A number no other test uses: a new consumer group re-reads the SMS topic
-    from the start, earlier tests' jobs included."""
+    """A number no other test uses: this module's tests share one worker and
+    its emulators, so each looks only at its own number."""
     return "+1415" + str(secrets.randbelow(10**7)).zfill(7)
 
 

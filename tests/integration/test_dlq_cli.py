@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from tests.support import (
     BIN,
     REPO,
     BrokerUnderTest,
+    Topics,
     consumer_config,
     read_until,
     unique,
@@ -30,8 +32,8 @@ from tests.support import (
 
 pytestmark = pytest.mark.integration
 
-DEADLETTER = "notify.deadletter"
 PARTITIONS = 4
+DlqCli = Callable[..., subprocess.CompletedProcess[str]]
 
 
 @dataclass(frozen=True)
@@ -48,6 +50,7 @@ class Scene:
     """One test's dead letters, codes and source topics, unique to it."""
 
     run: str
+    deadletter: str  # this test's notify.deadletter, under its prefix
     requests: str  # stands for a notify.requests.* topic
     jobs: str  # stands for a notify.deliveries.* topic
     bad_json: Written  # ingest, from requests[2]
@@ -93,6 +96,7 @@ def create_topics(broker: BrokerUnderTest, *names: str) -> None:
 
 def write_dead_letter(
     broker: BrokerUnderTest,
+    topic: str,
     partition: int,
     key: bytes,
     value: bytes,
@@ -105,7 +109,7 @@ def write_dead_letter(
     reports: list[Message] = []
     producer = Producer({"bootstrap.servers": broker.bootstrap, "acks": "all"})
     producer.produce(
-        DEADLETTER,
+        topic,
         key=key,
         value=value,
         partition=partition,
@@ -124,20 +128,23 @@ def write_dead_letter(
 
 
 @pytest.fixture
-def scene(broker: BrokerUnderTest) -> Scene:
+def scene(broker: BrokerUnderTest, topics: Topics) -> Scene:
     """Four dead letters from two fresh source topics."""
-    ensure_topics(Settings(broker_url=broker.url))
+    ensure_topics(Settings(broker_url=broker.url, topic_prefix=topics.prefix))
     run = unique("dlq")
+    deadletter = topics("notify.deadletter")
     requests, jobs = f"{run}.requests", f"{run}.jobs"
     create_topics(broker, requests, jobs)
     job = {"notification_id": f"n-{run}", "channel": "push", "attempt": 3}
     retried = {"notification_id": f"m-{run}", "channel": "sms", "redrive": 2}
     return Scene(
         run=run,
+        deadletter=deadletter,
         requests=requests,
         jobs=jobs,
         bad_json=write_dead_letter(
             broker,
+            deadletter,
             0,
             b"u_1",
             f"not json {run}".encode(),
@@ -147,6 +154,7 @@ def scene(broker: BrokerUnderTest) -> Scene:
         ),
         binary=write_dead_letter(
             broker,
+            deadletter,
             1,
             b"u_2",
             b"\x00\xff" + run.encode(),
@@ -156,6 +164,7 @@ def scene(broker: BrokerUnderTest) -> Scene:
         ),
         job=write_dead_letter(
             broker,
+            deadletter,
             2,
             b"default/u_3",
             orjson.dumps(job),
@@ -165,6 +174,7 @@ def scene(broker: BrokerUnderTest) -> Scene:
         ),
         retried_job=write_dead_letter(
             broker,
+            deadletter,
             3,
             b"default/u_4",
             orjson.dumps(retried),
@@ -175,24 +185,28 @@ def scene(broker: BrokerUnderTest) -> Scene:
     )
 
 
-def notify_dlq(
-    broker: BrokerUnderTest, tmp_path: Path, *args: str
-) -> subprocess.CompletedProcess[str]:
+@pytest.fixture
+def notify_dlq(broker: BrokerUnderTest, topics: Topics, tmp_path: Path) -> DlqCli:
     """Run ``notify dlq ARGS`` as an operator would, against the test broker."""
     env = {
         **os.environ,
         "NOTIFY_BROKER_URL": broker.url,
         "NOTIFY_DATA_DIR": str(tmp_path / "cli"),
+        "NOTIFY_TOPIC_PREFIX": topics.prefix,
     }
-    return subprocess.run(
-        [str(BIN / "notify"), "dlq", *args],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=False,
-    )
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(BIN / "notify"), "dlq", *args],
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=180,
+            check=False,
+        )
+
+    return run
 
 
 def ok(result: subprocess.CompletedProcess[str]) -> list[str]:
@@ -225,11 +239,9 @@ def headers_of(message: Message) -> dict[str, bytes]:
     return dict(DeadLetter.from_message(message).headers)
 
 
-def test_list_shows_each_entry_on_one_line(
-    broker: BrokerUnderTest, scene: Scene, tmp_path: Path
-) -> None:
+def test_list_shows_each_entry_on_one_line(scene: Scene, notify_dlq: DlqCli) -> None:
     """list filters by code and stage, in text and JSON, and honours --limit."""
-    lines = ok(notify_dlq(broker, tmp_path, "list", "--code", scene.ingest_code))
+    lines = ok(notify_dlq("list", "--code", scene.ingest_code))
     assert [line.split("  ")[0] for line in lines] == [
         scene.bad_json.position,
         scene.binary.position,
@@ -244,15 +256,11 @@ def test_list_shows_each_entry_on_one_line(
     ]
     assert fields[1].endswith("Z")
 
-    limited = ok(
-        notify_dlq(
-            broker, tmp_path, "list", "--code", scene.ingest_code, "--limit", "1"
-        )
-    )
+    limited = ok(notify_dlq("list", "--code", scene.ingest_code, "--limit", "1"))
     assert [line.split("  ")[0] for line in limited] == [scene.bad_json.position]
 
     only_push = ("--stage", "send", "--code", scene.push_code, "--json")
-    jobs = ok(notify_dlq(broker, tmp_path, "list", *only_push))
+    jobs = ok(notify_dlq("list", *only_push))
     (document,) = [orjson.loads(line) for line in jobs]
     assert document["position"] == scene.job.position
     assert document["stage"] == "send.push"
@@ -260,34 +268,33 @@ def test_list_shows_each_entry_on_one_line(
     assert document["key"] == "default/u_3"
     assert orjson.loads(document["value"]) == orjson.loads(scene.job.value)
 
-    other_stage = ok(
-        notify_dlq(
-            broker, tmp_path, "list", "--stage", "ingest", "--code", scene.push_code
-        )
-    )
+    other_stage = ok(notify_dlq("list", "--stage", "ingest", "--code", scene.push_code))
     assert other_stage == []
 
 
-def test_show_prints_headers_key_and_value(
-    broker: BrokerUnderTest, scene: Scene, tmp_path: Path
-) -> None:
+def test_show_prints_headers_key_and_value(scene: Scene, notify_dlq: DlqCli) -> None:
     """show: JSON values indented, other bytes as their repr; a bad position fails."""
-    text = "\n".join(ok(notify_dlq(broker, tmp_path, "show", scene.job.position)))
+    shown = ok(notify_dlq("show", scene.job.position))
+    text = "\n".join(shown)
     assert f"{DLQ_STAGE}: send.push" in text
     assert f"{DLQ_SOURCE}: {scene.jobs}[1]@7" in text
     assert "key: default/u_3" in text
     assert f'  "notification_id": "n-{scene.run}",' in text
+    # The position as a replayed_from header names it: the prefixed topic.
+    p, o = scene.job.position.split("@")
+    assert f"position: {scene.deadletter}[{p}]@{o}" in text
+    assert ok(notify_dlq("show", f"{scene.deadletter}[{p}]@{o}")) == shown
 
-    binary = ok(notify_dlq(broker, tmp_path, "show", scene.binary.position))
+    binary = ok(notify_dlq("show", scene.binary.position))
     assert binary[-1] == repr(scene.binary.value)
 
-    missing = notify_dlq(broker, tmp_path, "show", "0@999999999")
+    missing = notify_dlq("show", "0@999999999")
     assert missing.returncode == 1
     assert "no dead letter at 0@999999999" in missing.stderr
 
 
 def test_dry_run_produces_nothing_and_replay_restores_the_record(
-    broker: BrokerUnderTest, scene: Scene, tmp_path: Path
+    broker: BrokerUnderTest, scene: Scene, notify_dlq: DlqCli
 ) -> None:
     """Replay by position: same key and bytes on the source partition, redrive+1
     and the attempt back to 0."""
@@ -295,7 +302,7 @@ def test_dry_run_produces_nothing_and_replay_restores_the_record(
     redriven = orjson.dumps(
         {**orjson.loads(scene.job.value), "redrive": 1, "attempt": 0}
     )
-    dry = ok(notify_dlq(broker, tmp_path, "replay", *chosen, "--dry-run"))
+    dry = ok(notify_dlq("replay", *chosen, "--dry-run"))
     assert dry == [
         f"would replay {scene.bad_json.position} -> {scene.requests}[2]  key=u_1"
         f"  value={len(scene.bad_json.value)} bytes",
@@ -313,42 +320,37 @@ def test_dry_run_produces_nothing_and_replay_restores_the_record(
         (first,) = records_on(broker, topic, partition, 1)
         assert first.value() == marker, f"the dry run produced onto {topic}"
 
-    done = ok(notify_dlq(broker, tmp_path, "replay", *chosen))
+    done = ok(notify_dlq("replay", *chosen))
     assert len(done) == 2 and all(line.startswith("replayed ") for line in done)
 
     _, request = records_on(broker, scene.requests, 2, 2)
     assert request.key() == b"u_1"
     assert request.value() == scene.bad_json.value
     p, o = scene.bad_json.position.split("@")
-    assert headers_of(request) == {REPLAYED_FROM: f"{DEADLETTER}[{p}]@{o}".encode()}
+    assert headers_of(request) == {
+        REPLAYED_FROM: f"{scene.deadletter}[{p}]@{o}".encode()
+    }
 
     _, job = records_on(broker, scene.jobs, 1, 2)
     assert job.key() == b"default/u_3"
     assert job.value() == redriven
     p, o = scene.job.position.split("@")
-    assert headers_of(job)[REPLAYED_FROM] == f"{DEADLETTER}[{p}]@{o}".encode()
+    assert headers_of(job)[REPLAYED_FROM] == f"{scene.deadletter}[{p}]@{o}".encode()
     assert DLQ_STAGE not in headers_of(job)
 
 
 def test_replay_by_filter_and_onto_another_topic(
-    broker: BrokerUnderTest, scene: Scene, tmp_path: Path
+    broker: BrokerUnderTest, scene: Scene, notify_dlq: DlqCli, topics: Topics
 ) -> None:
-    """--stage/--code pick the entries; --to sends them where the key says."""
-    ok(
-        notify_dlq(
-            broker, tmp_path, "replay", "--stage", "send", "--code", scene.sms_code
-        )
-    )
+    """--stage/--code pick the entries; --to sends them where the key says; a
+    pipeline topic named there is this deployment's, under its prefix."""
+    ok(notify_dlq("replay", "--stage", "send", "--code", scene.sms_code))
     (job,) = records_on(broker, scene.jobs, 0, 1)
     assert orjson.loads(job.value() or b"")["redrive"] == 3
 
     elsewhere = f"{scene.run}.elsewhere"
     create_topics(broker, elsewhere)
-    ok(
-        notify_dlq(
-            broker, tmp_path, "replay", "--code", scene.ingest_code, "--to", elsewhere
-        )
-    )
+    ok(notify_dlq("replay", "--code", scene.ingest_code, "--to", elsewhere))
     got = read_until(broker.bootstrap, [elsewhere], lambda kept: len(kept) >= 2)
     assert {(m.key(), m.value()) for m in got} == {
         (scene.bad_json.key, scene.bad_json.value),
@@ -358,18 +360,23 @@ def test_replay_by_filter_and_onto_another_topic(
         # Faust's partitioner, so keyed consumers find the record where expected.
         assert message.partition() == partition_for(message.key() or b"", PARTITIONS)
 
+    to_pipeline = ("--to", "notify.requests.bulk", "--dry-run")
+    dry = ok(notify_dlq("replay", scene.bad_json.position, *to_pipeline))
+    assert [line.split("  ")[0] for line in dry] == [
+        f"would replay {scene.bad_json.position} -> "
+        f"{topics('notify.requests.bulk')}[by key]"
+    ]
+
 
 def test_refusals_and_failed_produces_exit_non_zero(
-    broker: BrokerUnderTest, scene: Scene, tmp_path: Path
+    broker: BrokerUnderTest, scene: Scene, notify_dlq: DlqCli
 ) -> None:
     """Nothing chosen, a missing topic, a produce the client refuses: all errors."""
-    nothing = notify_dlq(broker, tmp_path, "replay")
+    nothing = notify_dlq("replay")
     assert nothing.returncode == 2
     assert "replay takes positions" in nothing.stderr
 
-    missing = notify_dlq(
-        broker, tmp_path, "replay", scene.bad_json.position, "--to", f"{scene.run}.x"
-    )
+    missing = notify_dlq("replay", scene.bad_json.position, "--to", f"{scene.run}.x")
     assert missing.returncode == 1
     assert f"no topic '{scene.run}.x'" in missing.stderr
 

@@ -12,7 +12,7 @@ from pipeline.admin import ensure_topics
 from pipeline.broker import EmbeddedBroker
 from pipeline.ids import notification_id
 from pipeline.settings import Settings
-from tests.support import WorkerProcess, produce, read_until, unique
+from tests.support import Topics, WorkerProcess, produce, read_until, unique
 
 pytestmark = pytest.mark.integration
 
@@ -33,7 +33,9 @@ class AllAccepted:
         return not self.missing
 
 
-def test_failed_produce_stops_the_worker_and_loses_nothing(tmp_path: Path) -> None:
+def test_failed_produce_stops_the_worker_and_loses_nothing(
+    tmp_path: Path, topics: Topics
+) -> None:
     """The broker freezes mid-stream; sends time out; every request still ends accepted.
 
     Faust's own behaviour here is to log the failed send, drop the record and
@@ -41,7 +43,7 @@ def test_failed_produce_stops_the_worker_and_loses_nothing(tmp_path: Path) -> No
     crashes the worker; a restarted worker redoes the uncommitted input.
     """
     with EmbeddedBroker(log_path=tmp_path / "broker.log") as broker:
-        ensure_topics(Settings(broker_url=broker.url))
+        ensure_topics(Settings(broker_url=broker.url, topic_prefix=topics.prefix))
         run = unique("guard")
         keys = [f"{run}-{i}" for i in range(REQUESTS)]
         bodies = [
@@ -56,13 +58,14 @@ def test_failed_produce_stops_the_worker_and_loses_nothing(tmp_path: Path) -> No
         ]
         produce(
             broker.bootstrap,
-            "notify.requests.critical",
+            topics("notify.requests.critical"),
             [(f"u{i % 97}".encode(), body) for i, body in enumerate(bodies)],
             **{"linger.ms": 20},
         )
         env = {
             "NOTIFY_BROKER_URL": broker.url,
             "NOTIFY_APP_ID": run,
+            "NOTIFY_TOPIC_PREFIX": topics.prefix,
             "NOTIFY_BROKER_REQUEST_TIMEOUT": "2",
         }
         first = WorkerProcess(
@@ -74,7 +77,7 @@ def test_failed_produce_stops_the_worker_and_loses_nothing(tmp_path: Path) -> No
             first.wait_ready(timeout=90)
             read_until(
                 broker.bootstrap,
-                ["notify.events"],
+                [topics("notify.events")],
                 lambda kept: len(kept) >= 1_500,
                 timeout=90,
             )
@@ -103,6 +106,8 @@ def test_failed_produce_stops_the_worker_and_loses_nothing(tmp_path: Path) -> No
             second.wait_ready(timeout=90)
 
             accepted = AllAccepted(wanted)
-            read_until(broker.bootstrap, ["notify.events"], accepted, timeout=240)
+            read_until(
+                broker.bootstrap, [topics("notify.events")], accepted, timeout=240
+            )
         finally:
             second.stop()

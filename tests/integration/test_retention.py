@@ -13,6 +13,7 @@ from pipeline.settings import Settings
 from tests.conftest import WorkerFactory
 from tests.support import (
     BrokerUnderTest,
+    Topics,
     email_job,
     produce,
     read_until,
@@ -24,9 +25,12 @@ pytestmark = pytest.mark.integration
 
 
 def test_a_sent_attempt_and_its_status_leave_after_their_retention(
-    broker: BrokerUnderTest, emulators: EmulatorStack, start_worker: WorkerFactory
+    broker: BrokerUnderTest,
+    emulators: EmulatorStack,
+    start_worker: WorkerFactory,
+    topics: Topics,
 ) -> None:
-    ensure_topics(Settings(broker_url=broker.url))
+    ensure_topics(Settings(broker_url=broker.url, topic_prefix=topics.prefix))
     app_id = unique("retention")
     worker = start_worker(
         app_id=app_id,
@@ -41,13 +45,11 @@ def test_a_sent_attempt_and_its_status_leave_after_their_retention(
     nid, address = f"n_{run}", f"{run}@example.com"
     produce(
         broker.bootstrap,
-        "notify.deliveries.email.critical",
+        topics("notify.deliveries.email.critical"),
         [email_job(nid, "u-retention", address, 1)],
         partitioner="murmur2_random",
     )
     sendgrid = emulators.sendgrid.calls
-    # This app's new group reads the topic from the start: earlier tests'
-    # jobs are sent too; only this address is looked at.
     wait_for(lambda: sendgrid.to(address), timeout=60, interval=0.1)
     attempt = f"{nid}:email:{address}".encode()
     history = read_until(

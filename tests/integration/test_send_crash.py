@@ -25,6 +25,7 @@ from pipeline.settings import Settings
 from schemas.records import DeliveryJob
 from tests.support import (
     BrokerUnderTest,
+    Topics,
     WorkerProcess,
     consumer_config,
     email_job,
@@ -50,15 +51,16 @@ def test_sigkill_mid_burst_loses_nothing(
     broker: BrokerUnderTest,
     emulators: EmulatorStack,
     tmp_path_factory: pytest.TempPathFactory,
+    topics: Topics,
 ) -> None:
     """Kill, restart: every one of 5,000 jobs delivered; duplicates printed."""
-    ensure_topics(Settings(broker_url=broker.url))
+    ensure_topics(Settings(broker_url=broker.url, topic_prefix=topics.prefix))
     directory = tmp_path_factory.mktemp("crash-worker")
     env = {
         "NOTIFY_BROKER_URL": broker.url,
-        "NOTIFY_BROKER_DEFECTS": ",".join(sorted(broker.defects)),
         "NOTIFY_APP_ID": unique("crash"),
         "NOTIFY_DATA_DIR": str(directory / "state"),
+        "NOTIFY_TOPIC_PREFIX": topics.prefix,
         "NOTIFY_LANES": "critical",
         "NOTIFY_EMAIL_PROVIDERS": "sendgrid",
         "NOTIFY_SEND_BATCH": str(BATCH),
@@ -67,9 +69,10 @@ def test_sigkill_mid_burst_loses_nothing(
     first = WorkerProcess(app="pipeline.app", env=env, log_path=directory / "1.log")
     first.start().wait_ready(timeout=90)
     run = unique("r").replace("-", "")
-    produce(
+    jobs_topic = topics("notify.deliveries.email.critical")
+    reports = produce(
         broker.bootstrap,
-        "notify.deliveries.email.critical",
+        jobs_topic,
         (job(n, run) for n in range(JOBS)),
         **{"partitioner": "murmur2_random", "linger.ms": 5},
     )
@@ -90,6 +93,27 @@ def test_sigkill_mid_burst_loses_nothing(
         def missing() -> set[str]:
             return wanted - {call.message_id for call in sendgrid.calls}
 
+        def where_missing(gone: set[str]) -> str:
+            # Lost (the group committed past a job it never sent) or stalled
+            # (its partition's committed offset is behind), per partition.
+            partition_of = {r.key(): r.partition() or 0 for r in reports}
+            ends: dict[int, int] = {}
+            for report in reports:
+                at, end = report.partition() or 0, (report.offset() or 0) + 1
+                ends[at] = max(ends.get(at, 0), end)
+            counts: dict[int, int] = {}
+            for n in range(JOBS):
+                mid = message_id_for(f"n_{run}{n:05d}:email:{run}-{n}@example.com")
+                if mid in gone:
+                    partition = partition_of[f"default/u{n % USERS}".encode()]
+                    counts[partition] = counts.get(partition, 0) + 1
+            group = f"{env['NOTIFY_APP_ID']}-critical"
+            return "; ".join(
+                f"partition {p}: {count} missing, group committed "
+                f"{committed_at(broker, group, jobs_topic, p)} of {ends[p]}"
+                for p, count in sorted(counts.items())
+            )
+
         def all_delivered() -> bool:
             second.assert_alive()
             return not missing()
@@ -97,8 +121,10 @@ def test_sigkill_mid_burst_loses_nothing(
         try:
             wait_for(all_delivered, timeout=240, interval=0.5)
         except AssertionError as exc:
+            gone = missing()
             raise AssertionError(
-                f"{len(missing())} of {JOBS} jobs never reached the provider"
+                f"{len(gone)} of {JOBS} jobs never reached the provider: "
+                f"{where_missing(gone)}"
             ) from exc
     finally:
         second.stop()
@@ -115,27 +141,25 @@ def test_a_pending_retry_survives_a_sigkill(
     broker: BrokerUnderTest,
     emulators: EmulatorStack,
     tmp_path_factory: pytest.TempPathFactory,
+    topics: Topics,
 ) -> None:
     """A retry waiting out a 429's Retry-After is in the retry table, not in
     memory: the worker is killed while it waits, and the restarted worker
     sends it when it is due, not before."""
-    ensure_topics(Settings(broker_url=broker.url))
+    ensure_topics(Settings(broker_url=broker.url, topic_prefix=topics.prefix))
     directory = tmp_path_factory.mktemp("retry-worker")
     env = {
         "NOTIFY_BROKER_URL": broker.url,
-        "NOTIFY_BROKER_DEFECTS": ",".join(sorted(broker.defects)),
         "NOTIFY_APP_ID": unique("retry"),
         "NOTIFY_DATA_DIR": str(directory / "state"),
+        "NOTIFY_TOPIC_PREFIX": topics.prefix,
         "NOTIFY_LANES": "critical",
         **emulators.env(),
     }
     first = WorkerProcess(app="pipeline.app", env=env, log_path=directory / "1.log")
     first.start().wait_ready(timeout=90)
-    # A number no other test uses: this group re-reads the SMS topic from the start.
     phone = "+1415" + str(secrets.randbelow(10**7)).zfill(7)
     twilio = emulators.twilio
-    # Only this number is refused: earlier tests' SMS jobs on the same topic
-    # are read again by this worker's new consumer group.
     twilio.faults.update(retry_after=12)
     twilio.faults.fail_targets[phone] = "20429"
     nid = f"n_{unique('r').replace('-', '')}"
@@ -153,13 +177,13 @@ def test_a_pending_retry_survives_a_sigkill(
     ).dumps()
     [record] = produce(
         broker.bootstrap,
-        "notify.deliveries.sms.critical",
+        topics("notify.deliveries.sms.critical"),
         [(b"default/u-retry", value)],
         partitioner="murmur2_random",
     )
     read_until(
         broker.bootstrap,
-        ["notify.events"],
+        [topics("notify.events")],
         lambda got: any(b'"retried"' in (m.value() or b"") for m in got),
         keep=lambda m: m.key() == nid.encode(),
         timeout=60,
@@ -188,10 +212,16 @@ def test_a_pending_retry_survives_a_sigkill(
 
 def committed(broker: BrokerUnderTest, group: str, record: Message) -> int:
     """The group's committed offset on ``record``'s partition (-1: none)."""
+    return committed_at(broker, group, str(record.topic()), record.partition() or 0)
+
+
+def committed_at(
+    broker: BrokerUnderTest, group: str, topic: str, partition: int
+) -> int:
+    """The group's committed offset on ``topic[partition]`` (-1: none)."""
     consumer = Consumer(consumer_config(broker.bootstrap, group))
     try:
-        partition = TopicPartition(record.topic(), record.partition())
-        [position] = consumer.committed([partition], timeout=10)
+        [position] = consumer.committed([TopicPartition(topic, partition)], timeout=10)
         return int(position.offset)
     finally:
         consumer.close()

@@ -45,8 +45,8 @@ def test_table_recovers_exactly_after_sigkill_and_wiped_store(
     env = {
         "recovery_topic": topic,
         "notify_topic_partitions": str(PARTITIONS),
-        # Many changelog records per batch: the case the dev broker's end-offset
-        # defect gets wrong, so recovery depends on the workaround every run.
+        # Many changelog records per batch: recovery must read the changelog to
+        # its true end offset after batched produce, not one record a batch.
         "notify_producer_linger": "0.05",
     }
     first = start_worker(

@@ -331,8 +331,6 @@ def settings_problems(
     problems = []
     if settings.profile != "production":
         problems.append(f"{name}: profile {settings.profile!r}, not production")
-    if settings.defects:
-        problems.append(f"{name}: declares broker defects {sorted(settings.defects)}")
     if not settings.clickhouse_dsn:
         problems.append(f"{name}: no ClickHouse DSN (would run chDB in-process)")
     if settings.broker_heartbeat_interval * 3 > settings.broker_session_timeout:
@@ -521,7 +519,13 @@ def topics_job_problems(
     ((job_name, job),) = jobs.items()
     job_env = container_env(job, image_of(job, base_dir))
     problems = []
-    shared = ("APP_ID", "BROKER_URL", "TOPIC_PARTITIONS", "TOPIC_REPLICATION_FACTOR")
+    shared = (
+        "APP_ID",
+        "BROKER_URL",
+        "TOPIC_PARTITIONS",
+        "TOPIC_REPLICATION_FACTOR",
+        "TOPIC_PREFIX",
+    )
     for name, env in workers.items():
         for key in (f"{PREFIX}{suffix}" for suffix in shared):
             if env.get(key) != job_env.get(key):
@@ -598,7 +602,6 @@ def test_workers_build_production_settings(
         assert settings_problems(name, env, monkeypatch) == []
         settings = settings_from_env(env, monkeypatch)
         assert settings.profile == "production"
-        assert settings.defects == frozenset()
 
 
 def test_every_dependency_is_defined_and_reachable(compose: Compose) -> None:
@@ -672,7 +675,7 @@ def _web_ports_collide(compose: Compose) -> None:
         service["environment"][f"{PREFIX}WEB_PORT"] = "6066"
 
 
-def _dev_broker_defects(compose: Compose) -> None:
+def _unknown_variable(compose: Compose) -> None:
     _first_worker(compose)["environment"][f"{PREFIX}BROKER_DEFECTS"] = "compaction"
 
 
@@ -690,6 +693,15 @@ def _topics_job_other_partitions(compose: Compose) -> None:
             service["environment"] = {
                 **service["environment"],
                 f"{PREFIX}TOPIC_PARTITIONS": "3",
+            }
+
+
+def _topics_job_other_prefix(compose: Compose) -> None:
+    for service in compose["services"].values():
+        if service.get("command") == ["topics"]:
+            service["environment"] = {
+                **service["environment"],
+                f"{PREFIX}TOPIC_PREFIX": "staging.",
             }
 
 
@@ -717,10 +729,11 @@ def _all_problems(compose: Compose, monkeypatch: pytest.MonkeyPatch) -> list[str
         (_dsn_to_unknown_host, "ClickHouse host 'clickhous' is no service"),
         (_both_workers_on_one_lane, "worker services"),
         (_web_ports_collide, "web port 6066 also"),
-        (_dev_broker_defects, "declares broker defects ['compaction']"),
+        (_unknown_variable, f"{PREFIX}BROKER_DEFECTS is not a settings field"),
         (_missing_dockerfile, "no Dockerfile at Missing.file"),
         (_undefined_dependency, "depends on undefined service 'zookeeper'"),
         (_topics_job_other_partitions, f"{PREFIX}TOPIC_PARTITIONS differs"),
+        (_topics_job_other_prefix, f"{PREFIX}TOPIC_PREFIX differs"),
     ],
 )
 def test_checks_reject_a_broken_stack(
@@ -735,3 +748,11 @@ def test_checks_reject_a_broken_stack(
     mutate(mutated)
     problems = _all_problems(mutated, monkeypatch)
     assert any(expected in problem for problem in problems), problems
+
+
+def test_compose_runs_the_embedded_broker_kafka_version(compose: Compose) -> None:
+    """The stack's Kafka image is the version broker/pom.xml pins for dev and CI."""
+    pom = (REPO / "broker" / "pom.xml").read_text()
+    pinned = re.search(r"<kafka.version>([^<]+)</kafka.version>", pom)
+    assert pinned is not None, "broker/pom.xml pins no kafka.version"
+    assert compose["services"]["kafka"]["image"] == f"apache/kafka:{pinned.group(1)}"

@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 
 import orjson
 import pytest
+from confluent_kafka import TIMESTAMP_CREATE_TIME, Message
 
 from pipeline.dlq import (
     REPLAYED_FROM,
@@ -24,9 +25,11 @@ from pipeline.dlq import (
     parse_position,
     parse_source,
     plan_replay,
+    replay_target,
     select,
     stage_matches,
 )
+from pipeline.settings import Settings
 from pipeline.topology import DLQ_CODE, DLQ_REASON, DLQ_SOURCE, DLQ_STAGE
 
 T0 = datetime(2026, 6, 10, 12, 0, tzinfo=UTC)
@@ -315,3 +318,49 @@ def test_requests_refuse_what_makes_no_sense(
     """A replay must say which entries; options of another action are refused."""
     with pytest.raises(DlqUsageError):
         DlqRequest.parse(action, positions, **options)  # type: ignore[arg-type]
+
+
+STAGING = Settings(topic_prefix="staging.")
+
+
+def test_replay_target_prefixes_the_pipelines_own_topics_only() -> None:
+    """--to notify.requests.bulk means this deployment's; other names as given."""
+    assert replay_target(STAGING, "notify.requests.bulk") == (
+        "staging.notify.requests.bulk"
+    )
+    assert replay_target(STAGING, "staging.notify.requests.bulk") == (
+        "staging.notify.requests.bulk"
+    )
+    assert replay_target(STAGING, "ops.quarantine") == "ops.quarantine"
+    unprefixed = Settings(topic_prefix="")
+    assert replay_target(unprefixed, "notify.requests.bulk") == "notify.requests.bulk"
+
+
+def test_a_dead_letter_read_under_a_prefix_names_its_own_topic() -> None:
+    """The replayed_from header, show and the no-loop check use the topic read."""
+    message = Message(
+        topic="staging.notify.deadletter",
+        partition=3,
+        offset=12,
+        key=b"u_1",
+        value=b"not json",
+        headers=[(DLQ_SOURCE, b"staging.notify.requests.bulk[2]@40")],
+        timestamp=(TIMESTAMP_CREATE_TIME, 1_000),
+    )
+    dead = DeadLetter.from_message(message)
+    assert dead.topic == "staging.notify.deadletter"
+    replay = plan_replay(dead)
+    assert (replay.topic, replay.partition) == ("staging.notify.requests.bulk", 2)
+    assert replay.headers == ((REPLAYED_FROM, b"staging.notify.deadletter[3]@12"),)
+    assert "position: staging.notify.deadletter[3]@12" in describe(dead)
+    with pytest.raises(DlqError, match="will not replay onto staging.notify"):
+        plan_replay(dead, to=replay_target(STAGING, "notify.deadletter"))
+
+
+def test_positions_in_header_form_name_the_prefixed_dead_letter_topic() -> None:
+    """Under a prefix, T[P]@O must name the prefixed topic, as headers show it."""
+    deadletter = "staging.notify.deadletter"
+    shown = DlqRequest.parse("show", [f"{deadletter}[1]@7"], deadletter=deadletter)
+    assert shown.positions == (Position(1, 7),)
+    with pytest.raises(DlqUsageError, match="not the dead-letter topic"):
+        DlqRequest.parse("show", ["notify.deadletter[1]@7"], deadletter=deadletter)

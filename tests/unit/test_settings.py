@@ -8,7 +8,7 @@ import pytest
 from pydantic import ValidationError
 
 from pipeline.app import faust_options
-from pipeline.settings import Settings, bootstrap_servers
+from pipeline.settings import TOPIC_PREFIX_MAX, Settings, bootstrap_servers
 
 
 def test_defaults_describe_the_embedded_stack(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -20,12 +20,6 @@ def test_defaults_describe_the_embedded_stack(monkeypatch: pytest.MonkeyPatch) -
     assert settings.profile == "dev"
     assert settings.web_port == 6066
     assert settings.web_host == "127.0.0.1"
-    assert settings.defects == {
-        "list_offsets_latest",
-        "compaction",
-        "transactions",
-        "fetch_long_poll",
-    }
     assert settings.worker_lanes == ("critical", "bulk")
     assert settings.resolved_clickhouse_dsn.startswith("chdb://")
 
@@ -34,19 +28,16 @@ def test_environment_is_read_with_the_prefix(monkeypatch: pytest.MonkeyPatch) ->
     """NOTIFY_* variables set the fields of the same name."""
     monkeypatch.setenv("NOTIFY_BROKER_URL", "kafka://k1:9092;k2:9092")
     monkeypatch.setenv("NOTIFY_WEB_PORT", "7001")
-    monkeypatch.setenv("NOTIFY_BROKER_DEFECTS", "")
     monkeypatch.setenv("NOTIFY_LANES", "bulk")
     settings = Settings()
     assert settings.bootstrap_servers == "k1:9092,k2:9092"
     assert settings.web_port == 7001
-    assert settings.defects == frozenset()
     assert settings.worker_lanes == ("bulk",)
 
 
 @pytest.mark.parametrize(
     ("field", "value"),
     [
-        ("broker_defects", "list_offsets_latest,made_up"),
         ("lanes", "critical,express"),
         ("lanes", ""),
         ("web_port", "70000"),
@@ -144,3 +135,29 @@ def test_a_single_lane_worker_gets_its_own_group() -> None:
     assert Settings(app_id="np").group_id == "np"
     assert Settings(app_id="np", lanes="critical").group_id == "np-critical"
     assert Settings(app_id="np", lanes="bulk").group_id == "np-bulk"
+
+
+def test_topic_prefix_is_empty_unless_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No prefix by default; NOTIFY_TOPIC_PREFIX sets one."""
+    monkeypatch.delenv("NOTIFY_TOPIC_PREFIX", raising=False)
+    assert Settings().topic_prefix == ""
+    monkeypatch.setenv("NOTIFY_TOPIC_PREFIX", "staging.")
+    assert Settings().topic_prefix == "staging."
+
+
+@pytest.mark.parametrize(
+    "prefix", ["", "staging.", "t-0a1b2c3d4e.", "Team_A-", "x" * TOPIC_PREFIX_MAX]
+)
+def test_topic_prefixes_kafka_allows_are_taken(prefix: str) -> None:
+    """Letters, digits, dot, underscore and dash, up to the bound."""
+    assert Settings(topic_prefix=prefix).topic_prefix == prefix
+
+
+@pytest.mark.parametrize(
+    "prefix", ["staging/", "has space.", "tést.", "a:b.", "x" * (TOPIC_PREFIX_MAX + 1)]
+)
+def test_other_topic_prefixes_are_refused(prefix: str) -> None:
+    """Anything a topic name cannot hold fails at start-up, naming the variable."""
+    with pytest.raises(ValidationError) as raised:
+        Settings(topic_prefix=prefix)
+    assert "NOTIFY_TOPIC_PREFIX" in str(raised.value)

@@ -6,10 +6,13 @@ import importlib
 import re
 from pathlib import Path
 
+import faust
+from faust.types import TopicT
+
 from pipeline.app import DISCOVER, app
 from pipeline.diagram import AGENT_OUTPUTS, AGENT_TABLES, agent_inputs, mermaid
 from pipeline.settings import Settings
-from pipeline.topology import ALL_TOPICS
+from pipeline.topology import ALL_TOPICS, EVENTS, SUPPRESSIONS, Topology, topic_name
 
 for _module in DISCOVER:
     importlib.import_module(_module)  # registers every agent, table and view
@@ -57,3 +60,29 @@ def test_readme_documents_every_setting() -> None:
     """Each NOTIFY_ variable has a row in the README's settings table."""
     for name in Settings.model_fields:
         assert f"| `NOTIFY_{name.upper()}` |" in README, name
+
+
+def test_topic_names_on_the_broker_carry_the_prefix() -> None:
+    """A spec or its name, under NOTIFY_TOPIC_PREFIX; none by default."""
+    assert topic_name(Settings(topic_prefix=""), EVENTS) == "notify.events"
+    staging = Settings(topic_prefix="staging.")
+    assert topic_name(staging, EVENTS) == "staging.notify.events"
+    assert topic_name(staging, "notify.deadletter") == "staging.notify.deadletter"
+
+
+def test_the_topology_binds_every_topic_under_the_prefix() -> None:
+    """Every topic a worker reads or writes is prefixed; lookups stay logical."""
+    settings = Settings(topic_prefix="p.")
+    topology = Topology(faust.App("topology-prefix-test"), settings)
+    bound = {
+        name
+        for attribute in vars(topology).values()
+        for channel in (
+            attribute.values() if isinstance(attribute, dict) else [attribute]
+        )
+        if isinstance(channel, TopicT)
+        for name in channel.topics
+    }
+    assert bound == {f"p.{spec.name}" for spec in ALL_TOPICS}
+    suppressions = topology.state_inputs[SUPPRESSIONS.name]
+    assert suppressions.get_topic_name() == "p.notify.suppressions"
