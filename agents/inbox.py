@@ -42,3 +42,14 @@ async def apply_reads(stream: StreamT[InboxRead]) -> None:
 async def close_live_streams(sender: object, revoked: object, **kwargs: object) -> None:
     """Partitions are moving: end the live streams, clients reconnect to the owner."""
     inbox_hub.close_all()
+
+
+@app.on_before_shutdown.connect  # type: ignore[arg-type]
+async def end_live_streams(sender: object, **kwargs: object) -> None:
+    """The worker stops: end the live streams before the web server waits on them.
+
+    An open stream is a request still being handled; the web server's stop
+    waits up to a minute for those, so a worker with one connected client
+    took that long to stop.
+    """
+    inbox_hub.close_all()

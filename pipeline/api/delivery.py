@@ -8,6 +8,7 @@ provider's scheme, or ours for tracking tokens), and a bad one changes nothing.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
@@ -36,6 +37,9 @@ from pipeline.tracking import ExpiredTrackingToken, InvalidTrackingToken, Tracki
 from schemas.records import InboxRead, NotificationEvent, Suppression
 from tables.inbox import inbox
 from tables.suppressions import ANY_TENANT, suppression_key
+
+#: Seconds an idle live stream waits before a keep-alive comment line.
+KEEPALIVE_EVERY = 15.0
 
 log = logging.getLogger(__name__)
 
@@ -137,7 +141,13 @@ class InboxStreamView(ApiView):
         try:
             await response.write(b": connected\n\n")
             while True:
-                item = await queue.get()
+                try:
+                    item = await asyncio.wait_for(queue.get(), KEEPALIVE_EVERY)
+                except TimeoutError:
+                    # A comment line: keeps proxies from closing an idle
+                    # stream, and finds out when the client has gone.
+                    await response.write(b": keep-alive\n\n")
+                    continue
                 if item is None:  # partition moved, or too slow: reconnect
                     break
                 data = orjson.dumps(item.asdict())
@@ -148,7 +158,7 @@ class InboxStreamView(ApiView):
                     + data
                     + b"\n\n"
                 )
-        except ConnectionResetError:
+        except ConnectionResetError:  # aiohttp's own subclasses it
             pass
         finally:
             inbox_hub.unsubscribe(ukey, queue)

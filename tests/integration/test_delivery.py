@@ -26,6 +26,7 @@ from pipeline.delivery.plan import token_id
 from pipeline.emulators.stack import EmulatorStack
 from pipeline.providers.base import message_id_for
 from pipeline.settings import DEV_WEBHOOK_SECRET, Settings
+from tests.conftest import WorkerFactory
 from tests.support import (
     DEV_KEY,
     BrokerUnderTest,
@@ -477,3 +478,21 @@ def test_smtp_down_trips_its_breaker_and_email_fails_over(
     assert all(stack.smtp.calls.to(a) == [] for a in addresses)
     health = call(worker.web_port, "GET", "/health").body
     assert health["providers"]["smtp"]["state"] in ("open", "half_open")
+
+
+def test_a_worker_with_an_open_live_stream_stops_cleanly(
+    start_worker: WorkerFactory,
+) -> None:
+    """SIGTERM ends the live streams first, so the web server's stop does not
+    wait on them (it waits up to a minute for open requests) and the worker
+    exits by itself, not by the SIGKILL that follows a stop timeout."""
+    worker = start_worker()
+    worker.wait_ready(timeout=90)
+    request = urllib.request.Request(  # noqa: S310 - loopback
+        f"http://127.0.0.1:{worker.web_port}/v1/users/u-stream/inbox/stream",
+        headers={"Authorization": f"Bearer {DEV_KEY}"},
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310
+        assert response.readline() == b": connected\n"
+        # Well under the web server's own minute, well above a clean stop.
+        assert worker.stop(timeout=25) == 0, worker.log_tail()
