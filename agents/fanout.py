@@ -10,14 +10,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 from faust.types import EventT, StreamT
 
 from agents.held import held_timer
 from pipeline.app import app
 from pipeline.deadletter import source_of
-from pipeline.due import due_key, due_ms
+from pipeline.due import due_key, due_ms, ms_at, time_at
 from pipeline.ids import event_id
 from pipeline.policy import (
     TypeCatalogue,
@@ -291,7 +291,7 @@ def looked_at(
     instead of a second held entry beside the first.
     """
     if accepted.held_key is not None:
-        return datetime.fromtimestamp(due_ms(accepted.held_key) / 1000, UTC)
+        return time_at(due_ms(accepted.held_key))
     if seen is not None and seen.source == accepted.source:
         return seen.first_seen
     return now
@@ -312,13 +312,18 @@ def hold_until(
     yet. Suppressing ``no_email`` then would lose a welcome email. A request
     waits at most ``wait`` in all, never past its expiry, and only if some
     channel needs the user's state (``waiting``: the in-app inbox needs none).
+    The time is a whole millisecond, as the held key's is, and always later
+    than ``look``.
     """
     if not waiting:
         return None
     since = accepted.held_since or look
     if look - since >= wait:
         return None
-    until = min(look + max(FIRST_LOOK, look - since), since + wait)
+    # Rounded up to the key's millisecond: rounded down, the last look would
+    # come a fraction of a millisecond before the wait's end and hold the
+    # request again under the key it was released from, due at once, forever.
+    until = time_at(ms_at(min(look + max(FIRST_LOOK, look - since), since + wait)))
     if request.expiry_at is not None and request.expiry_at <= until:
         return None
     return until
@@ -329,7 +334,7 @@ def held_request(
 ) -> AcceptedRequest:
     """The held table's entry for ``channels`` of ``accepted``, due at ``until``;
     held since this look if it is the first."""
-    key = due_key(int(until.timestamp() * 1000), accepted.notification_id)
+    key = due_key(ms_at(until), accepted.notification_id)
     return AcceptedRequest(
         **{
             **accepted.asdict(),

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -31,6 +32,9 @@ MAX_PER_TICK = 5_000
 #: the agents and the critical lane's latency back for the whole burst.
 YIELD_EVERY = 50
 
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+MILLISECOND = timedelta(milliseconds=1)
+
 
 def due_key(due_ms: int, rest: str) -> str:
     """A key that sorts by due time: ``<due ms>:<rest>``."""
@@ -40,6 +44,17 @@ def due_key(due_ms: int, rest: str) -> str:
 def due_ms(key: str) -> int:
     """The due time (epoch ms) a key starts with."""
     return int(key[:DUE_KEY_WIDTH])
+
+
+def ms_at(when: datetime) -> int:
+    """The first whole epoch millisecond not before ``when``."""
+    # Up, not down: a key is then never due before the time it was held until.
+    return -((EPOCH - when) // MILLISECOND)
+
+
+def time_at(ms: int) -> datetime:
+    """The UTC time of epoch millisecond ``ms``, exactly (no float)."""
+    return EPOCH + ms * MILLISECOND
 
 
 def due_keys(table: Any, now_ms: int) -> Iterator[str]:

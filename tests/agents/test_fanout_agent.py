@@ -370,3 +370,41 @@ async def test_a_request_for_an_unknown_user_waits_for_its_profile(
     current = tables["status"][nid]
     assert current.channels == {"email": "queued"}
     assert [e.event_type for e in current.trail] == ["accepted", "deferred", "queued"]
+
+
+async def test_each_look_at_a_held_request_is_released_once(
+    wired: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A user still unknown when the wait ends: the timer releases each look
+    once, and the last look suppresses the email and leaves nothing held, even
+    for a request first seen at a fraction of a millisecond."""
+    tables = wired["tables"]
+    start = NOW + timedelta(microseconds=123_456)
+    monkeypatch.setattr(app, "clock", FrozenClock(start))
+    released = AsyncMock()
+    monkeypatch.setattr(app.topology.accepted["critical"], "send", released)
+    timer = agents.held.held_timer
+    monkeypatch.setattr(timer, "released", set())
+    accepted = accept(
+        request(channels=["email"]), "notify.requests.critical[1]@7", start
+    )
+    wait = timedelta(seconds=app.settings.unknown_user_wait)
+    fanout = app.agents["fanout.critical"]
+    async with fanout.test_context() as agent:
+        await agent.put(key=KEY, value=accepted)
+    keys: list[str] = []
+    # The timer's ticks, driven by the clock, until well past the wait; each
+    # release is decided by fanout before the next tick, as a live worker does.
+    while app.clock.now() < start + wait + timedelta(seconds=5):
+        app.clock.advance(timedelta(seconds=agents.held.TICK))  # type: ignore[attr-defined]
+        await timer.tick()
+        looks = [call.kwargs["value"] for call in released.await_args_list]
+        released.reset_mock()
+        for look in looks:
+            keys.append(look.held_key)
+            async with fanout.test_context() as agent:
+                await agent.put(key=KEY, value=look)
+    assert len(keys) == len(set(keys)) == 7  # 0.5 s, 1 s, 2 s, ... 30 s
+    assert tables["held"] == {}
+    status = tables["status"][accepted.notification_id]
+    assert status.channels == {"email": "suppressed"}

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pipeline.clock import FrozenClock
-from pipeline.due import YIELD_EVERY, DueTimer, due_key
+from pipeline.due import YIELD_EVERY, DueTimer, due_key, ms_at, time_at
 
 NOW = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
 NOW_MS = int(NOW.timestamp() * 1000)
@@ -61,3 +61,13 @@ async def test_a_burst_of_due_entries_gives_the_loop_back() -> None:
     assert await timer.tick() == burst
     await watcher
     assert len({p for p in progress if 0 < p < burst}) >= 5
+
+
+def test_a_time_is_due_at_the_next_whole_millisecond_never_before() -> None:
+    """Keys hold whole milliseconds: a time between two is due at the later
+    one, and a whole millisecond comes back exactly (no float on the way)."""
+    whole = NOW + timedelta(milliseconds=123)
+    assert ms_at(whole) == NOW_MS + 123
+    assert time_at(ms_at(whole)) == whole
+    assert ms_at(whole - timedelta(microseconds=999)) == NOW_MS + 123
+    assert ms_at(whole + timedelta(microseconds=1)) == NOW_MS + 124

@@ -103,30 +103,55 @@ def test_a_request_expiring_before_the_next_look_is_not_held() -> None:
     assert outcomes(result) == {"email": ("suppressed", "no_email:no_profile")}
 
 
-@given(late=st.lists(st.integers(0, 300), min_size=12, max_size=12))
-def test_looks_double_and_end_within_the_wait(late: list[int]) -> None:
+@given(
+    start=st.integers(0, 999_999),
+    late=st.lists(st.integers(0, 300), min_size=12, max_size=12),
+)
+def test_looks_double_and_end_within_the_wait(start: int, late: list[int]) -> None:
     """Looks wait as long as the request has waited (0.5 s, 1 s, 2 s, ...), the
     last one at the wait's end; released late by the timer, the schedule
-    holds (it runs from each look's due time, not from when it ran). A
-    still-unknown user is then suppressed, with the same reason code."""
-    result = fan_out(accepted(channels=["email"]), UNKNOWN, CATALOGUE, NOW, wait=WAIT)
+    holds (it runs from each look's due time, not from when it ran). Each
+    look is due at a later whole millisecond than the one before, so no look
+    holds the request under the key it was released from, whatever fraction
+    of a millisecond it arrived at. A still-unknown user is then suppressed,
+    with the same reason code."""
+    since = NOW + timedelta(microseconds=start)
+    result = fan_out(accepted(channels=["email"]), UNKNOWN, CATALOGUE, since, wait=WAIT)
     looks = 0
-    now = previous = NOW
+    now = previous = since
     while result.held is not None:
         held = result.held
-        assert held.held_since == NOW
+        assert held.held_since == since
         assert held.held_key is not None
         due = datetime.fromtimestamp(due_ms(held.held_key) / 1000, UTC)
-        assert due <= NOW + WAIT
-        step = max(timedelta(milliseconds=500), previous - NOW)
-        assert due - previous == min(step, NOW + WAIT - previous)
+        assert due > previous
+        assert due <= since + WAIT + timedelta(milliseconds=1)
+        step = max(timedelta(milliseconds=500), previous - since)
+        wanted = min(previous + step, since + WAIT)
+        assert timedelta(0) <= due - wanted < timedelta(milliseconds=1)
         previous = due
         now = due + timedelta(milliseconds=late[looks % len(late)])
         result = look_again(held, now)
         looks += 1
         assert looks <= 8
     assert outcomes(result)["email"] == ("suppressed", "no_email:no_profile")
-    assert now >= NOW + WAIT
+    assert now >= since + WAIT
+
+
+def test_the_last_look_ends_the_hold_whatever_the_sub_millisecond() -> None:
+    """A request first seen at .123456 s is due last at the wait's end, rounded
+    up to the key's millisecond; that look suppresses it instead of holding it
+    again under the same key, due at once (released every tick, forever)."""
+    since = NOW + timedelta(microseconds=123_456)
+    result = fan_out(accepted(channels=["email"]), UNKNOWN, CATALOGUE, since, wait=WAIT)
+    keys: list[str] = []
+    while result.held is not None and len(keys) < 20:
+        assert result.held.held_key is not None
+        keys.append(result.held.held_key)
+        result = look_again(result.held, since + WAIT + timedelta(seconds=10))
+    assert len(keys) == len(set(keys)) == 7
+    assert due_ms(keys[-1]) == int((since + WAIT).timestamp() * 1000) + 1
+    assert outcomes(result)["email"] == ("suppressed", "no_email:no_profile")
 
 
 def test_a_redelivered_look_holds_under_the_same_key_and_events() -> None:
