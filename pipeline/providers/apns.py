@@ -8,6 +8,7 @@ content itself), ``build_headers`` and ``classify``.
 
 from __future__ import annotations
 
+import logging
 import ssl
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -35,6 +36,16 @@ HIGH_PRIORITY = 10  # deliver now, wake the device
 LOW_PRIORITY = 5  # may be delayed and batched to save power; background pushes
 _URGENT = frozenset({"critical", "transactional"})
 _INVALID_TOKEN_REASONS = frozenset({"BadDeviceToken", "DeviceTokenNotForTopic"})
+
+#: The HTTP/2 client's loggers: httpx logs every request at INFO, httpcore and
+#: hpack every frame and header at DEBUG.
+CLIENT_LOGGERS = ("httpx", "httpcore", "hpack")
+# Set where the client is, so every process that sends through APNs (the
+# worker, `make run`, tests, benchmarks) is quiet whatever configures its
+# logging: a line per push drowned a worker's log at INFO. The sender's own
+# events say what each call came to; warnings and errors still show.
+for _name in CLIENT_LOGGERS:
+    logging.getLogger(_name).setLevel(logging.WARNING)
 
 
 class ApnsPayload(NamedTuple):
