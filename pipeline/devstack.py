@@ -226,6 +226,7 @@ def main(argv: list[str] | None = None) -> int:
     ).start()
     stop = threading.Event()
     worker: subprocess.Popen[bytes] | None = None
+    threads: list[threading.Thread] = []
     emulators = EmulatorStack(
         data_dir / "emulators", f"http://127.0.0.1:{base.web_port}"
     ).start()
@@ -270,9 +271,13 @@ def main(argv: list[str] | None = None) -> int:
         if not args.no_demo:
             demo_users(base.web_port, api_key)
         tally: Counter[str] = Counter()
+        # Daemons: a client still closing once the broker is gone must not
+        # hold the interpreter's exit, which joins every other thread.
         threads = [
             threading.Thread(
-                target=tally_events, args=(broker.bootstrap, stop, tally, settings)
+                target=tally_events,
+                args=(broker.bootstrap, stop, tally, settings),
+                daemon=True,
             )
         ]
         if not args.no_demo:
@@ -280,6 +285,7 @@ def main(argv: list[str] | None = None) -> int:
                 threading.Thread(
                     target=demo_traffic,
                     args=(broker.bootstrap, stop, args.rate, settings),
+                    daemon=True,
                 )
             )
         for thread in threads:
@@ -327,13 +333,18 @@ def main(argv: list[str] | None = None) -> int:
                 "  provider deliveries: "
                 + ", ".join(f"{k} {v}" for k, v in emulators.delivered().items())
             )
-        for thread in threads:
-            thread.join(10)
         return 0
     finally:
         stop.set()
+        # The worker's stop (last commits, leaving its group) runs while the
+        # demo threads wind down, not after them; both need the broker up.
         if worker is not None and worker.poll() is None:
             say("stopping worker")
+            worker.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 10
+        for thread in threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        if worker is not None:
             terminate(worker, 30)
         say("stopping broker")
         broker.stop()

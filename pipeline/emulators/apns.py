@@ -31,9 +31,10 @@ import asyncio
 import logging
 import re
 import secrets
+import ssl
 import string
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -104,7 +105,7 @@ TOKEN_UPDATE_INTERVAL = timedelta(minutes=20)
 #: How far in the future an ``iat`` may be before the token is refused.
 _CLOCK_SKEW = timedelta(minutes=1)
 
-#: How long stop() lets aborted connections wind down before cancelling them.
+#: How long stop() lets calls under way, then aborted connections, wind down.
 _STOP_GRACE = 2.0
 
 _PATH = re.compile(r"^/3/device/(?P<token>[^/]*)$")
@@ -224,6 +225,7 @@ class ApnsEmulator:
         self._worker = WorkerContext(None)
         self._connections: set[asyncio.StreamWriter] = set()
         self._connection_tasks: set[asyncio.Task[Any]] = set()
+        self._calls: set[asyncio.Task[Any]] = set()
 
     @classmethod
     def for_key(
@@ -267,6 +269,20 @@ class ApnsEmulator:
         server, self._server = self._server, None
         self._stopping.set()
         server.close()
+        # No more requests are read, and the calls under way give up once
+        # _stopping is set: they end before the transports go, because a write
+        # to an aborted TLS transport fails inside hypercorn and the connection
+        # ends in a logged traceback.
+        for writer in list(self._connections):
+            if isinstance(writer.transport, asyncio.ReadTransport):
+                writer.transport.pause_reading()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + _STOP_GRACE
+        while self._calls and loop.time() < deadline:
+            await asyncio.wait(set(self._calls), timeout=deadline - loop.time())
+        # Only now: hypercorn resets a request that arrives once terminated is
+        # set, then fails on the request's body. Until it is set, a closed
+        # connection waits out its keep-alive timeout before it ends.
         await self._worker.terminated.set()
         # Abort rather than close: a graceful TLS shutdown waits for a client
         # that may never read again, and a stopped provider just goes away.
@@ -303,9 +319,17 @@ class ApnsEmulator:
                 reader,
                 writer,
             )
-        except (TimeoutError, ConnectionError):
-            # A client that went away without closing TLS: nothing to answer.
+        except (TimeoutError, ConnectionError, ssl.SSLError):
+            # A client that went away without closing TLS, or that still sent
+            # frames after its GOAWAY while hypercorn closed TLS in answer
+            # (APPLICATION_DATA_AFTER_CLOSE_NOTIFY): nothing to answer.
             pass
+        except asyncio.CancelledError:
+            # Only stop() cancels a connection, as a last resort. Ended as
+            # cancelled, the task would make Python 3.11's start_server log a
+            # CancelledError traceback (CPython gh-113538).
+            if not self._stopping.is_set():
+                raise
         finally:
             self._connections.discard(writer)
             if task is not None:
@@ -324,12 +348,25 @@ class ApnsEmulator:
         """The ASGI application hypercorn serves."""
         if scope["type"] != "http":
             return
+        # hypercorn's handler task, which answers 500 for a call given up on:
+        # stop() waits for it before the transports go.
+        handler = asyncio.current_task()
+        if handler is not None:
+            self._calls.add(handler)
+        try:
+            await _unless(self._call(scope, receive, send), self._stopping.wait())
+        finally:
+            if handler is not None:
+                self._calls.discard(handler)
+
+    async def _call(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Read, check and answer one call, unless its client leaves first."""
         body = await _read_body(receive)
         self.calls.attempted()
-        if not await self._linger(self.faults.latency, receive):
+        if body is None or not await self._linger(self.faults.latency, receive):
             return
         if scope.get("http_version") != "2":
-            await _respond(send, 505, b"", {})
+            await _reply(receive, send, 505, b"", {})
             return
         try:
             status, headers = await self._answer(scope, body, receive)
@@ -340,9 +377,9 @@ class ApnsEmulator:
             answer: dict[str, Any] = {"reason": refusal.reason}
             if refusal.reason == "Unregistered":
                 answer["timestamp"] = int(self._clock().timestamp() * 1000)
-            await _respond(send, status, orjson.dumps(answer), headers)
+            await _reply(receive, send, status, orjson.dumps(answer), headers)
             return
-        await _respond(send, status, b"", headers)
+        await _reply(receive, send, status, b"", headers)
 
     async def _linger(self, seconds: float, receive: Receive) -> bool:
         """Wait ``seconds``; False when the client leaves or the emulator stops first.
@@ -504,17 +541,50 @@ def _check_payload(body: bytes) -> dict[str, Any]:
     return payload
 
 
-async def _read_body(receive: Receive) -> bytes:
-    """The whole request body."""
+async def _read_body(receive: Receive) -> bytes | None:
+    """The whole request body; None if the client left before sending it all."""
     chunks: list[bytes] = []
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
-            break
+            return None
         chunks.append(message.get("body", b""))
         if not message.get("more_body", False):
             break
     return b"".join(chunks)
+
+
+async def _reply(
+    receive: Receive,
+    send: Send,
+    status: int,
+    body: bytes,
+    headers: Mapping[str, str],
+) -> None:
+    """Send one answer, unless the client leaves first.
+
+    hypercorn flushes a stream's last bytes from a task of its connection
+    that ends with the connection: an answer sent after its client left
+    waits for that flush for ever, and keeps its connection from closing.
+    """
+    await _unless(_respond(send, status, body, headers), _disconnected(receive))
+
+
+async def _unless(
+    work: Coroutine[Any, Any, None], *stops: Coroutine[Any, Any, Any]
+) -> None:
+    """Run ``work``, cancelled if one of ``stops`` finishes first; its own
+    error propagates."""
+    task = asyncio.ensure_future(work)
+    others = [asyncio.ensure_future(stop) for stop in stops]
+    try:
+        await asyncio.wait({task, *others}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for pending in (task, *others):
+            pending.cancel()
+        await asyncio.wait({task, *others})
+    if not task.cancelled():
+        task.result()
 
 
 async def _disconnected(receive: Receive) -> None:

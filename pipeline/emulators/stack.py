@@ -90,7 +90,11 @@ class EmulatorStack:
         return self
 
     def stop(self) -> None:
-        """Stop every emulator and the loop."""
+        """Stop every emulator and the loop; a stack not running is left alone."""
+        # A stopped loop never runs what run() hands it: each stop would wait
+        # out run()'s timeout instead.
+        if not self._loop.is_running():
+            return
         for emulator in self.emulators.values():
             try:
                 self.run(emulator.stop())
