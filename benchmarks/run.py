@@ -65,7 +65,7 @@ class Contender:
     note: str = ""
 
 
-#: Faust settings that measured best on the dev broker (README.md, "Findings").
+#: Faust settings that measured best (README.md, "Findings"; on Tansu, then).
 TUNED: dict[str, Any] = {"producer_linger": 0.005}
 
 

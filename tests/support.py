@@ -112,7 +112,8 @@ def consumer_config(bootstrap: str, group: str, **extra: Any) -> dict[str, Any]:
         "group.id": group,
         "auto.offset.reset": "earliest",
         "enable.auto.commit": False,
-        # librdkafka's defaults take ~23 s to join on the dev broker.
+        # The dev profile's timings: a test's consumer that dies is out of
+        # its group in seconds (librdkafka's default session is 45 s).
         "session.timeout.ms": 3000,
         "heartbeat.interval.ms": 500,
         "log_level": 3,
