@@ -27,7 +27,7 @@ def register(app: NotifyApp) -> None:
                 "status": "ok" if ok else "failing",
                 "app_id": app.settings.app_id,
                 "lanes": list(app.settings.worker_lanes),
-                "ready": _recovered(app),
+                "ready": recovered(app),
                 "assigned": len(app.assignor.assigned_actives()),
                 "failure": repr(guard.failure) if guard.failure else None,
             }
@@ -38,7 +38,7 @@ def register(app: NotifyApp) -> None:
             return self.json(body, status=200 if ok else 503)
 
 
-def _recovered(app: NotifyApp) -> bool:
+def recovered(app: NotifyApp) -> bool:
     """True once this worker's tables have been recovered from their changelogs."""
     tables = app.tables
     if not isinstance(tables, TableManager):

@@ -20,6 +20,7 @@ def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
 
 
 def _errors(*statuses: int) -> dict[str, Any]:
+    """Error answers of an operation; every one may answer 503 (not ready)."""
     text = {
         400: "The body is not JSON.",
         401: "No valid API key.",
@@ -27,9 +28,12 @@ def _errors(*statuses: int) -> dict[str, Any]:
         404: "Nothing under this id.",
         409: "The idempotency key was used for a different request.",
         422: "A field is missing or wrong; `error.field` names it.",
-        503: "Partitions are being reassigned; retry (Retry-After).",
+        503: "Not ready: the worker is starting or stopping, or its partitions "
+        "are being reassigned; retry after `Retry-After` seconds.",
     }
-    return {str(code): _json(_ref("Error"), text[code]) for code in statuses}
+    return {
+        str(code): _json(_ref("Error"), text[code]) for code in sorted({*statuses, 503})
+    }
 
 
 def _body(schema: dict[str, Any]) -> dict[str, Any]:
@@ -146,7 +150,7 @@ def _paths() -> dict[str, Any]:
                         "Accepted; `duplicate` when the key was already used "
                         "for this same request (nothing is enqueued).",
                     ),
-                    **_errors(400, 401, 403, 409, 422, 503),
+                    **_errors(400, 401, 403, 409, 422),
                 },
             }
         },
@@ -169,7 +173,7 @@ def _paths() -> dict[str, Any]:
                 ],
                 "responses": {
                     "200": _json(_ref("NotificationStatus"), "The status."),
-                    **_errors(401, 403, 404, 503),
+                    **_errors(401, 403, 404),
                 },
             }
         },
@@ -180,7 +184,7 @@ def _paths() -> dict[str, Any]:
                 "parameters": [USER_ID, TENANT],
                 "responses": {
                     "200": _json(_ref("UserProfile"), "The profile."),
-                    **_errors(401, 403, 404, 503),
+                    **_errors(401, 403, 404),
                 },
             },
             "put": {
@@ -201,7 +205,7 @@ def _paths() -> dict[str, Any]:
                 "parameters": [USER_ID, TENANT],
                 "responses": {
                     "200": _json(_ref("Preferences"), "The preferences."),
-                    **_errors(401, 403, 503),
+                    **_errors(401, 403),
                 },
             },
             "put": {
@@ -384,7 +388,7 @@ def _delivery_paths() -> dict[str, Any]:
                 ],
                 "responses": {
                     "200": _json(inbox, "The inbox."),
-                    **_errors(401, 403, 503),
+                    **_errors(401, 403),
                 },
             }
         },
@@ -477,6 +481,7 @@ def _delivery_paths() -> dict[str, Any]:
                         "content": {"image/gif": {"schema": {"type": "string"}}},
                     },
                     "404": _json(_ref("Error"), "Not a valid tracking link."),
+                    **_errors(),
                 },
             }
         },
@@ -489,6 +494,7 @@ def _delivery_paths() -> dict[str, Any]:
                 "responses": {
                     "302": {"description": "To the signed target URL."},
                     "404": _json(_ref("Error"), "Not a valid tracking link."),
+                    **_errors(),
                 },
             }
         },

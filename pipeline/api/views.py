@@ -22,6 +22,7 @@ from pipeline.errors import InvalidMessage
 from pipeline.ids import notification_id, parse_notification_id
 from pipeline.partitioning import partition_for
 from pipeline.topology import user_key
+from pipeline.web import recovered
 from schemas import jsonschema
 from schemas.records import NotificationRequest, Preferences
 from schemas.requests import validate_request
@@ -39,12 +40,29 @@ FORWARDED = "X-Notify-Forwarded"
 LANE_FORWARDED = "X-Notify-Lane-Forwarded"
 
 
+def not_ready() -> ApiError:
+    """503 while the worker starts or stops: its tables are not whole.
+
+    The web server answers before the tables are recovered from their
+    changelogs and before the producer knows the topics' partitions; a
+    request then would read a partial table or fail inside the router.
+    """
+    return ApiError(
+        503,
+        "not_ready",
+        "this worker is starting (recovering its tables) or stopping; retry shortly",
+        headers={"Retry-After": "2"},
+    )
+
+
 class ApiView(View):
     """A view whose errors are JSON with a stable code, never a bare 500 page."""
 
     async def dispatch(self, request: Any) -> Any:
         """Run the handler; ApiError and invalid bodies become JSON errors."""
         try:
+            if not recovered(app) or app.should_stop:
+                raise not_ready()
             return await super().dispatch(request)
         except ApiError as exc:
             return self.json(exc.body(), status=exc.status, headers=exc.headers)

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import sys
+import time
+import urllib.error
+from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -378,3 +382,28 @@ def test_status_of_another_lanes_notification_is_asked_of_that_lanes_workers(
     assert refused.body["error"]["code"] == "lane_not_served"
     assert "NOTIFY_LANE_URLS" in refused.body["error"]["message"]
     assert api(alone, "GET", "/v1/notifications/n_nonsense").status == 404
+
+
+def test_requests_while_the_worker_starts_get_503_never_a_500(
+    broker_with_topics: BrokerUnderTest, start_worker: WorkerFactory
+) -> None:
+    """From the moment the web server answers until the worker is ready, a POST
+    gets 503 with Retry-After and the JSON error, then 202: never a 500 (the
+    router used to fail with a TypeError on topics it had no metadata for)."""
+    worker = start_worker()
+    body = notify(unique("u"), unique("early"))
+    replies: list[Reply] = []
+    deadline = time.monotonic() + 120
+    while not replies or replies[-1].status != 202:
+        worker.assert_alive()
+        assert time.monotonic() < deadline, Counter(r.status for r in replies)
+        try:
+            replies.append(api(worker, "POST", "/v1/notifications", body))
+        except (urllib.error.URLError, ConnectionError):
+            time.sleep(0.02)  # the web server is not listening yet: ask again
+    statuses = Counter(reply.status for reply in replies)
+    assert set(statuses) <= {202, 503}, statuses
+    for reply in replies[:-1]:
+        assert reply.body["error"]["code"] == "not_ready"
+        assert int(reply.headers["Retry-After"]) > 0
+    sys.stdout.write(f"\nwhile starting: {dict(statuses)}\n")
