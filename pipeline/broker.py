@@ -21,6 +21,7 @@ import subprocess  # noqa: S404 - the broker is a JVM we start ourselves
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 
@@ -165,8 +166,16 @@ logger.state.level = warn
 """
 
 
-def wait_for_metadata(bootstrap: str, timeout: float) -> None:
-    """Block until the broker at ``bootstrap`` answers a metadata request."""
+def wait_for_metadata(
+    bootstrap: str,
+    timeout: float,
+    alive: Callable[[], bool] = lambda: True,
+) -> None:
+    """Block until the broker at ``bootstrap`` answers a metadata request.
+
+    ``alive`` says whether the broker process still runs: one that exited
+    fails the wait at once instead of at the timeout.
+    """
     deadline = time.monotonic() + timeout
     # Errors are kept as text: an exception references the frame holding the
     # probe client, which then outlives this call, reconnecting and logging
@@ -180,9 +189,16 @@ def wait_for_metadata(bootstrap: str, timeout: float) -> None:
                 break
         except OSError as exc:
             last_error = repr(exc)
+            if not alive():
+                raise BrokerStartError(f"broker exited: {last_error}") from None
             time.sleep(0.05)
-    admin = AdminClient({"bootstrap.servers": bootstrap, "socket.timeout.ms": 1000})
+    admin = AdminClient(
+        # log_level 3: "not up yet" is expected here, not worth a warning.
+        {"bootstrap.servers": bootstrap, "socket.timeout.ms": 1000, "log_level": 3}
+    )
     while time.monotonic() < deadline:
+        if not alive():
+            raise BrokerStartError(f"broker exited: {last_error}")
         try:
             metadata = admin.list_topics(timeout=1.0)
             if metadata.brokers:
@@ -213,7 +229,10 @@ class EmbeddedBroker:
     ) -> None:
         self.host = host
         self.port = port or free_port(host)
+        # The kernel may hand a just-released port out again: never the same.
         self.controller_port = free_port(host)
+        while self.controller_port == self.port:
+            self.controller_port = free_port(host)
         self.data_dir = data_dir
         self.log_path = log_path
         self.heap = heap
@@ -317,13 +336,18 @@ class EmbeddedBroker:
             )
         try:
             left = max(1.0, started + timeout - time.monotonic())
-            wait_for_metadata(self.bootstrap, left)
+            process = self._process
+            wait_for_metadata(
+                self.bootstrap, left, alive=lambda: process.poll() is None
+            )
         except BrokerStartError:
             code = self._process.poll()
+            # Read before stop(): a temporary work dir goes with it.
+            errors = _error_lines(log_path)
             self.stop()
             if code is not None:
                 raise BrokerStartError(
-                    f"broker exited with {code}; see {log_path}"
+                    f"broker exited with {code}; from its log:\n{errors}"
                 ) from None
             raise
         self.started_in = time.monotonic() - started
@@ -370,3 +394,10 @@ class EmbeddedBroker:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+def _error_lines(log_path: Path, most: int = 10) -> str:
+    """The first ERROR lines of a broker log (the cause, not the shutdown)."""
+    lines = log_path.read_text(errors="replace").splitlines()
+    found = [line for line in lines if "] ERROR " in line or "Exception" in line]
+    return "\n".join(found[:most] or lines[-most:])
