@@ -15,6 +15,7 @@ from yarl import URL
 
 from agents.ingest import body_hash, lane_for
 from pipeline.api import auth
+from pipeline.api.accepted import accepted_keys
 from pipeline.api.errors import ApiError, forbidden, not_found
 from pipeline.api.openapi import openapi_document
 from pipeline.app import app
@@ -182,21 +183,34 @@ class Notifications(ApiView):
         nid = notification_id(
             parsed.tenant, parsed.idempotency_key, parsed.recipient.user_id, lane
         )
+        table_key, digest = self.table_key(parsed), body_hash(parsed)
         if lane in app.settings.worker_lanes:
             owner = await self.forward_to_owner(ukey, request, raw)
             if owner is not None:
                 return owner
-            replay = self.seen_before(parsed, body_hash(parsed))
+            replay = self.seen_before(parsed, digest)
             if replay:
                 return self.json(
                     {"notification_id": nid, "status": "duplicate"},
                     status=202,
                     headers={"Idempotent-Replayed": "true"},
                 )
-        # Keyed tenant/user_id with Kafka's default partitioner: on the user's
-        # partition, so ingest decides it in place (no notify.accepted hop).
-        await produce(app.topology.requests[lane], ukey, orjson.dumps(body))
+            # Held before the produce, so a retry racing this one is caught.
+            accepted_keys.remember(table_key, digest)
+        try:
+            # Keyed tenant/user_id with Kafka's default partitioner: on the
+            # user's partition, so ingest decides it in place (no
+            # notify.accepted hop).
+            await produce(app.topology.requests[lane], ukey, orjson.dumps(body))
+        except BaseException:
+            accepted_keys.forget(table_key)
+            raise
         return self.json({"notification_id": nid, "status": "accepted"}, status=202)
+
+    @staticmethod
+    def table_key(parsed: NotificationRequest) -> str:
+        """The idempotency table's key of ``parsed``'s idempotency key."""
+        return seen_key(parsed.tenant, parsed.recipient.user_id, parsed.idempotency_key)
 
     async def forward_to_owner(
         self, ukey: str, request: Request, raw: bytes
@@ -216,11 +230,17 @@ class Notifications(ApiView):
         """True if the key was used for this body; 409 if for another one."""
         key = parsed.idempotency_key
         window = timedelta(hours=app.settings.idempotency_window)
-        raw = idempotency.get(seen_key(parsed.tenant, parsed.recipient.user_id, key))
-        entry = live_entry(raw, app.clock.now(), window)
-        if entry is None:
-            return False
-        if entry.body_hash != digest:
+        table_key = self.table_key(parsed)
+        entry = live_entry(idempotency.get(table_key), app.clock.now(), window)
+        if entry is not None:
+            accepted_keys.forget(table_key)  # the table has it from here on
+            seen = entry.body_hash
+        else:
+            remembered = accepted_keys.digest(table_key)
+            if remembered is None:
+                return False
+            seen = remembered
+        if seen != digest:
             raise ApiError(
                 409,
                 "idempotency_conflict",

@@ -407,3 +407,18 @@ def test_requests_while_the_worker_starts_get_503_never_a_500(
         assert reply.body["error"]["code"] == "not_ready"
         assert int(reply.headers["Retry-After"]) > 0
     sys.stdout.write(f"\nwhile starting: {dict(statuses)}\n")
+
+
+def test_a_reused_key_is_answered_at_once(worker: WorkerProcess) -> None:
+    """Right after a 202, before fanout has written its idempotency entry, the
+    same key and body is a duplicate with the same id and another body a 409."""
+    user, key = unique("u"), unique("retry")
+    body = notify(user, key)
+    first = api(worker, "POST", "/v1/notifications", body)
+    again = api(worker, "POST", "/v1/notifications", body)
+    conflict = api(worker, "POST", "/v1/notifications", {**body, "data": {"x": 1}})
+    assert first.status == 202 and first.body["status"] == "accepted"
+    assert (again.status, again.body["status"]) == (202, "duplicate")
+    assert again.body["notification_id"] == first.body["notification_id"]
+    assert conflict.status == 409
+    assert conflict.body["error"]["code"] == "idempotency_conflict"
