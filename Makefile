@@ -26,6 +26,8 @@ $(STAMP): requirements.lock pyproject.toml
 	touch $(STAMP)
 
 $(BROKER_STAMP): broker/pom.xml
+	@command -v mvn >/dev/null || { echo "Maven 3.8+ (mvn) is needed to resolve \
+	the embedded Kafka broker's jars; see the README's prerequisites"; exit 1; }
 	rm -rf broker/lib
 	mvn --batch-mode --quiet --strict-checksums -Dstyle.color=never -f broker/pom.xml \
 		dependency:copy-dependencies
