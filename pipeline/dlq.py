@@ -13,10 +13,8 @@ Under ``NOTIFY_TOPIC_PREFIX`` the dead-letter topic read is the prefixed one.
 Source headers already name topics as the broker knows them; a pipeline
 topic named with ``--to`` by its own name gets the prefix too.
 
-The embedded broker answers ListOffsets(latest) wrongly, so the end of a
-partition is taken from Fetch responses (partition EOF, the high watermark
-they carry), with a quiet-period fallback, never from ``get_watermark_offsets``
-alone.
+A read takes each partition's offsets first and stops at the end they gave:
+what is listed or replayed is what the topic held when the command started.
 """
 
 from __future__ import annotations
@@ -497,7 +495,6 @@ def consumer_config(bootstrap: str) -> dict[str, Any]:
         "group.id": f"notify-dlq-{uuid.uuid4().hex}",
         "enable.auto.commit": False,
         "enable.auto.offset.store": False,
-        "enable.partition.eof": True,
         "auto.offset.reset": "earliest",
         "fetch.wait.max.ms": 50,
         # Failures surface as this tool's own errors, not librdkafka's log.
@@ -510,19 +507,14 @@ def read_entries(
     *,
     topic: str = DEADLETTER_TOPIC,
     ranges: Mapping[int, tuple[int, int]] | None = None,
-    idle: float = 3.0,
-    first_wait: float = 15.0,
     timeout: float = 120.0,
     metadata_timeout: float = 10.0,
 ) -> list[DeadLetter]:
     """Read the dead-letter topic, from the start to its end unless ``ranges``.
 
     ``ranges`` limits the read to some partitions, each from a first to a last
-    offset (what ``show`` and replay by position need). A partition is done
-    at its partition EOF, once the high watermark of a Fetch response is
-    reached, or past its last offset. If nothing at all arrives for ``idle``
-    seconds (``first_wait`` before the first fetch answers) the read ends too:
-    the fallback for a broker that reports no partition EOF.
+    offset (what ``show`` and replay by position need). Each partition is read
+    up to the end offset it had when the read began.
     """
     consumer = Consumer(consumer_config(bootstrap))
     try:
@@ -532,14 +524,18 @@ def read_entries(
         unknown = [str(p) for p in sorted(ranges) if p not in partitions]
         if unknown:
             raise DlqError(f"{topic} has no partition {', '.join(unknown)}")
-        if not ranges:
+        stops: dict[int, int] = {}
+        for partition, (first, last) in ranges.items():
+            low, high = consumer.get_watermark_offsets(
+                TopicPartition(topic, partition), timeout=metadata_timeout
+            )
+            stop = high - 1 if last < 0 else min(last, high - 1)
+            if max(first, low) <= stop:
+                stops[partition] = stop
+        if not stops:
             return []
-        consumer.assign(
-            [TopicPartition(topic, p, first) for p, (first, _) in ranges.items()]
-        )
-        last = {p: end for p, (_, end) in ranges.items() if end >= 0}
-        quiet = (first_wait, idle)
-        return _drain(consumer, topic, set(ranges), last, quiet, timeout)
+        consumer.assign([TopicPartition(topic, p, ranges[p][0]) for p in sorted(stops)])
+        return _drain(consumer, topic, stops, timeout)
     except KafkaException as exc:
         raise DlqError(f"reading {topic}: {exc}") from exc
     finally:
@@ -558,43 +554,28 @@ def _partitions(consumer: Consumer, topic: str, timeout: float) -> list[int]:
 
 
 def _drain(
-    consumer: Consumer,
-    topic: str,
-    pending: set[int],
-    last: Mapping[int, int],
-    quiet: tuple[float, float],
-    timeout: float,
+    consumer: Consumer, topic: str, stops: Mapping[int, int], timeout: float
 ) -> list[DeadLetter]:
+    """Every record of the assigned partitions up to each one's stop offset."""
     entries: list[DeadLetter] = []
-    started = last_seen = time.monotonic()
-    idle = quiet[0]  # a first fetch takes longer: connections, offset lookup
+    pending = set(stops)
+    started = time.monotonic()
     while pending:
         if time.monotonic() - started >= timeout:
             raise DlqError(f"{topic} still being read after {timeout:.0f}s")
         message = consumer.poll(0.1)
         if message is None:
-            if time.monotonic() - last_seen >= idle:
-                break
             continue
-        last_seen = time.monotonic()
-        idle = quiet[1]
         partition = int(message.partition() or 0)
         error = message.error()
         if error is not None:
-            if error.code() == KafkaError._PARTITION_EOF:
-                pending.discard(partition)
-                continue
             raise DlqError(f"reading {topic}[{partition}]: {error}")
-        offset = int(message.offset() or 0)
-        if partition in last and offset > last[partition]:
-            pending.discard(partition)
+        if partition not in pending:
             continue
-        entries.append(DeadLetter.from_message(message))
-        _, high = consumer.get_watermark_offsets(
-            TopicPartition(topic, partition), cached=True
-        )
-        # The Fetch high watermark is right even where ListOffsets is not.
-        if (high >= 0 and offset + 1 >= high) or offset == last.get(partition):
+        offset = int(message.offset() or 0)
+        if offset <= stops[partition]:
+            entries.append(DeadLetter.from_message(message))
+        if offset >= stops[partition]:
             pending.discard(partition)
     return entries
 
