@@ -188,7 +188,7 @@ class Notifications(ApiView):
             owner = await self.forward_to_owner(ukey, request, raw)
             if owner is not None:
                 return owner
-            replay = self.seen_before(parsed, digest)
+            replay = self.seen_before(parsed, table_key, digest)
             if replay:
                 return self.json(
                     {"notification_id": nid, "status": "duplicate"},
@@ -226,11 +226,12 @@ class Notifications(ApiView):
             return None
         return await self.forward(owner, request, raw)
 
-    def seen_before(self, parsed: NotificationRequest, digest: str) -> bool:
+    def seen_before(
+        self, parsed: NotificationRequest, table_key: str, digest: str
+    ) -> bool:
         """True if the key was used for this body; 409 if for another one."""
         key = parsed.idempotency_key
         window = timedelta(hours=app.settings.idempotency_window)
-        table_key = self.table_key(parsed)
         entry = live_entry(idempotency.get(table_key), app.clock.now(), window)
         if entry is not None:
             accepted_keys.forget(table_key)  # the table has it from here on
