@@ -238,7 +238,6 @@ class EmbeddedBroker:
         self.heap = heap
         self.libs = libs
         self.started_in: float | None = None
-        self._log4j = Path("log4j2.properties")
         self._process: subprocess.Popen[bytes] | None = None
         self._temporary: Path | None = None
 
@@ -263,7 +262,9 @@ class EmbeddedBroker:
         self._temporary = Path(tempfile.mkdtemp(prefix="notify-kafka-"))
         return self._temporary
 
-    def _java(self, java: str, main: str, *args: str, heap: str) -> list[str]:
+    def _java(
+        self, java: str, log4j: Path, main: str, *args: str, heap: str
+    ) -> list[str]:
         return [
             java,
             f"-Xmx{heap}",
@@ -272,7 +273,7 @@ class EmbeddedBroker:
             "-XX:MaxGCPauseMillis=20",
             "-XX:InitiatingHeapOccupancyPercent=35",
             "-Djava.awt.headless=true",
-            f"-Dlog4j2.configurationFile={self._log4j}",
+            f"-Dlog4j2.configurationFile={log4j}",
             "-cp",
             broker_classpath(self.libs),
             main,
@@ -299,13 +300,14 @@ class EmbeddedBroker:
             log_dir=log_dir,
         )
         config.write_text("".join(f"{k}={v}\n" for k, v in props.items()))
-        self._log4j = workdir / "log4j2.properties"
-        self._log4j.write_text(LOG4J2_PROPERTIES)
+        log4j = workdir / "log4j2.properties"
+        log4j.write_text(LOG4J2_PROPERTIES)
         log_path = self.log_path or workdir / "broker.log"
         log_path.parent.mkdir(parents=True, exist_ok=True)
         formatted = subprocess.run(  # noqa: S603
             self._java(
                 java,
+                log4j,
                 "kafka.tools.StorageTool",
                 "format",
                 "--cluster-id",
@@ -327,7 +329,7 @@ class EmbeddedBroker:
             )
         with log_path.open("ab") as output:
             self._process = subprocess.Popen(  # noqa: S603
-                self._java(java, "kafka.Kafka", str(config), heap=self.heap),
+                self._java(java, log4j, "kafka.Kafka", str(config), heap=self.heap),
                 stdout=output,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
