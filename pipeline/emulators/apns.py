@@ -382,22 +382,19 @@ class ApnsEmulator:
         await _reply(receive, send, status, b"", headers)
 
     async def _linger(self, seconds: float, receive: Receive) -> bool:
-        """Wait ``seconds``; False when the client leaves or the emulator stops first.
+        """Wait ``seconds``; False when the client leaves first.
 
         A held call must not answer a client that has gone: hypercorn would
         wait forever to flush a response on a stream that no longer exists.
+        (The emulator stopping cancels the whole call: see ``__call__``.)
         """
         if seconds <= 0:
             return True
         gone = asyncio.ensure_future(_disconnected(receive))
-        stopping = asyncio.ensure_future(self._stopping.wait())
         try:
-            done, _ = await asyncio.wait(
-                {gone, stopping}, timeout=seconds, return_when=asyncio.FIRST_COMPLETED
-            )
+            done, _ = await asyncio.wait({gone}, timeout=seconds)
         finally:
             gone.cancel()
-            stopping.cancel()
         return not done
 
     async def _answer(
