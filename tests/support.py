@@ -14,11 +14,13 @@ import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, Message, Producer
 
+from pipeline.admin import ensure_topics
 from pipeline.broker import free_port, terminate
 from pipeline.settings import Settings
 from pipeline.topology import TopicSpec, topic_name
@@ -100,9 +102,18 @@ class Topics:
         """A prefix no other test uses (``NOTIFY_TOPIC_PREFIX`` of its workers)."""
         return cls(unique("t") + ".")
 
+    @cached_property
+    def settings(self) -> Settings:
+        """Settings naming topics as this test's workers do (built once)."""
+        return Settings(topic_prefix=self.prefix)
+
     def __call__(self, topic: TopicSpec | str) -> str:
         """The broker's name of pipeline topic ``topic`` (e.g. ``notify.events``)."""
-        return topic_name(Settings(topic_prefix=self.prefix), topic)
+        return topic_name(self.settings, topic)
+
+    def create(self, broker_url: str) -> None:
+        """Create every pipeline topic of this test on the broker at ``broker_url``."""
+        ensure_topics(Settings(broker_url=broker_url, topic_prefix=self.prefix))
 
 
 def consumer_config(bootstrap: str, group: str, **extra: Any) -> dict[str, Any]:

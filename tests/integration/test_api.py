@@ -13,10 +13,8 @@ from typing import Any
 import orjson
 import pytest
 
-from pipeline.admin import ensure_topics
 from pipeline.broker import free_port
 from pipeline.ids import notification_id
-from pipeline.settings import Settings
 from tests.conftest import WorkerFactory
 from tests.support import (
     ADMIN_KEY,
@@ -36,7 +34,7 @@ pytestmark = pytest.mark.integration
 @pytest.fixture
 def broker_with_topics(broker: BrokerUnderTest, topics: Topics) -> BrokerUnderTest:
     """The session broker with every topic of this test created."""
-    ensure_topics(Settings(broker_url=broker.url, topic_prefix=topics.prefix))
+    topics.create(broker.url)
     return broker
 
 

@@ -20,12 +20,11 @@ from typing import Any
 import orjson
 import pytest
 
-from pipeline.admin import ensure_topics
 from pipeline.api.delivery import sign_generic
 from pipeline.delivery.plan import token_id
 from pipeline.emulators.stack import EmulatorStack
 from pipeline.providers.base import message_id_for
-from pipeline.settings import DEV_WEBHOOK_SECRET, Settings
+from pipeline.settings import DEV_WEBHOOK_SECRET
 from tests.conftest import WorkerFactory
 from tests.support import (
     DEV_KEY,
@@ -47,8 +46,8 @@ def stack_and_worker(
 ) -> Iterator[tuple[EmulatorStack, WorkerProcess]]:
     """Emulators on loopback and one worker sending through them."""
     # One prefix for the module: its tests share this worker and its topics.
-    prefix = Topics.fresh().prefix
-    ensure_topics(Settings(broker_url=broker.url, topic_prefix=prefix))
+    topics = Topics.fresh()
+    topics.create(broker.url)
     directory = tmp_path_factory.mktemp("delivery")
     worker = WorkerProcess(
         app="pipeline.app", env={}, log_path=directory / "worker.log"
@@ -60,7 +59,7 @@ def stack_and_worker(
         "NOTIFY_BROKER_URL": broker.url,
         "NOTIFY_APP_ID": unique("delivery"),
         "NOTIFY_DATA_DIR": str(directory / "worker"),
-        "NOTIFY_TOPIC_PREFIX": prefix,
+        "NOTIFY_TOPIC_PREFIX": topics.prefix,
         "NOTIFY_PROVIDER_TIMEOUT": "1.5",
         "NOTIFY_BREAKER_MIN_CALLS": "4",
         "NOTIFY_BREAKER_OPEN_FOR": "5",

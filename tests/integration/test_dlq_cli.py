@@ -14,11 +14,9 @@ import pytest
 from confluent_kafka import Consumer, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from pipeline.admin import ensure_topics
 from pipeline.dlq import REPLAYED_FROM, DeadLetter, DlqError, plan_replay
 from pipeline.dlq import produce_replays as produce_replays_to
 from pipeline.partitioning import partition_for
-from pipeline.settings import Settings
 from pipeline.topology import DLQ_CODE, DLQ_REASON, DLQ_SOURCE, DLQ_STAGE
 from tests.support import (
     BIN,
@@ -130,7 +128,7 @@ def write_dead_letter(
 @pytest.fixture
 def scene(broker: BrokerUnderTest, topics: Topics) -> Scene:
     """Four dead letters from two fresh source topics."""
-    ensure_topics(Settings(broker_url=broker.url, topic_prefix=topics.prefix))
+    topics.create(broker.url)
     run = unique("dlq")
     deadletter = topics("notify.deadletter")
     requests, jobs = f"{run}.requests", f"{run}.jobs"

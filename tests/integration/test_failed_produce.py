@@ -8,10 +8,8 @@ import orjson
 import pytest
 from confluent_kafka import Message
 
-from pipeline.admin import ensure_topics
 from pipeline.broker import EmbeddedBroker
 from pipeline.ids import notification_id
-from pipeline.settings import Settings
 from tests.support import Topics, WorkerProcess, produce, read_until, unique
 
 pytestmark = pytest.mark.integration
@@ -43,7 +41,7 @@ def test_failed_produce_stops_the_worker_and_loses_nothing(
     crashes the worker; a restarted worker redoes the uncommitted input.
     """
     with EmbeddedBroker(log_path=tmp_path / "broker.log") as broker:
-        ensure_topics(Settings(broker_url=broker.url, topic_prefix=topics.prefix))
+        topics.create(broker.url)
         run = unique("guard")
         keys = [f"{run}-{i}" for i in range(REQUESTS)]
         bodies = [

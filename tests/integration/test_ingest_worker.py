@@ -6,9 +6,7 @@ import orjson
 import pytest
 from confluent_kafka import Message
 
-from pipeline.admin import ensure_topics
 from pipeline.ids import notification_id
-from pipeline.settings import Settings
 from pipeline.topology import DLQ_CODE, DLQ_REASON, DLQ_SOURCE, DLQ_STAGE
 from tests.conftest import WorkerFactory
 from tests.support import BrokerUnderTest, Topics, produce, read_until, unique
@@ -32,7 +30,7 @@ def test_worker_accepts_valid_requests_and_dead_letters_bad_ones(
     broker: BrokerUnderTest, start_worker: WorkerFactory, topics: Topics
 ) -> None:
     """Valid requests on both lanes are accepted; bad bytes land in the DLQ as-is."""
-    ensure_topics(Settings(broker_url=broker.url, topic_prefix=topics.prefix))
+    topics.create(broker.url)
     worker = start_worker()
     worker.wait_ready(timeout=90)
 

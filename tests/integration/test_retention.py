@@ -7,9 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.admin import ensure_topics
 from pipeline.emulators.stack import EmulatorStack
-from pipeline.settings import Settings
 from tests.conftest import WorkerFactory
 from tests.support import (
     BrokerUnderTest,
@@ -30,7 +28,7 @@ def test_a_sent_attempt_and_its_status_leave_after_their_retention(
     start_worker: WorkerFactory,
     topics: Topics,
 ) -> None:
-    ensure_topics(Settings(broker_url=broker.url, topic_prefix=topics.prefix))
+    topics.create(broker.url)
     app_id = unique("retention")
     worker = start_worker(
         app_id=app_id,

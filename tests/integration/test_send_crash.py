@@ -18,10 +18,8 @@ from datetime import UTC, datetime
 import pytest
 from confluent_kafka import Consumer, Message, TopicPartition
 
-from pipeline.admin import ensure_topics
 from pipeline.emulators.stack import EmulatorStack
 from pipeline.providers.base import message_id_for
-from pipeline.settings import Settings
 from schemas.records import DeliveryJob
 from tests.support import (
     BrokerUnderTest,
@@ -54,7 +52,7 @@ def test_sigkill_mid_burst_loses_nothing(
     topics: Topics,
 ) -> None:
     """Kill, restart: every one of 5,000 jobs delivered; duplicates printed."""
-    ensure_topics(Settings(broker_url=broker.url, topic_prefix=topics.prefix))
+    topics.create(broker.url)
     directory = tmp_path_factory.mktemp("crash-worker")
     env = {
         "NOTIFY_BROKER_URL": broker.url,
@@ -146,7 +144,7 @@ def test_a_pending_retry_survives_a_sigkill(
     """A retry waiting out a 429's Retry-After is in the retry table, not in
     memory: the worker is killed while it waits, and the restarted worker
     sends it when it is due, not before."""
-    ensure_topics(Settings(broker_url=broker.url, topic_prefix=topics.prefix))
+    topics.create(broker.url)
     directory = tmp_path_factory.mktemp("retry-worker")
     env = {
         "NOTIFY_BROKER_URL": broker.url,
