@@ -10,6 +10,20 @@ needs, each a jinja2 template string:
     sms     body
     in_app  title, body
 
+Each file also declares the request ``data`` its parts read, beside the version:
+
+    data.required = ["order_id"]            # keys the data must have
+    data.any_of = [["code", "reset_url"]]   # at least one key of each group
+    data.optional = ["carrier"]             # read only behind a guard
+
+Dotted keys keep the declaration at the top; a ``[data]`` table also works,
+but only after the parts, since its header would swallow the keys below it. A
+file that reads no data says ``data = {}``. The declaration is not optional, in
+any template directory: a file without one, or one naming other variables than
+its parts read (``user`` and ``notification`` excepted), stops the load, so it
+cannot be forgotten or drift. ``missing_data`` uses it to refuse a request
+before it is queued rather than fail it at send time.
+
 A message is rendered from the most specific file that exists: the type's own
 templates for the channel in the user's locale chain (``fr-CA``, ``fr``,
 ``default``), else the ``default`` type's. Every file is compiled when the
@@ -38,6 +52,7 @@ from types import TracebackType
 from typing import Any
 
 import jinja2
+from jinja2 import meta
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from pipeline.errors import PermanentError
@@ -60,7 +75,10 @@ CHANNEL_PARTS: Mapping[str, tuple[str, ...]] = {
 # Parts shown on one line (a push title, an email subject): a newline from the
 # data must not split them, and in a subject it could inject a mail header.
 _ONE_LINE_PARTS = frozenset({"title", "subject"})
-_SETTINGS_KEYS = frozenset({"version", "weight"})
+_SETTINGS_KEYS = frozenset({"version", "weight", "data"})
+#: The names ``render`` gives every template itself: never part of ``data``.
+CONTEXT_NAMES = frozenset({"user", "notification"})
+_DATA_KEYS = ("required", "any_of", "optional")
 
 _FILE_NAME = re.compile(
     r"(?P<channel>[a-z_]+)\.(?P<locale>[A-Za-z0-9-]+)"
@@ -169,6 +187,42 @@ def choose_variant(
     return next(name for name, weight in reversed(pairs) if weight > 0)
 
 
+@dataclass(frozen=True)
+class DataNeeds:
+    """The request ``data`` a template reads, as its file declares it."""
+
+    #: Keys the data must have, or rendering fails.
+    required: frozenset[str] = frozenset()
+    #: Groups of keys of which the data must have at least one each.
+    any_of: tuple[frozenset[str], ...] = ()
+    #: Keys read only behind a guard (``is defined``, ``default``).
+    optional: frozenset[str] = frozenset()
+
+    @property
+    def names(self) -> frozenset[str]:
+        """Every name declared."""
+        return self.required.union(self.optional, *self.any_of)
+
+
+def _combine(declarations: Iterable[DataNeeds]) -> DataNeeds:
+    """What data satisfies every one of ``declarations`` at once."""
+    declarations = list(declarations)
+    required = frozenset().union(*(needs.required for needs in declarations))
+    # A group holding a required name is met whenever that name is given.
+    groups = {
+        group
+        for needs in declarations
+        for group in needs.any_of
+        if group.isdisjoint(required)
+    }
+    return DataNeeds(
+        required=required,
+        any_of=tuple(sorted(groups, key=sorted)),
+        optional=frozenset().union(*(needs.optional for needs in declarations))
+        - required,
+    )
+
+
 @dataclass(frozen=True, eq=False)
 class TemplateFile:
     """One loaded, compiled template file."""
@@ -181,6 +235,7 @@ class TemplateFile:
     weight: float
     name: str  # "<type>/<file name>", how errors refer to it
     parts: Mapping[str, jinja2.Template]
+    data: DataNeeds
 
     def render_parts(self, context: Mapping[str, Any]) -> dict[str, str]:
         """Every part rendered with ``context``, or ``RenderError`` naming the file."""
@@ -295,6 +350,68 @@ def _file_settings(
     return version, None if weight is None else float(weight)
 
 
+def _declared_names(name: str, key: str, value: Any) -> list[str]:
+    if not isinstance(value, list) or not all(
+        isinstance(item, str) and item.isidentifier() for item in value
+    ):
+        raise TemplateFileError(
+            name, f"{key} must be a list of variable names, not {value!r}"
+        )
+    return value
+
+
+def _data_needs(name: str, document: Mapping[str, Any]) -> DataNeeds:
+    """The file's ``data`` declaration, checked for shape, not yet against parts."""
+    table = document.get("data")
+    if table is None:
+        raise TemplateFileError(
+            name,
+            "no data declaration: list the data its parts read as "
+            "data.required / data.any_of / data.optional, or data = {} for none",
+        )
+    if not isinstance(table, dict):
+        raise TemplateFileError(
+            name, f"data must be a table of {list(_DATA_KEYS)}, not {table!r}"
+        )
+    unknown = set(table) - set(_DATA_KEYS)
+    if unknown:
+        raise TemplateFileError(
+            name, f"unknown data keys {sorted(unknown)}; one of {list(_DATA_KEYS)}"
+        )
+    required = _declared_names(name, "data.required", table.get("required", []))
+    optional = _declared_names(name, "data.optional", table.get("optional", []))
+    raw_groups = table.get("any_of", [])
+    if not isinstance(raw_groups, list):
+        raise TemplateFileError(
+            name, f"data.any_of must be a list of lists of names, not {raw_groups!r}"
+        )
+    groups = [
+        _declared_names(name, f"data.any_of[{index}]", group)
+        for index, group in enumerate(raw_groups)
+    ]
+    for index, group in enumerate(groups):
+        if len(group) < 2:
+            raise TemplateFileError(
+                name,
+                f"data.any_of[{index}] needs two names or more; "
+                "a single name belongs in data.required",
+            )
+    declared = [*required, *optional, *(item for group in groups for item in group)]
+    twice = sorted({item for item in declared if declared.count(item) > 1})
+    if twice:
+        raise TemplateFileError(name, f"data declares {twice} more than once")
+    reserved = sorted(CONTEXT_NAMES.intersection(declared))
+    if reserved:
+        raise TemplateFileError(
+            name, f"data declares {reserved}, which the renderer gives every template"
+        )
+    return DataNeeds(
+        required=frozenset(required),
+        any_of=tuple(frozenset(group) for group in groups),
+        optional=frozenset(optional),
+    )
+
+
 @dataclass(frozen=True)
 class _Parsed:
     type: str
@@ -305,6 +422,7 @@ class _Parsed:
     weight: float
     name: str
     sources: Mapping[str, str]
+    data: DataNeeds
 
 
 def _parse_file(path: Path, type_name: str) -> _Parsed:
@@ -330,6 +448,7 @@ def _parse_file(path: Path, type_name: str) -> _Parsed:
     except tomllib.TOMLDecodeError as error:
         raise TemplateFileError(name, f"not valid TOML: {error}") from error
     version, weight = _file_settings(name, document, channel)
+    data = _data_needs(name, document)
     if weight is not None and variant is None:
         raise TemplateFileError(name, "weight is only meaningful on a variant file")
     return _Parsed(
@@ -341,6 +460,7 @@ def _parse_file(path: Path, type_name: str) -> _Parsed:
         weight=1.0 if weight is None else weight,
         name=name,
         sources={part: document[part] for part in CHANNEL_PARTS[channel]},
+        data=data,
     )
 
 
@@ -381,6 +501,7 @@ def _compile(parsed: Sequence[_Parsed]) -> list[TemplateFile]:
                 raise TemplateFileError(
                     item.name, f"{part} part, line {error.lineno}: {error.message}"
                 ) from error
+        _check_declaration(item, environment)
         files.append(
             TemplateFile(
                 type=item.type,
@@ -391,9 +512,29 @@ def _compile(parsed: Sequence[_Parsed]) -> list[TemplateFile]:
                 weight=item.weight,
                 name=item.name,
                 parts=compiled,
+                data=item.data,
             )
         )
     return files
+
+
+def _check_declaration(item: _Parsed, environment: jinja2.Environment) -> None:
+    """The file's ``data`` declaration names exactly the data its parts read."""
+    read: set[str] = set()
+    for source in item.sources.values():
+        read |= meta.find_undeclared_variables(environment.parse(source))
+    read -= CONTEXT_NAMES
+    undeclared = read - item.data.names
+    if undeclared:
+        raise TemplateFileError(
+            item.name,
+            f"its parts read {sorted(undeclared)}, which data does not declare",
+        )
+    unread = item.data.names - read
+    if unread:
+        raise TemplateFileError(
+            item.name, f"data declares {sorted(unread)}, which no part reads"
+        )
 
 
 @dataclass(frozen=True)
@@ -455,6 +596,14 @@ class TemplateStore:
             }
             for key, locales in tree.items()
         }
+        # What every file of a (type, channel) needs together, whatever the
+        # locale or variant a user gets: computed once for missing_data.
+        self._needs = {
+            key: _combine(
+                file.data for variants in locales.values() for file in variants.values()
+            )
+            for key, locales in tree.items()
+        }
 
     @classmethod
     def load(cls, directory: Path | None = None) -> TemplateStore:
@@ -474,6 +623,49 @@ class TemplateStore:
             for locale in sorted(self._index[key])
             for _, file in sorted(self._index[key][locale].files.items())
         ]
+
+    def needs(self, type_name: str, channel: str) -> DataNeeds | None:
+        """The data every file that could render this type on ``channel`` needs.
+
+        The type's own files for the channel, else the ``default`` type's (as
+        ``select`` falls back), across all their locales and variants; ``None``
+        when neither has a file for the channel.
+        """
+        needs = self._needs.get((type_name, channel))
+        return needs if needs is not None else self._needs.get((DEFAULT_TYPE, channel))
+
+    def missing_data(
+        self, type_name: str, channels: Iterable[str], data: Mapping[str, Any]
+    ) -> list[str]:
+        """The names of required ``data`` this request lacks, sorted; [] if none.
+
+        Checks every file that could render the type on ``channels``, whatever
+        the user's locale or A/B variant turns out to be (see ``needs``). A key
+        present with a null value counts as given: it renders as nothing, as
+        it does in ``render``. An ``any_of`` group with none of its keys given
+        is named by its keys joined with "|" ("code|reset_url"), unless a
+        required name also missing belongs to it. A channel with no template
+        adds nothing here; ``render`` reports it.
+        """
+        if isinstance(channels, str):
+            # A bare "email" would be read as channels "e", "m", ...: none.
+            raise TypeError("channels must be a collection of channel names")
+        missing: set[str] = set()
+        unmet: list[frozenset[str]] = []
+        for channel in channels:
+            needs = self.needs(type_name, channel)
+            if needs is None:
+                continue
+            missing.update(name for name in needs.required if name not in data)
+            unmet.extend(
+                group
+                for group in needs.any_of
+                if not any(name in data for name in group)
+            )
+        named = {
+            "|".join(sorted(group)) for group in unmet if group.isdisjoint(missing)
+        }
+        return sorted(missing | named)
 
     def select(
         self,

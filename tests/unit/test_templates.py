@@ -110,9 +110,14 @@ def write(directory: Path, name: str, text: str) -> None:
     path.write_text(text)
 
 
-def push_file(body: str, *, title: str = "T", version: int = 1, extra: str = "") -> str:
-    """A push template file's text."""
-    return f"version = {version}\n{extra}title = '''{title}'''\nbody = '''{body}'''\n"
+def push_file(
+    body: str, *, title: str = "T", version: int = 1, extra: str = "", data: str = "{}"
+) -> str:
+    """A push template file's text; ``data`` is its declaration, a TOML table."""
+    return (
+        f"version = {version}\ndata = {data}\n{extra}"
+        f"title = '''{title}'''\nbody = '''{body}'''\n"
+    )
 
 
 def store_of(tmp_path: Path, files: dict[str, str]) -> TemplateStore:
@@ -420,8 +425,10 @@ def test_html_part_is_escaped_and_plain_parts_are_not() -> None:
 )
 def test_sandbox_blocks_unsafe_access(tmp_path: Path, expression: str) -> None:
     """Templates cannot reach Python internals or change the data they see."""
+    declared = '{ required = ["tags"] }' if "tags" in expression else "{}"
     store = store_of(
-        tmp_path, {"t/push.default.toml": push_file(f"{{{{ {expression} }}}}")}
+        tmp_path,
+        {"t/push.default.toml": push_file(f"{{{{ {expression} }}}}", data=declared)},
     )
     data = {"tags": ["a"]}
     with pytest.raises(
@@ -436,7 +443,12 @@ def test_runtime_error_names_part_and_line(tmp_path: Path) -> None:
     """A template failing on its data says which file, part and line."""
     store = store_of(
         tmp_path,
-        {"t/push.default.toml": push_file("Total:\n{{ total // count }}")},
+        {
+            "t/push.default.toml": push_file(
+                "Total:\n{{ total // count }}",
+                data='{ required = ["total", "count"] }',
+            )
+        },
     )
     with pytest.raises(RenderError) as caught:
         store.render("t", "push", None, "u", {"total": 10, "count": 0})
@@ -449,7 +461,14 @@ def test_runtime_error_names_part_and_line(tmp_path: Path) -> None:
 
 def test_a_part_rendering_empty_is_an_error(tmp_path: Path) -> None:
     """An empty message is refused here, not by the provider."""
-    store = store_of(tmp_path, {"t/push.default.toml": push_file("{{ note }}")})
+    store = store_of(
+        tmp_path,
+        {
+            "t/push.default.toml": push_file(
+                "{{ note }}", data='{ required = ["note"] }'
+            )
+        },
+    )
     with pytest.raises(RenderError, match="body part rendered empty"):
         store.render("t", "push", None, "u", {"note": "  "})
 
@@ -531,7 +550,8 @@ def test_every_channel_demands_its_parts(tmp_path: Path) -> None:
     write(
         tmp_path,
         "t/email.default.toml",
-        "version = 2\nsubject = 's'\ntext = 't'\nhtml = '<p>{{ x }}</p>'\n",
+        "version = 2\ndata.required = ['x']\n"
+        "subject = 's'\ntext = 't'\nhtml = '<p>{{ x }}</p>'\n",
     )
     content = TemplateStore.load(tmp_path).render("t", "email", None, "u", {"x": "<b>"})
     assert (content.subject, content.text, content.html) == (
