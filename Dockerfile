@@ -1,4 +1,19 @@
 # The notify-pipeline worker image: the project installed at its locked versions.
+
+# The interactive API docs (/docs) load Swagger UI from the worker itself: the
+# npm package pinned in web/package-lock.json, installed here as `make install`
+# does. The worker image receives only the files the page loads (and the
+# package's licence); it has no Node.js.
+FROM node:20-slim AS docs-assets
+WORKDIR /web
+COPY web/package.json web/package-lock.json web/.npmrc ./
+RUN npm ci --ignore-scripts --no-audit --no-fund \
+    && mkdir /swagger-ui \
+    && cd node_modules/swagger-ui-dist \
+    && cp swagger-ui.css index.css swagger-ui-bundle.js \
+        swagger-ui-standalone-preset.js favicon-32x32.png favicon-16x16.png \
+        LICENSE NOTICE package.json /swagger-ui/
+
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -27,6 +42,11 @@ COPY schemas ./schemas
 COPY tables ./tables
 RUN pip install --no-cache-dir --no-deps . \
     && rm -rf build *.egg-info
+
+# Installed without -e, the package cannot find web/ next to its source: it
+# looks under its Python prefix instead, <sys.prefix>/share/notify-pipeline/
+# swagger-ui (pipeline/api/docs.py); this image's prefix is /usr/local.
+COPY --from=docs-assets /swagger-ui/ /usr/local/share/notify-pipeline/swagger-ui/
 
 USER notify:notify
 ENV NOTIFY_DATA_DIR=/var/lib/notify

@@ -1,5 +1,6 @@
 # The two commands: `make run` and `make test`. Both create .venv if missing and
-# install the locked, hash-checked dependencies and the broker's jars first.
+# install the locked, hash-checked dependencies, the broker's jars and the API
+# docs' Swagger UI first.
 
 PYTHON ?= python3.11
 VENV ?= .venv
@@ -7,6 +8,9 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 # The embedded Kafka broker's jars, resolved from broker/pom.xml by Maven.
 BROKER_STAMP := broker/lib/.resolved
+# Swagger UI for the API docs at /docs, pinned in web/package-lock.json; npm ci
+# empties node_modules first, so the stamp inside it goes with a stale install.
+DOCS_STAMP := web/node_modules/.installed
 
 .PHONY: run test install lint typecheck pytest bench clean
 
@@ -15,7 +19,7 @@ run: install
 
 test: install lint typecheck pytest
 
-install: $(STAMP) $(BROKER_STAMP)
+install: $(STAMP) $(BROKER_STAMP) $(DOCS_STAMP)
 
 $(STAMP): requirements.lock pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -32,6 +36,13 @@ $(BROKER_STAMP): broker/pom.xml
 	mvn --batch-mode --quiet --strict-checksums -Dstyle.color=never -f broker/pom.xml \
 		dependency:copy-dependencies
 	touch $(BROKER_STAMP)
+
+$(DOCS_STAMP): web/package.json web/package-lock.json
+	@command -v npm >/dev/null || { echo "Node.js 20+ with npm is needed to install \
+	the API docs' Swagger UI (web/package-lock.json); see the README's prerequisites"; \
+	exit 1; }
+	cd web && npm ci --ignore-scripts --no-audit --no-fund
+	touch $(DOCS_STAMP)
 
 lint: install
 	$(BIN)/ruff check .
