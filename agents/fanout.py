@@ -335,9 +335,8 @@ def held_request(
     """The held table's entry for ``channels`` of ``accepted``, due at ``until``;
     held since this look if it is the first."""
     key = due_key(ms_at(until), accepted.notification_id)
-    return AcceptedRequest(
-        **{
-            **accepted.asdict(),
+    return accepted.model_copy(
+        update={
             "request": {**accepted.request, "channels": channels},
             "held_since": accepted.held_since or look,
             "held_key": key,
@@ -363,7 +362,7 @@ def deferral(
         lane=accepted.lane,
         until=until,
         reason=",".join(reasons),
-        accepted=AcceptedRequest(**{**accepted.asdict(), "request": held}),
+        accepted=accepted.model_copy(update={"request": held}),
     )
 
 

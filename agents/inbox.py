@@ -20,7 +20,7 @@ def mark_read(current: Inbox | None, mark: InboxRead) -> Inbox | None:
     items: list[InboxItem] = []
     for item in current.items:
         if item.notification_id == mark.notification_id and item.read_at is None:
-            item = InboxItem(**{**item.asdict(), "read_at": mark.read_at})
+            item = item.model_copy(update={"read_at": mark.read_at})
             changed = True
         items.append(item)
     return Inbox(items=items) if changed else None

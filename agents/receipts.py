@@ -40,7 +40,7 @@ def in_context(
     target): the tenant, user, type, campaign and lane come from the status,
     so an open or a click counts in a tenant's or a campaign's funnel.
     """
-    return receipt.derive(**context(receipt, known))
+    return receipt.model_copy(update=context(receipt, known))
 
 
 def fold_receipts(events: Sequence[EventT]) -> None:

@@ -58,6 +58,7 @@ from pipeline.topology import (
     user_key,
 )
 from pipeline.tracking import TrackingSigner
+from schemas.decode import decode
 from schemas.records import (
     CHANNELS,
     DeliveryJob,
@@ -426,7 +427,7 @@ def schedule_retry(
         due_at=retry.not_before,
         topic=topic.get_topic_name(),
         key=user_key(job.tenant, job.user_id),
-        job=retry.asdict(),
+        job=retry,
     )
 
 
@@ -537,11 +538,7 @@ def parse_job(
     """
     if raw is None:
         raise InvalidMessage("empty message (no value)", code="empty")
-    try:
-        job = DeliveryJob.loads(raw)
-        job.validate_or_raise()
-    except Exception as exc:  # noqa: BLE001 - any decode fault is a bad record
-        raise InvalidMessage(f"not a delivery job: {exc}", code="invalid") from None
+    job = decode(DeliveryJob, raw)
     if (job.channel, job.lane) != (channel, lane):
         raise InvalidMessage(
             f"a {job.channel}/{job.lane} job on the {channel}/{lane} topic",

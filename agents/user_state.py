@@ -10,9 +10,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
-import orjson
 from faust.types import EventT, StreamT
 
 from pipeline.app import app
@@ -27,8 +26,15 @@ from pipeline.topology import (
     SUPPRESSIONS,
     user_key,
 )
-from schemas.records import ApiKey, DeviceSet, DeviceToken, Suppression
-from schemas.updates import validate_device, validate_preferences, validate_profile
+from schemas.decode import decode
+from schemas.records import (
+    ApiKey,
+    DeviceSet,
+    DeviceToken,
+    Preferences,
+    Suppression,
+    UserProfile,
+)
 from tables.api_keys import api_keys
 from tables.devices import devices
 from tables.preferences import preferences
@@ -36,7 +42,7 @@ from tables.profiles import profiles
 from tables.suppressions import suppression_key, suppressions
 
 STAGE = "state"
-Validator = Callable[..., Any]
+S = TypeVar("S", UserProfile, Preferences, DeviceToken)
 
 
 def with_device(current: DeviceSet | None, update: DeviceToken) -> DeviceSet:
@@ -46,65 +52,31 @@ def with_device(current: DeviceSet | None, update: DeviceToken) -> DeviceSet:
     return DeviceSet(devices=known)
 
 
-def parse_state(raw: bytes | None, validate: Validator, now: datetime) -> Any:
-    """A stored user-state record, checked field by field like an API body."""
+def parse_state(raw: bytes | None, model: type[S], now: datetime) -> S:
+    """A user-state record from its topic, checked like an API body.
+
+    A record without ``updated_at`` (a producer's own) is stamped ``now``.
+    """
     if raw is None:
         raise InvalidMessage("empty message (no value)", code="empty")
-    try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise InvalidMessage(f"not valid JSON: {exc}", code="invalid_json") from None
-    if not isinstance(body, dict):
-        raise InvalidMessage("the record must be a JSON object", code="not_an_object")
-    fields = dict(body)
-    user_id, tenant = fields.pop("user_id", None), fields.pop("tenant", "default")
-    if not isinstance(user_id, str) or not user_id:
-        raise InvalidMessage(
-            "user_id: required non-empty string", field="user_id", code="required"
-        )
-    if not isinstance(tenant, str) or not tenant:
-        raise InvalidMessage(
-            "tenant: must be a non-empty string", field="tenant", code="invalid_type"
-        )
-    updated = fields.pop("updated_at", None)
-    if updated is not None:
-        try:
-            now = datetime.fromisoformat(str(updated).replace("Z", "+00:00"))
-        except ValueError:
-            raise InvalidMessage(
-                "updated_at: not an ISO 8601 date-time",
-                field="updated_at",
-                code="invalid_value",
-            ) from None
-    return validate(fields, tenant=tenant, user_id=user_id, now=now)
+    record = decode(model, raw)
+    if record.updated_at is None:
+        record = record.model_copy(update={"updated_at": now})
+    return record
 
 
 def parse_api_key(raw: bytes | None) -> ApiKey:
     """An API key record (written by the admin API only, but still checked)."""
-    try:
-        key = ApiKey.loads(raw or b"")
-        key.validate_or_raise()
-    except Exception as exc:  # noqa: BLE001 - any decode fault is a bad record
-        raise InvalidMessage(f"not an API key record: {exc}", code="invalid") from None
-    return key
+    if raw is None:
+        raise InvalidMessage("empty message (no value)", code="empty")
+    return decode(ApiKey, raw)
 
 
 def parse_suppression(raw: bytes | None) -> Suppression:
     """A suppression record (from the send stage, webhooks, or an operator)."""
-    try:
-        record = Suppression.loads(raw or b"")
-        record.validate_or_raise()
-    except Exception as exc:  # noqa: BLE001 - any decode fault is a bad record
-        raise InvalidMessage(
-            f"not a suppression record: {exc}", code="invalid"
-        ) from None
-    if record.channel not in ("email", "sms"):
-        raise InvalidMessage(
-            f"channel: suppressions apply to email and sms, not {record.channel!r}",
-            field="channel",
-            code="invalid_value",
-        )
-    return record
+    if raw is None:
+        raise InvalidMessage("empty message (no value)", code="empty")
+    return decode(Suppression, raw)
 
 
 async def apply(
@@ -176,21 +148,21 @@ def _store_suppression(record: Any) -> None:
 _state_agent(
     PROFILES.name,
     "state.profiles",
-    lambda raw: parse_state(raw, validate_profile, _now()),
+    lambda raw: parse_state(raw, UserProfile, _now()),
     _store_profile,
     "Keep the profiles table equal to the latest profile of every user.",
 )
 _state_agent(
     PREFERENCES.name,
     "state.preferences",
-    lambda raw: parse_state(raw, validate_preferences, _now()),
+    lambda raw: parse_state(raw, Preferences, _now()),
     _store_preferences,
     "Keep the preferences table equal to the latest preferences of every user.",
 )
 _state_agent(
     DEVICES.name,
     "state.devices",
-    lambda raw: parse_state(raw, validate_device, _now()),
+    lambda raw: parse_state(raw, DeviceToken, _now()),
     _store_device,
     "Fold device registrations and removals into each user's device set.",
 )

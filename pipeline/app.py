@@ -28,8 +28,10 @@ DISCOVER = [
     "agents.retry",
     "agents.inbox",
     "agents.retention",
+    "agents.idempotency_peer",
     "pipeline.api.views",
     "pipeline.api.delivery",
+    "pipeline.api.docs",
 ]
 
 #: Never change by accident: the version is part of every internal topic name.

@@ -37,7 +37,8 @@ DEV_BROKER_PORT = 19092
 DEMO_DATA = {
     "order_shipped": lambda n: {
         "order_id": 4000 + n,
-        "eta": "Tue",
+        "carrier": "UPS",
+        "estimated_delivery": "Tuesday",
         "tracking_url": f"https://shop.example.com/track/{4000 + n}",
     },
     "password_reset": lambda n: {
@@ -299,6 +300,7 @@ def main(argv: list[str] | None = None) -> int:
                     f"  worker        pid {worker.pid}   log {worker_log}",
                     f"  health        {web}/health",
                     f"  API           {web}/openapi.json",
+                    f"  API docs      {web}/docs",
                     f"  API key       {api_key}   (NOTIFY_DEV_API_KEY)",
                     f"  providers     APNs {emulators.apns.url}  FCM "
                     f"{emulators.fcm.url}  SMTP {emulators.smtp.url}",

@@ -224,7 +224,7 @@ def _opt_out(
     for key in (request.type, info.category):
         if prefs.types.get(key) is False:
             return f"type_opt_out:{key}"
-    if prefs.channels.get(channel) is False:
+    if prefs.channels.get(channel) is False:  # type: ignore[call-overload]
         return f"channel_opt_out:{channel}"
     marketing = info.marketing or request.priority not in _NON_MARKETING_PRIORITIES
     if marketing and not prefs.marketing:

@@ -13,7 +13,7 @@ Within a batch, a notification's events are folded in memory and written once.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any
@@ -98,7 +98,7 @@ def progressed(current: str | None, outcome: str) -> str:
     return outcome
 
 
-def overall(channels: dict[str, str], previous: str) -> str:
+def overall(channels: Mapping[Any, str], previous: str) -> str:
     """The notification's status: its most advanced channel's, else as it was."""
     if not channels:
         return previous

@@ -14,11 +14,21 @@ if TYPE_CHECKING:
 
 def register(app: NotifyApp) -> None:
     """Add the project's views to ``app``'s web server."""
+    from pipeline.api.contract import operation, route
+    from schemas.api import Health as HealthAnswer
 
-    @app.page("/health")
+    @route("/health", on=app)
     class Health(View):
         """Liveness and readiness of this worker."""
 
+        @operation(
+            operation_id="getHealth",
+            summary="Liveness and readiness of this worker",
+            status=200,
+            answer=HealthAnswer,
+            same_answer={503: "Failing: stopping, or its commit guard tripped."},
+            public=True,
+        )
         async def get(self, request: Request) -> Response:
             """200 while the worker runs and its commit guard holds, else 503."""
             guard = app.commit_guard

@@ -1,19 +1,51 @@
-"""Faust records that cross the app boundary, declared once, no Faust metadata."""
+"""Every record that crosses the app boundary, declared once as a pydantic model.
+
+The same declaration validates (strictly, from JSON, for what arrives from
+outside: `schemas.decode`), serialises (plain JSON, no Faust metadata), and
+emits the JSON Schema that `schemas.jsonschema` publishes and the OpenAPI
+document of `pipeline.api.openapi` embeds. Faust stores and sends them through
+the ``model`` codec (`schemas.codec`): Faust asks a value type for
+``_options.serializer`` and ``from_data``, which `Record` provides.
+"""
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Any
+from types import SimpleNamespace
+from typing import Annotated, Any, ClassVar, Literal, Self, get_args
 
-import faust
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
-from schemas.codec import CODEC_NAME
+from schemas.types import (
+    CHANNELS,
+    LANES,
+    NAME_PATTERN,
+    PLATFORMS,
+    PRIORITIES,
+    UNIQUE,
+    CampaignId,
+    Channel,
+    Clock,
+    Data,
+    Email,
+    IdempotencyKey,
+    Instant,
+    Lane,
+    Locale,
+    NonBlank,
+    Phone,
+    Platform,
+    Priority,
+    PushToken,
+    Scope,
+    TimeZone,
+    TypeName,
+    unique,
+)
 
-PRIORITIES = ("critical", "transactional", "promotional")
-CHANNELS = ("push", "email", "sms", "in_app")
+__all__ = ["CHANNELS", "EVENT_TYPES", "LANES", "PLATFORMS", "PRIORITIES"]
 
 #: Every decision a stage can announce on ``notify.events``.
-EVENT_TYPES = (
+EventType = Literal[
     "accepted",
     "deduplicated",
     "queued",
@@ -31,58 +63,109 @@ EVENT_TYPES = (
     "dead_lettered",
     "expired",
     "cancelled",
-)
+]
+EVENT_TYPES: tuple[str, ...] = get_args(EventType)
 
 
-class PublicRecord(
-    faust.Record,
-    abstract=True,
-    serializer=CODEC_NAME,
-    include_metadata=False,
-    isodates=True,
-    coerce=True,
-):
-    """Base of records that leave the app: plain JSON, orjson-encoded."""
+class FieldError(ValueError):
+    """A check across fields, naming the field it blames."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
 
 
-class Recipient(PublicRecord):
+class Record(BaseModel):
+    """Base of every record: refuses unknown fields, speaks Faust's model API."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    #: Faust reads a value type's serializer from here (`schemas.codec`).
+    _options: ClassVar[SimpleNamespace] = SimpleNamespace(serializer="model")
+
+    @classmethod
+    def from_data(cls, data: Any, preferred_type: Any = None) -> Self:
+        """A record from what the codec read: JSON bytes, or a decoded mapping.
+
+        Faust calls this for table and topic values the app wrote itself, so
+        it is lax (a datetime may come as text); `schemas.decode` is the
+        strict door for what arrives from outside.
+        """
+        if isinstance(data, bytes | bytearray | str):
+            return cls.model_validate_json(data)
+        if isinstance(data, memoryview):
+            return cls.model_validate_json(bytes(data))
+        return cls.model_validate(data)
+
+    @classmethod
+    def loads(cls, raw: bytes) -> Self:
+        """A record from its JSON form."""
+        return cls.model_validate_json(raw)
+
+    def dumps(self) -> bytes:
+        """The JSON form: every field, nulls included."""
+        return self.__pydantic_serializer__.to_json(self)
+
+    def asdict(self) -> dict[str, Any]:
+        """The JSON-ready dict of the record (times as RFC 3339 text)."""
+        return self.model_dump(mode="json")
+
+
+class Recipient(Record):
     """Who a notification is for."""
 
-    user_id: str
+    # Producers may carry more about the recipient; only the user id is read.
+    model_config = ConfigDict(extra="ignore")
+
+    user_id: NonBlank
 
 
-class NotificationRequest(PublicRecord):
-    """One business event asking to notify one user (the API body, or a topic value)."""
+Channels = Annotated[list[Channel], Field(min_length=1), UNIQUE, AfterValidator(unique)]
 
-    idempotency_key: str
+
+class NotificationRequest(Record):
+    """One business event asking to notify one user (the API body, or a topic value).
+
+    ``expiry_at`` must be later than ``schedule_at``, which JSON Schema cannot say.
+    """
+
+    idempotency_key: IdempotencyKey
     recipient: Recipient
-    type: str
-    priority: str = "transactional"
-    tenant: str = "default"
-    channels: list[str] | None = None
-    data: dict[str, Any] = {}  # noqa: RUF012 - Faust copies field defaults
-    schedule_at: datetime | None = None
-    expiry_at: datetime | None = None
-    campaign_id: str | None = None
-    digest_key: str | None = None
-    locale: str | None = None
+    type: TypeName
+    priority: Priority = "transactional"
+    #: The API sets it from the key; a topic producer names it.
+    tenant: NonBlank = "default"
+    #: Absent: the type's channels (notification_types.toml).
+    channels: Channels | None = None
+    data: Data = Field(default_factory=dict)
+    schedule_at: Instant | None = None
+    expiry_at: Instant | None = None
+    campaign_id: CampaignId | None = None
+    digest_key: NonBlank | None = None
+    locale: NonBlank | None = None
+
+    @model_validator(mode="after")
+    def _times(self) -> Self:
+        if self.schedule_at and self.expiry_at and self.expiry_at <= self.schedule_at:
+            raise FieldError("expiry_at", "must be later than schedule_at")
+        return self
 
 
-class NotificationEvent(PublicRecord):
+class NotificationEvent(Record):
     """One decision of one stage: the row ``notif_events`` stores in ClickHouse."""
 
     event_id: str
-    event_type: str
-    ts: datetime
+    event_type: EventType
+    ts: Instant
     stage: str
     notification_id: str | None = None
     tenant: str | None = None
     user_id: str | None = None
     campaign_id: str | None = None
     type: str | None = None
-    priority: str | None = None
-    lane: str | None = None
-    channel: str | None = None
+    priority: Priority | None = None
+    lane: Lane | None = None
+    channel: Channel | None = None
     provider: str | None = None
     template: str | None = None
     variant: str | None = None
@@ -90,146 +173,169 @@ class NotificationEvent(PublicRecord):
     reason: str | None = None
     error: str | None = None
     attempt: int = 0
-    until: datetime | None = None
+    until: Instant | None = None
 
 
-PLATFORMS = ("apns", "fcm")
-
-
-class QuietHours(PublicRecord):
+class QuietHours(Record):
     """A daily window, in the user's local time, when only critical traffic goes."""
 
-    start: str  # "22:00"
-    end: str  # "08:00"; an end before the start spans midnight
+    start: Clock  # "22:00"
+    end: Clock  # "08:00"; an end before the start spans midnight
 
 
-class Preferences(PublicRecord):
+class PreferencesUpdate(Record):
+    """What one user wants to receive: the body of ``PUT .../preferences``.
+
+    It replaces the stored preferences whole; an absent field takes its default.
+    """
+
+    #: False opts out of everything but critical traffic.
+    enabled: bool = True
+    #: Per-channel opt-outs.
+    channels: dict[Channel, bool] = Field(default_factory=dict)
+    #: Per-type (or category) opt-outs.
+    types: dict[TypeName, bool] = Field(
+        default_factory=dict,
+        json_schema_extra={"propertyNames": {"pattern": NAME_PATTERN}},
+    )
+    #: Promotional traffic at all.
+    marketing: bool = True
+    quiet_hours: QuietHours | None = None
+    #: IANA zone for quiet hours; the profile's if absent.
+    timezone: TimeZone | None = None
+    locale: Locale | None = None
+
+
+class Preferences(PreferencesUpdate):
     """What one user wants to receive (seed 002's shape, extended)."""
 
-    user_id: str
-    tenant: str = "default"
-    enabled: bool = True  # global switch: False opts out of everything non-critical
-    channels: dict[str, bool] = {}  # noqa: RUF012 - per-channel opt-outs
-    types: dict[str, bool] = {}  # noqa: RUF012 - per-type (category) opt-outs
-    marketing: bool = True  # promotional traffic at all
-    quiet_hours: QuietHours | None = None
-    timezone: str | None = None  # IANA zone for quiet hours; profile's if absent
-    locale: str | None = None
-    updated_at: datetime | None = None
+    user_id: NonBlank
+    tenant: NonBlank = "default"
+    updated_at: Instant | None = None
 
 
-class UserProfile(PublicRecord):
+class ProfileUpdate(Record):
+    """Who a user is and how to reach them: the body of ``PUT /v1/users/{id}``."""
+
+    email: Email | None = None
+    phone: Phone | None = None
+    locale: Locale | None = None
+    #: IANA zone, e.g. "Europe/Paris".
+    timezone: TimeZone | None = None
+    #: Kept sorted, each once.
+    tags: Annotated[list[NonBlank], AfterValidator(lambda tags: sorted(set(tags)))] = (
+        Field(default_factory=list)
+    )
+
+
+class UserProfile(ProfileUpdate):
     """Who a user is and how to reach them."""
 
-    user_id: str
-    tenant: str = "default"
-    email: str | None = None
-    phone: str | None = None  # E.164
-    locale: str | None = None
-    timezone: str | None = None  # IANA zone, e.g. "Europe/Paris"
-    tags: list[str] = []  # noqa: RUF012
-    updated_at: datetime | None = None
+    user_id: NonBlank
+    tenant: NonBlank = "default"
+    updated_at: Instant | None = None
 
 
-class DeviceToken(PublicRecord):
+class DeviceRegistration(Record):
+    """One push token: the body of ``POST .../devices``."""
+
+    token: PushToken
+    platform: Platform
+    #: False removes the token.
+    active: bool = True
+
+
+class DeviceToken(DeviceRegistration):
     """One push token of one user; ``active=False`` removes it."""
 
-    user_id: str
-    token: str
-    platform: str  # apns | fcm
-    tenant: str = "default"
-    active: bool = True
-    updated_at: datetime | None = None
+    user_id: NonBlank
+    tenant: NonBlank = "default"
+    updated_at: Instant | None = None
 
 
-class AcceptedRequest(PublicRecord):
+class AcceptedRequest(Record):
     """A validated request with its id and lane, on its way to enrichment."""
 
     notification_id: str
-    lane: str
-    # The request's JSON form, not a nested NotificationRequest: Faust mistakes
-    # a nested record with a field called ``type`` for a field descriptor.
+    lane: Lane
+    #: The request's JSON form.
     request: dict[str, Any]
     body_hash: str
-    accepted_at: datetime
+    accepted_at: Instant
     #: topic[partition]@offset of the request: a redelivery has the same source,
     #: a caller's retry a new one.
     source: str
     #: Set on a request released from the held table: when it was first held
     #: (its user was unknown), and the held entry's key.
-    held_since: datetime | None = None
+    held_since: Instant | None = None
     held_key: str | None = None
 
     def notification(self) -> NotificationRequest:
         """The request as a record."""
-        return NotificationRequest.from_data(self.request)
+        return NotificationRequest.model_validate(self.request)
 
 
-class DeliveryJob(PublicRecord):
+class DeliveryJob(Record):
     """One notification on one channel, ready for that channel's sender."""
 
     notification_id: str
     tenant: str
     user_id: str
-    type: str
-    priority: str
-    lane: str
-    channel: str
+    type: TypeName
+    priority: Priority
+    lane: Lane
+    channel: Channel
     data: dict[str, Any]
-    created_at: datetime
+    created_at: Instant
     locale: str | None = None
     timezone: str | None = None
     campaign_id: str | None = None
     digest_key: str | None = None
-    expiry_at: datetime | None = None
+    expiry_at: Instant | None = None
     email: str | None = None
     phone: str | None = None
-    devices: list[DeviceToken] = []  # noqa: RUF012
+    devices: list[DeviceToken] = Field(default_factory=list)
     #: 0 for the first try; a retry carries the attempt it is and when it is due.
     attempt: int = 0
-    not_before: datetime | None = None
+    not_before: Instant | None = None
     #: Raised by `notify dlq replay`: lets a job the ledger saw fail try again.
     redrive: int = 0
 
 
-class Deferral(PublicRecord):
+class Deferral(Record):
     """A notification held back (quiet hours, schedule_at) until ``until``."""
 
     notification_id: str
-    lane: str
-    until: datetime
+    lane: Lane
+    until: Instant
     reason: str
     accepted: AcceptedRequest
 
 
-class InternalRecord(PublicRecord, abstract=True):
-    """Base of table values that never leave the app (no published schema)."""
+class DeviceSet(Record):
+    """Every known push token of one user, by token (a table value)."""
 
-
-class DeviceSet(InternalRecord):
-    """Every known push token of one user, by token."""
-
-    devices: dict[str, DeviceToken] = {}  # noqa: RUF012
+    devices: dict[str, DeviceToken] = Field(default_factory=dict)
 
     def active(self) -> list[DeviceToken]:
         """The tokens that may receive pushes."""
         return [device for device in self.devices.values() if device.active]
 
 
-class TrailEntry(InternalRecord):
+class TrailEntry(Record):
     """One decision in a notification's trail."""
 
     event_id: str
-    event_type: str
+    event_type: EventType
     stage: str
-    ts: datetime
-    channel: str | None = None
+    ts: Instant
+    channel: Channel | None = None
     reason: str | None = None
     error: str | None = None
-    until: datetime | None = None
+    until: Instant | None = None
 
 
-class LedgerEntry(InternalRecord):
+class LedgerEntry(Record):
     """The send ledger's word on one (notification, channel, target).
 
     ``state`` is ``sending`` from just before the provider call until its
@@ -237,31 +343,29 @@ class LedgerEntry(InternalRecord):
     whether the call reached the provider.
     """
 
-    state: str  # sending | sent | retrying | failed
+    state: Literal["sending", "sent", "retrying", "failed"]
     attempt: int
     redrive: int
-    updated_at: datetime
+    updated_at: Instant
     provider: str | None = None
     provider_message_id: str | None = None
     error: str | None = None
 
 
-class ScheduledJob(InternalRecord):
+class ScheduledJob(Record):
     """A delivery job waiting for its retry time (the retry schedule's value)."""
 
-    due_at: datetime
+    due_at: Instant
     topic: str
     key: str
-    # The job's JSON form: Faust mistakes a nested record with a field called
-    # ``type`` for a field descriptor (as in AcceptedRequest).
-    job: dict[str, Any]
+    job: DeliveryJob
 
     def delivery_job(self) -> DeliveryJob:
-        """The waiting job as a record."""
-        return DeliveryJob.from_data(self.job)
+        """The waiting job."""
+        return self.job
 
 
-class Suppression(PublicRecord):
+class Suppression(Record):
     """An address or number that must not be sent to (bounce, invalid number).
 
     Keyed ``tenant/channel/address`` on the compacted suppressions topic; a
@@ -269,62 +373,63 @@ class Suppression(PublicRecord):
     """
 
     tenant: str
-    channel: str  # email | sms
+    channel: Literal["email", "sms"]
     address: str
     reason: str  # hard_bounce | invalid_number | manual
-    created_at: datetime
+    created_at: Instant
     code: str | None = None
     active: bool = True
 
 
-class InboxItem(PublicRecord):
+class InboxItem(Record):
     """One in-app message in a user's inbox."""
 
     notification_id: str
     type: str
     title: str | None
     body: str
-    created_at: datetime
-    data: dict[str, Any] = {}  # noqa: RUF012
-    read_at: datetime | None = None
+    created_at: Instant
+    data: dict[str, Any] = Field(default_factory=dict)
+    read_at: Instant | None = None
 
 
-class InboxRead(PublicRecord):
+class InboxRead(Record):
     """A user marked one in-app message read."""
 
     tenant: str
     user_id: str
     notification_id: str
-    read_at: datetime
+    read_at: Instant
 
 
-class Inbox(InternalRecord):
-    """A user's in-app messages, newest last, bounded."""
+class Inbox(Record):
+    """A user's in-app messages, newest last, bounded (a table value)."""
 
-    items: list[InboxItem] = []  # noqa: RUF012
+    items: list[InboxItem] = Field(default_factory=list)
 
 
-class NotificationStatus(InternalRecord):
+class NotificationStatus(Record):
     """A notification as ``GET /v1/notifications/{id}`` shows it."""
 
     notification_id: str
     tenant: str | None = None
     user_id: str | None = None
     type: str | None = None
-    priority: str | None = None
-    lane: str | None = None
+    priority: Priority | None = None
+    lane: Lane | None = None
     campaign_id: str | None = None
     status: str = "accepted"
-    channels: dict[str, str] = {}  # noqa: RUF012 - channel → latest outcome
-    trail: list[TrailEntry] = []  # noqa: RUF012
+    #: Channel → its latest outcome.
+    channels: dict[Channel, str] = Field(default_factory=dict)
+    trail: list[TrailEntry] = Field(default_factory=list)
 
 
-class ApiKey(InternalRecord):
+class ApiKey(Record):
     """One tenant API key, stored by id with the SHA-256 of its secret only."""
 
     key_id: str
     tenant: str
     secret_sha256: str
-    scopes: list[str]
-    created_at: datetime
+    scopes: list[Scope]
+    created_at: Instant
     revoked: bool = False

@@ -15,7 +15,7 @@ import hmac
 import logging
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Any, cast
+from typing import Any, Literal, cast
 from urllib.parse import parse_qsl
 
 import orjson
@@ -24,8 +24,9 @@ from faust.exceptions import SameNode
 from faust.web import Request, Response
 
 from agents.send import tracking_signer
+from pipeline.api.contract import Link, operation, route
 from pipeline.api.errors import ApiError, not_found
-from pipeline.api.views import ApiView, produce, tenant_of, user_route
+from pipeline.api.views import USER_ID, ApiView, produce, tenant_of, user_route
 from pipeline.app import app
 from pipeline.ids import event_id, parse_notification_id
 from pipeline.inbox import inbox_hub
@@ -34,7 +35,16 @@ from pipeline.providers import sendgrid, twilio
 from pipeline.providers.base import Receipt, ReceiptKind
 from pipeline.topology import SUPPRESSIONS, user_key
 from pipeline.tracking import ExpiredTrackingToken, InvalidTrackingToken, TrackingClaim
+from schemas.api import (
+    InboxPage,
+    InboxQuery,
+    ReadAccepted,
+    ReceiptsApplied,
+    TenantQuery,
+    WebhookQuery,
+)
 from schemas.records import InboxRead, NotificationEvent, Suppression
+from schemas.types import PathSegment
 from tables.inbox import inbox
 from tables.suppressions import ANY_TENANT, suppression_key
 
@@ -62,34 +72,61 @@ def native(request: Request) -> aioweb.Request:
     return cast(aioweb.Request, request)
 
 
-@app.page(user_route("inbox"))
+@route(user_route("inbox"))
 class InboxView(ApiView):
     """A user's in-app messages."""
 
+    @operation(
+        operation_id="getInbox",
+        summary="A user's in-app messages, newest first",
+        status=200,
+        answer=InboxPage,
+        path=USER_ID,
+        query=InboxQuery,
+    )
     async def get(self, request: Request, user_id: str) -> Response:
         """The inbox, newest first (``?unread=true`` for unread only)."""
-        tenant = tenant_of(self.principal(request), request)
+        query = self.query(request, InboxQuery)
+        tenant = self.principal(request).tenant_for(query.tenant)
         ukey = user_key(tenant, user_id)
         forwarded = await self.routed(inbox.name, ukey, request)
         if forwarded is not None:
             return forwarded
         current = inbox.get(ukey)
         items = list(reversed(current.items)) if current else []
-        if request.query.get("unread") == "true":
+        if query.unread == "true":
             items = [item for item in items if item.read_at is None]
-        return self.json(
-            {
-                "user_id": user_id,
-                "unread": sum(1 for item in items if item.read_at is None),
-                "items": [item.asdict() for item in items],
-            }
+        return self.answer(
+            InboxPage(
+                user_id=user_id,
+                unread=sum(1 for item in items if item.read_at is None),
+                items=items,
+            )
         )
 
 
-@app.page(user_route("inbox") + "/{notification_id}/read")
+@route(user_route("inbox") + "/{notification_id}/read")
 class InboxReadView(ApiView):
     """Mark one in-app message read."""
 
+    @operation(
+        operation_id="markRead",
+        summary="Mark one in-app message read (applied asynchronously)",
+        status=202,
+        answer=ReadAccepted,
+        path={**USER_ID, "notification_id": PathSegment},
+        query=TenantQuery,
+        links={
+            "inbox": Link(
+                "getInbox",
+                {
+                    "user_id": "$request.path.user_id",
+                    "tenant": "$response.body#/read/tenant",
+                },
+                "The inbox the mark applies to.",
+            )
+        },
+    )
     async def post(
         self, request: Request, user_id: str, notification_id: str
     ) -> Response:
@@ -104,13 +141,26 @@ class InboxReadView(ApiView):
         )
         partition = partition_for(ukey.encode(), app.settings.topic_partitions)
         await produce(app.topology.inbox_reads, ukey, mark, partition)
-        return self.json({"status": "accepted", "read": mark.asdict()}, status=202)
+        return self.answer(ReadAccepted(status="accepted", read=mark), status=202)
 
 
-@app.page(user_route("inbox") + "/stream")
+@route(user_route("inbox") + "/stream")
 class InboxStreamView(ApiView):
     """New in-app messages as server-sent events, from the worker holding them."""
 
+    @operation(
+        operation_id="streamInbox",
+        summary="New in-app messages as server-sent events (`event: message`, "
+        "data = InboxItem)",
+        status=200,
+        media={
+            "text/event-stream": "An event stream until the client leaves or the "
+            "partition moves (then reconnect)."
+        },
+        other={307: "This worker does not hold the inbox: reconnect at `Location`."},
+        path=USER_ID,
+        query=TenantQuery,
+    )
     async def get(self, request: Request, user_id: str) -> Any:
         """An event stream; a worker not holding the inbox redirects to the one that does."""
         tenant = tenant_of(self.principal(request), request)
@@ -150,7 +200,7 @@ class InboxStreamView(ApiView):
                     continue
                 if item is None:  # partition moved, or too slow: reconnect
                     break
-                data = orjson.dumps(item.asdict())
+                data = item.dumps()
                 await response.write(
                     b"event: message\nid: "
                     + item.notification_id.encode()
@@ -278,12 +328,24 @@ def parse_generic(body: bytes) -> list[Receipt]:
         ) from None
 
 
-@app.page("/v1/webhooks/{provider}")
+@route("/v1/webhooks/{provider}")
 class WebhookView(ApiView):
     """Delivery receipts from providers, each checked with its signature scheme."""
 
+    @operation(
+        operation_id="receiveWebhook",
+        summary="Delivery receipts from a provider (twilio, sendgrid, generic), "
+        "authenticated by the provider's signature, not a key",
+        status=200,
+        answer=ReceiptsApplied,
+        path={"provider": Literal["twilio", "sendgrid", "generic"]},
+        query=WebhookQuery,
+        errors=(401, 404, 422),
+        public=True,
+    )
     async def post(self, request: Request, provider: str) -> Response:
         """200 with how many receipts were applied; 401 if the signature is bad."""
+        query = self.query(request, WebhookQuery)
         body = await request.read()
         headers = request.headers
         settings = app.settings
@@ -317,8 +379,8 @@ class WebhookView(ApiView):
             receipts = parse_generic(body)
         else:
             raise not_found(f"no webhook for provider {provider!r}")
-        applied = await apply_receipts(receipts, request.query.get("tenant"))
-        return self.json({"received": len(receipts), "applied": applied})
+        applied = await apply_receipts(receipts, query.tenant)
+        return self.answer(ReceiptsApplied(received=len(receipts), applied=applied))
 
 
 def unsigned(provider: str) -> ApiError:
@@ -363,10 +425,19 @@ async def tracked(token: str, kind: str) -> TrackingClaim | None:
     return claim
 
 
-@app.page("/t/o/{token}")
+@route("/t/o/{token}")
 class OpenPixelView(ApiView):
     """The email open pixel."""
 
+    @operation(
+        operation_id="openPixel",
+        summary="Email open pixel (signed token, no key)",
+        status=200,
+        media={"image/gif": "A 1×1 GIF."},
+        path={"token": PathSegment},
+        errors=(404,),
+        public=True,
+    )
     async def get(self, request: Request, token: str) -> Response:
         """A 1×1 GIF; the open is recorded once per message."""
         await tracked(token, "open")
@@ -377,10 +448,18 @@ class OpenPixelView(ApiView):
         )
 
 
-@app.page("/t/c/{token}")
+@route("/t/c/{token}")
 class ClickView(ApiView):
     """The email click redirect: only to the URL signed into the link."""
 
+    @operation(
+        operation_id="clickRedirect",
+        summary="Email click redirect, only to the URL signed into the token (no key)",
+        status=302,
+        path={"token": PathSegment},
+        errors=(404,),
+        public=True,
+    )
     async def get(self, request: Request, token: str) -> Response:
         """302 to the signed target."""
         claim = await tracked(token, "click")

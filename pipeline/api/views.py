@@ -3,37 +3,72 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
 from datetime import timedelta
-from typing import Any
+from typing import Annotated, Any, TypeVar
 
 import orjson
 from faust.exceptions import SameNode
 from faust.web import Request, Response, View
 from faust.web.exceptions import ServiceUnavailable
+from pydantic import BaseModel, StringConstraints, ValidationError
 from yarl import URL
 
 from agents.ingest import body_hash, lane_for
 from pipeline.api import auth
-from pipeline.api.accepted import accepted_keys
+from pipeline.api.accepted import (
+    Recent,
+    accepted_keys,
+    accepted_statuses,
+    created_keys,
+    freshest,
+    written_preferences,
+    written_profiles,
+)
+from pipeline.api.contract import Link, contract_of, operation, route
 from pipeline.api.errors import ApiError, forbidden, not_found
-from pipeline.api.openapi import openapi_document
+from pipeline.api.openapi import JSON, openapi_document
 from pipeline.app import app
 from pipeline.errors import InvalidMessage
-from pipeline.ids import notification_id, parse_notification_id
+from pipeline.ids import NOTIFICATION_ID_PATTERN, notification_id, parse_notification_id
 from pipeline.partitioning import partition_for
+from pipeline.template_data import check_template_data
 from pipeline.topology import user_key
 from pipeline.web import recovered
 from schemas import jsonschema
-from schemas.records import NotificationRequest, Preferences
-from schemas.requests import validate_request
-from schemas.updates import validate_device, validate_preferences, validate_profile
+from schemas.api import (
+    DeviceAccepted,
+    DeviceQuery,
+    KeyCreated,
+    KeyInfo,
+    KeyList,
+    KeyRequest,
+    KeyRevoked,
+    NotificationAccepted,
+    PreferencesAccepted,
+    ProfileAccepted,
+    SchemaList,
+    TenantQuery,
+)
+from schemas.decode import decode, decode_object, describe
+from schemas.records import (
+    DeviceRegistration,
+    DeviceToken,
+    NotificationRequest,
+    NotificationStatus,
+    Preferences,
+    PreferencesUpdate,
+    ProfileUpdate,
+    UserProfile,
+)
+from schemas.types import SEGMENT_PATTERN, PathSegment, PushToken
 from tables.api_keys import api_keys
 from tables.idempotency import idempotency, live_entry, seen_key
 from tables.preferences import preferences
 from tables.profiles import profiles
 from tables.status import status
 
+M = TypeVar("M", bound=BaseModel)
+JSON_SCHEMA = "application/schema+json"
 log = logging.getLogger(__name__)
 
 FORWARDED = "X-Notify-Forwarded"
@@ -60,16 +95,18 @@ class ApiView(View):
     """A view whose errors are JSON with a stable code, never a bare 500 page."""
 
     async def dispatch(self, request: Any) -> Any:
-        """Run the handler; ApiError and invalid bodies become JSON errors."""
+        """Run the handler; ApiError and invalid input become JSON errors."""
         try:
             if not recovered(app) or app.should_stop:
                 raise not_ready()
+            self.check_path(request)
             return await super().dispatch(request)
         except ApiError as exc:
             return self.json(exc.body(), status=exc.status, headers=exc.headers)
         except InvalidMessage as exc:
-            error = ApiError(422, exc.code, exc.reason, field=exc.field)
-            return self.json(error.body(), status=422)
+            status = 400 if exc.code == "invalid_json" else 422
+            error = ApiError(status, exc.code, exc.reason, field=exc.field)
+            return self.json(error.body(), status=status)
         except ServiceUnavailable:
             error = ApiError(
                 503,
@@ -84,20 +121,48 @@ class ApiView(View):
             error = ApiError(500, "internal", "internal error; see the worker log")
             return self.json(error.body(), status=500)
 
+    def check_path(self, request: Any) -> None:
+        """422 for a path parameter its operation's declared type refuses."""
+        contract = contract_of(getattr(self, request.method.lower(), None))
+        if contract is None:
+            return
+        for name, adapter in contract.adapters().items():
+            value = request.match_info.get(name)
+            try:
+                adapter.validate_python(value, strict=True)
+            except ValidationError as exc:
+                error = exc.errors(include_url=False)[0]
+                code = (
+                    "invalid_type"
+                    if error["type"].endswith("_type")
+                    else "invalid_value"
+                )
+                raise ApiError(
+                    422, code, f"{name}: {describe(error)}", field=name
+                ) from None
+
+    def answer(self, record: BaseModel, status: int = 200, **kwargs: Any) -> Response:
+        """A record as the JSON answer."""
+        return self.bytes(
+            record.__pydantic_serializer__.to_json(record),
+            content_type="application/json",
+            status=status,
+            **kwargs,
+        )
+
     def principal(self, request: Request) -> auth.Principal:
         """The caller, authenticated by its bearer key (401 otherwise)."""
         token = auth.bearer_token(request.headers.get("Authorization"))
         return auth.authenticate(token, app.settings, api_keys.get)
 
-    async def body(self, request: Request) -> Any:
-        """The request's JSON body, or 400 naming the problem."""
-        raw = await request.read()
-        try:
-            return orjson.loads(raw)
-        except orjson.JSONDecodeError as exc:
-            raise ApiError(
-                400, "invalid_json", f"body is not valid JSON: {exc}"
-            ) from None
+    async def parse(self, request: Request, model: type[M]) -> M:
+        """The request's JSON body as ``model``: 400 if not JSON, 422 if wrong."""
+        return decode(model, await request.read())
+
+    @staticmethod
+    def query(request: Request, model: type[M]) -> M:
+        """The query string as ``model`` (422 naming a wrong parameter)."""
+        return decode_object(model, dict(request.query))
 
     async def forward(
         self,
@@ -128,6 +193,21 @@ class ApiView(View):
                 },
             )
 
+    async def forward_to_owner(
+        self, table: str, key: str, request: Request, raw: bytes
+    ) -> Response | None:
+        """The answer of the worker owning ``key`` of ``table`` (body and all),
+        or None if that is this worker."""
+        if request.headers.get(FORWARDED):
+            return None
+        try:
+            owner = app.router.key_store(table, key)
+        except KeyError:
+            raise ServiceUnavailable() from None
+        if is_this_worker(owner):
+            return None
+        return await self.forward(owner, request, raw)
+
     async def routed(self, table: str, key: str, request: Request) -> Response | None:
         """The owner's answer if another worker holds ``key``; None if we do."""
         if request.headers.get(FORWARDED):
@@ -152,9 +232,11 @@ def partition_owner(table_name: str, partition: int) -> URL:
     raise ServiceUnavailable()
 
 
-def tenant_of(principal: auth.Principal, request: Request) -> str:
+def tenant_of(
+    principal: auth.Principal, request: Request, query: type[TenantQuery] = TenantQuery
+) -> str:
     """The tenant a call acts for: the key's, or an admin's ``?tenant=``."""
-    return principal.tenant_for(request.query.get("tenant"))
+    return principal.tenant_for(ApiView.query(request, query).tenant)
 
 
 async def produce(
@@ -165,66 +247,101 @@ async def produce(
     await pending
 
 
-@app.page("/v1/notifications")
+#: Path parameter types, shared by the operations that take them.
+USER_ID = {"user_id": PathSegment}
+NOTIFICATION_ID = {
+    "notification_id": Annotated[
+        str, StringConstraints(pattern=NOTIFICATION_ID_PATTERN)
+    ]
+}
+STATUS_LINK = Link(
+    "getNotification",
+    {"notification_id": "$response.body#/notification_id"},
+    "The notification's status and trail.",
+)
+
+
+@route("/v1/notifications")
 class Notifications(ApiView):
     """Accept notifications."""
 
+    @operation(
+        operation_id="createNotification",
+        summary="Accept a notification (202: queued, not yet delivered)",
+        status=202,
+        answer=NotificationAccepted,
+        body=NotificationRequest,
+        errors=(409,),
+        links={"status": STATUS_LINK},
+    )
     async def post(self, request: Request) -> Response:
-        """202 with the notification id; the same key again changes nothing."""
+        """202 with the notification id; the same key again changes nothing.
+
+        A key used before for another request (whatever its priority) is 409
+        at once; a request whose data lacks a field its type's templates need
+        is 422 naming it (`data.<field>`).
+        """
         principal = self.principal(request)
         principal.require(auth.NOTIFY_SCOPE)
         raw = await request.read()  # kept as is to forward to the owning worker
-        body = await self.body(request)
-        if isinstance(body, dict):
-            body = {**body, "tenant": principal.tenant_for(body.get("tenant"))}
-        parsed = validate_request(body)
+        parsed = decode(NotificationRequest, raw)
+        explicit = parsed.tenant if "tenant" in parsed.model_fields_set else None
+        tenant = principal.tenant_for(explicit)
+        if tenant != parsed.tenant:
+            parsed = parsed.model_copy(update={"tenant": tenant})
+        check_template_data(parsed)
         lane = lane_for(parsed.priority)
         ukey = user_key(parsed.tenant, parsed.recipient.user_id)
         nid = notification_id(
             parsed.tenant, parsed.idempotency_key, parsed.recipient.user_id, lane
         )
         table_key, digest = self.table_key(parsed), body_hash(parsed)
-        if lane in app.settings.worker_lanes:
-            owner = await self.forward_to_owner(ukey, request, raw)
-            if owner is not None:
-                return owner
-            replay = self.seen_before(parsed, table_key, digest)
-            if replay:
-                return self.json(
-                    {"notification_id": nid, "status": "duplicate"},
-                    status=202,
-                    headers={"Idempotent-Replayed": "true"},
-                )
-            # Held before the produce, so a retry racing this one is caught.
-            accepted_keys.remember(table_key, digest)
+        # Whichever lane the request rides, the key is checked here: this
+        # worker's idempotency table holds both lanes' keys (shared when both
+        # lanes run here, copied from the other lane's changelog when not).
+        owner = await self.forward_to_owner(idempotency.name, ukey, request, raw)
+        if owner is not None:
+            return owner
+        replay = self.seen_before(parsed, table_key, digest)
+        if replay:
+            return self.answer(
+                NotificationAccepted(notification_id=nid, status="duplicate"),
+                status=202,
+                headers={"Idempotent-Replayed": "true"},
+            )
+        # Held before the produce, so a retry racing this one is caught.
+        accepted_keys.remember(table_key, digest)
         try:
             # Keyed tenant/user_id with Kafka's default partitioner: on the
             # user's partition, so ingest decides it in place (no
             # notify.accepted hop).
-            await produce(app.topology.requests[lane], ukey, orjson.dumps(body))
+            await produce(app.topology.requests[lane], ukey, parsed.dumps())
         except BaseException:
             accepted_keys.forget(table_key)
             raise
-        return self.json({"notification_id": nid, "status": "accepted"}, status=202)
+        if lane in app.settings.worker_lanes:
+            # Its status lives on this worker (the user's partition, this
+            # lane's group): a GET right away finds it accepted.
+            accepted_statuses.remember(
+                nid,
+                NotificationStatus(
+                    notification_id=nid,
+                    tenant=parsed.tenant,
+                    user_id=parsed.recipient.user_id,
+                    type=parsed.type,
+                    priority=parsed.priority,
+                    lane=lane,
+                    campaign_id=parsed.campaign_id,
+                ),
+            )
+        return self.answer(
+            NotificationAccepted(notification_id=nid, status="accepted"), status=202
+        )
 
     @staticmethod
     def table_key(parsed: NotificationRequest) -> str:
         """The idempotency table's key of ``parsed``'s idempotency key."""
         return seen_key(parsed.tenant, parsed.recipient.user_id, parsed.idempotency_key)
-
-    async def forward_to_owner(
-        self, ukey: str, request: Request, raw: bytes
-    ) -> Response | None:
-        """Let the worker that owns the user's idempotency entries answer."""
-        if request.headers.get(FORWARDED):
-            return None
-        try:
-            owner = app.router.key_store(idempotency.name, ukey)
-        except KeyError:
-            raise ServiceUnavailable() from None
-        if is_this_worker(owner):
-            return None
-        return await self.forward(owner, request, raw)
 
     def seen_before(
         self, parsed: NotificationRequest, table_key: str, digest: str
@@ -251,15 +368,24 @@ class Notifications(ApiView):
         return True
 
 
-@app.page("/v1/notifications/{notification_id}")
+@route("/v1/notifications/{notification_id}")
 class NotificationStatusView(ApiView):
     """One notification: per-channel status and decision trail."""
 
+    @operation(
+        operation_id="getNotification",
+        summary="A notification's per-channel status and decision trail",
+        status=200,
+        answer=NotificationStatus,
+        path=NOTIFICATION_ID,
+        errors=(404,),
+    )
     async def get(self, request: Request, notification_id: str) -> Response:
         """The status, answered by the worker holding it.
 
-        The id names the notification's lane and its user's partition: the
-        status lives there, in that lane's consumer group (see pipeline.status).
+        The id (as POST returned it) names the notification's lane and its
+        user's partition: the status lives there, in that lane's consumer
+        group. 404 until the worker has recorded its first decision.
         """
         principal = self.principal(request)
         ref = parse_notification_id(notification_id)
@@ -272,12 +398,14 @@ class NotificationStatusView(ApiView):
             owner = partition_owner(status.name, partition)
             if not is_this_worker(owner):
                 return await self.forward(owner, request)
-        current = status.get(notification_id)
+        current = freshest(
+            status.get(notification_id), accepted_statuses, notification_id
+        )
         if current is None:
             raise not_found(f"no notification {notification_id!r} (yet)")
         if not principal.is_admin and current.tenant != principal.tenant:
             raise forbidden(f"notification {notification_id!r} is another tenant's")
-        return self.json(current.asdict())
+        return self.answer(current)
 
     async def other_lane(self, lane: str, nid: str, request: Request) -> Response:
         """Ask the workers of ``lane`` (NOTIFY_LANE_URLS), which hold its status."""
@@ -298,69 +426,158 @@ def user_route(kind: str) -> str:
     return "/v1/users/{user_id}" + (f"/{kind}" if kind else "")
 
 
-@app.page(user_route("preferences"))
-class PreferencesView(ApiView):
+def state_link(operation_id: str, member: str, what: str) -> Link:
+    """The link from a user-state write to reading what it stored."""
+    return Link(
+        operation_id,
+        {
+            "user_id": "$request.path.user_id",
+            "tenant": f"$response.body#/{member}/tenant",
+        },
+        what,
+    )
+
+
+class UserStateView(ApiView):
+    """One kind of user state: read from the table of the worker owning the
+    user, replaced whole through its compacted topic."""
+
+    table: Any
+    written: Recent[Any]
+    update: type[BaseModel]
+    record: type[BaseModel]
+    topic: str
+
+    async def stored(
+        self, request: Request, user_id: str
+    ) -> tuple[Response | None, Any, str]:
+        """The owner's answer if another worker owns the user; else the record
+        (this worker's own latest write if its table lacks it yet) and tenant."""
+        tenant = tenant_of(self.principal(request), request)
+        ukey = user_key(tenant, user_id)
+        forwarded = await self.routed(self.table.name, ukey, request)
+        if forwarded is not None:
+            return forwarded, None, tenant
+        return None, freshest(self.table.get(ukey), self.written, ukey), tenant
+
+    async def replace(self, request: Request, user_id: str) -> Any:
+        """The owner's answer if another worker owns the user; else the record
+        written (produced, and remembered until the table has it)."""
+        tenant = tenant_of(self.principal(request), request)
+        ukey = user_key(tenant, user_id)
+        raw = await request.read()
+        owner = await self.forward_to_owner(self.table.name, ukey, request, raw)
+        if owner is not None:
+            return owner
+        update = decode(self.update, raw)
+        record = self.record(
+            **dict(update), user_id=user_id, tenant=tenant, updated_at=app.clock.now()
+        )
+        await produce(getattr(app.topology, self.topic), ukey, record)
+        self.written.remember(ukey, record)
+        return record
+
+
+@route(user_route("preferences"))
+class PreferencesView(UserStateView):
     """A user's preferences."""
 
+    table = preferences
+    written = written_preferences
+    update = PreferencesUpdate
+    record = Preferences
+    topic = "preferences"
+
+    @operation(
+        operation_id="getPreferences",
+        summary="A user's preferences (defaults if never set)",
+        status=200,
+        answer=Preferences,
+        path=USER_ID,
+        query=TenantQuery,
+    )
     async def get(self, request: Request, user_id: str) -> Response:
         """The stored preferences (defaults if none were ever set)."""
-        tenant = tenant_of(self.principal(request), request)
-        ukey = user_key(tenant, user_id)
-        forwarded = await self.routed(preferences.name, ukey, request)
+        forwarded, current, tenant = await self.stored(request, user_id)
         if forwarded is not None:
             return forwarded
-        current = preferences.get(ukey)
-        if current is None:
-            current = Preferences(user_id=user_id, tenant=tenant)
-        return self.json(current.asdict())
+        return self.answer(current or Preferences(user_id=user_id, tenant=tenant))
 
+    @operation(
+        operation_id="putPreferences",
+        summary="Replace a user's preferences (applied asynchronously)",
+        status=202,
+        answer=PreferencesAccepted,
+        body=PreferencesUpdate,
+        path=USER_ID,
+        query=TenantQuery,
+        links={
+            "preferences": state_link(
+                "getPreferences", "preferences", "The preferences as now stored."
+            )
+        },
+    )
     async def put(self, request: Request, user_id: str) -> Response:
-        """Replace the preferences; applied once the worker reads the update."""
-        tenant = tenant_of(self.principal(request), request)
-        prefs = validate_preferences(
-            await self.body(request),
-            tenant=tenant,
-            user_id=user_id,
-            now=app.clock.now(),
-        )
-        await produce(app.topology.preferences, user_key(tenant, user_id), prefs)
-        return self.json(
-            {"status": "accepted", "preferences": prefs.asdict()}, status=202
+        """Replace the preferences whole; applied once the worker reads the update."""
+        written = await self.replace(request, user_id)
+        if not isinstance(written, Preferences):
+            return written
+        return self.answer(
+            PreferencesAccepted(status="accepted", preferences=written), status=202
         )
 
 
-@app.page(user_route(""))
-class ProfileView(ApiView):
+@route(user_route(""))
+class ProfileView(UserStateView):
     """A user's profile."""
 
+    table = profiles
+    written = written_profiles
+    update = ProfileUpdate
+    record = UserProfile
+    topic = "profiles"
+
+    @operation(
+        operation_id="getProfile",
+        summary="A user's profile",
+        status=200,
+        answer=UserProfile,
+        path=USER_ID,
+        query=TenantQuery,
+        errors=(404,),
+    )
     async def get(self, request: Request, user_id: str) -> Response:
-        """The stored profile, 404 if none."""
-        tenant = tenant_of(self.principal(request), request)
-        ukey = user_key(tenant, user_id)
-        forwarded = await self.routed(profiles.name, ukey, request)
+        """The stored profile, 404 if none (yet)."""
+        forwarded, current, _ = await self.stored(request, user_id)
         if forwarded is not None:
             return forwarded
-        current = profiles.get(ukey)
         if current is None:
             raise not_found(f"no profile for user {user_id!r}")
-        return self.json(current.asdict())
+        return self.answer(current)
 
+    @operation(
+        operation_id="putProfile",
+        summary="Replace a user's profile (applied asynchronously)",
+        status=202,
+        answer=ProfileAccepted,
+        body=ProfileUpdate,
+        path=USER_ID,
+        query=TenantQuery,
+        links={
+            "profile": state_link("getProfile", "profile", "The profile as now stored.")
+        },
+    )
     async def put(self, request: Request, user_id: str) -> Response:
-        """Replace the profile."""
-        tenant = tenant_of(self.principal(request), request)
-        profile = validate_profile(
-            await self.body(request),
-            tenant=tenant,
-            user_id=user_id,
-            now=app.clock.now(),
-        )
-        await produce(app.topology.profiles, user_key(tenant, user_id), profile)
-        return self.json(
-            {"status": "accepted", "profile": profile.asdict()}, status=202
+        """Replace the profile whole."""
+        written = await self.replace(request, user_id)
+        if not isinstance(written, UserProfile):
+            return written
+        return self.answer(
+            ProfileAccepted(status="accepted", profile=written), status=202
         )
 
 
-async def produce_device(device: Any) -> None:
+async def produce_device(device: DeviceToken) -> None:
     """Devices are keyed per token (compaction keeps each) but partitioned by user."""
     ukey = user_key(device.tenant, device.user_id)
     topic = app.topology.devices
@@ -368,135 +585,211 @@ async def produce_device(device: Any) -> None:
     await produce(topic, f"{ukey}#{device.token}", device, partition)
 
 
-@app.page(user_route("devices"))
+@route(user_route("devices"))
 class DevicesView(ApiView):
     """Register a user's push tokens."""
 
+    @operation(
+        operation_id="registerDevice",
+        summary="Register or refresh a push token",
+        status=202,
+        answer=DeviceAccepted,
+        body=DeviceRegistration,
+        path=USER_ID,
+        query=TenantQuery,
+        links={
+            "remove": Link(
+                "removeDevice",
+                {
+                    "user_id": "$request.path.user_id",
+                    "token": "$response.body#/device/token",
+                    "platform": "$response.body#/device/platform",
+                    "tenant": "$response.body#/device/tenant",
+                },
+                "Deactivate the token just registered.",
+            )
+        },
+    )
     async def post(self, request: Request, user_id: str) -> Response:
         """Register or refresh one token."""
         tenant = tenant_of(self.principal(request), request)
-        device = validate_device(
-            await self.body(request),
-            tenant=tenant,
+        registration = await self.parse(request, DeviceRegistration)
+        device = DeviceToken(
+            **dict(registration),
             user_id=user_id,
-            now=app.clock.now(),
+            tenant=tenant,
+            updated_at=app.clock.now(),
         )
         await produce_device(device)
-        return self.json({"status": "accepted", "device": device.asdict()}, status=202)
+        return self.answer(DeviceAccepted(status="accepted", device=device), status=202)
 
 
-@app.page(user_route("devices") + "/{token}")
+@route(user_route("devices") + "/{token}")
 class DeviceView(ApiView):
     """Remove one push token."""
 
+    @operation(
+        operation_id="removeDevice",
+        summary="Deactivate a push token",
+        status=202,
+        answer=DeviceAccepted,
+        path={
+            **USER_ID,
+            "token": Annotated[PushToken, StringConstraints(pattern=SEGMENT_PATTERN)],
+        },
+        query=DeviceQuery,
+    )
     async def delete(self, request: Request, user_id: str, token: str) -> Response:
         """Deactivate the token: it receives no further pushes."""
-        tenant = tenant_of(self.principal(request), request)
-        device = validate_device(
-            {
-                "token": token,
-                "platform": request.query.get("platform", "fcm"),
-                "active": False,
-            },
-            tenant=tenant,
+        query = self.query(request, DeviceQuery)
+        tenant = self.principal(request).tenant_for(query.tenant)
+        device = DeviceToken(
+            token=token,
+            platform=query.platform,
+            active=False,
             user_id=user_id,
-            now=app.clock.now(),
+            tenant=tenant,
+            updated_at=app.clock.now(),
         )
         await produce_device(device)
-        return self.json({"status": "accepted", "device": device.asdict()}, status=202)
+        return self.answer(DeviceAccepted(status="accepted", device=device), status=202)
 
 
-@app.page("/v1/schemas/{name}")
+@route("/v1/schemas/{name}")
 class SchemaView(ApiView):
     """The published JSON Schemas."""
 
+    @operation(
+        operation_id="getSchema",
+        summary="One published JSON Schema (draft 2020-12)",
+        status=200,
+        media={JSON_SCHEMA: "The JSON Schema."},
+        path={"name": PathSegment},
+        errors=(404,),
+    )
     async def get(self, request: Request, name: str) -> Response:
         """One schema by name (with or without ``.json``)."""
         self.principal(request)
         record = jsonschema.PUBLISHED.get(name.removesuffix(".json"))
         if record is None:
             raise not_found(f"no schema {name!r}; see /v1/schemas")
-        return self.json(jsonschema.schema_for(record))
+        return self.bytes(
+            orjson.dumps(jsonschema.schema_for(record)), content_type=JSON_SCHEMA
+        )
 
 
-@app.page("/v1/schemas")
+@route("/v1/schemas")
 class SchemaIndex(ApiView):
     """The list of published JSON Schemas."""
 
+    @operation(
+        operation_id="listSchemas",
+        summary="The published JSON Schemas, name → path",
+        status=200,
+        answer=SchemaList,
+    )
     async def get(self, request: Request) -> Response:
         """Names and paths of every published schema."""
         self.principal(request)
-        return self.json(
-            {name: f"/v1/schemas/{name}.json" for name in sorted(jsonschema.PUBLISHED)}
+        return self.answer(
+            SchemaList(
+                schemas={
+                    name: f"/v1/schemas/{name}.json"
+                    for name in sorted(jsonschema.PUBLISHED)
+                }
+            )
         )
 
 
-@app.page("/v1/admin/keys")
+@route("/v1/admin/keys")
 class ApiKeysView(ApiView):
     """Tenant API keys (admin scope)."""
 
+    @operation(
+        operation_id="createKey",
+        summary="Create a tenant API key (admin scope)",
+        status=201,
+        answer=KeyCreated,
+        body=KeyRequest,
+        links={
+            "revoke": Link(
+                "revokeKey",
+                {"key_id": "$response.body#/key_id"},
+                "Revoke the key just created.",
+            )
+        },
+    )
     async def post(self, request: Request) -> Response:
         """Create a key for a tenant; its secret is shown in this answer only."""
         self.principal(request).require(auth.ADMIN_SCOPE)
-        body = await self.body(request)
-        if not isinstance(body, Mapping):
-            raise ApiError(422, "not_an_object", "the body must be a JSON object")
-        tenant = body.get("tenant")
-        if not isinstance(tenant, str) or not tenant.strip():
-            raise ApiError(
-                422, "required", "tenant: required non-empty string", field="tenant"
-            )
-        scopes = body.get("scopes", [auth.NOTIFY_SCOPE])
-        if not isinstance(scopes, list) or not set(scopes) <= auth.SCOPES or not scopes:
-            raise ApiError(
-                422,
-                "invalid_value",
-                f"scopes: a non-empty subset of {sorted(auth.SCOPES)}",
-                field="scopes",
-            )
-        plaintext, record = auth.new_key(tenant, scopes, app.clock.now())
-        await produce(app.topology.api_keys, record.key_id, record)
-        return self.json(
-            {
-                "key_id": record.key_id,
-                "tenant": tenant,
-                "scopes": record.scopes,
-                "api_key": plaintext,
-            },
-            status=201,
+        wanted = await self.parse(request, KeyRequest)
+        plaintext, record = auth.new_key(
+            wanted.tenant, list(wanted.scopes), app.clock.now()
         )
+        await produce(app.topology.api_keys, record.key_id, record)
+        created_keys.remember(record.key_id, record)
+        created = KeyCreated(
+            key_id=record.key_id,
+            tenant=record.tenant,
+            scopes=record.scopes,
+            api_key=plaintext,
+        )
+        return self.answer(created, status=201)
 
+    @operation(
+        operation_id="listKeys",
+        summary="List API keys (admin scope; secrets never shown)",
+        status=200,
+        answer=KeyList,
+        query=TenantQuery,
+    )
     async def get(self, request: Request) -> Response:
         """Every key (never its secret), optionally of one ``?tenant=``."""
         self.principal(request).require(auth.ADMIN_SCOPE)
-        tenant = request.query.get("tenant")
+        tenant = self.query(request, TenantQuery).tenant
         keys = [
-            {k: v for k, v in key.asdict().items() if k != "secret_sha256"}
+            KeyInfo(**key.model_dump(exclude={"secret_sha256"}))
             for key in api_keys.values()
             if tenant is None or key.tenant == tenant
         ]
-        return self.json({"keys": sorted(keys, key=lambda k: k["key_id"])})
+        return self.answer(KeyList(keys=sorted(keys, key=lambda k: k.key_id)))
 
 
-@app.page("/v1/admin/keys/{key_id}")
+@route("/v1/admin/keys/{key_id}")
 class ApiKeyView(ApiView):
     """Revoke one key (admin scope)."""
 
+    @operation(
+        operation_id="revokeKey",
+        summary="Revoke an API key (admin scope)",
+        status=200,
+        answer=KeyRevoked,
+        path={"key_id": PathSegment},
+        errors=(404,),
+    )
     async def delete(self, request: Request, key_id: str) -> Response:
         """Mark the key revoked on every worker."""
         self.principal(request).require(auth.ADMIN_SCOPE)
-        record = api_keys.get(key_id)
-        if record is None:
+        record = freshest(api_keys.get(key_id), created_keys, key_id)
+        if record is None or record.revoked:
             raise not_found(f"no key {key_id!r}")
-        revoked = type(record)(**{**record.asdict(), "revoked": True})
+        revoked = record.model_copy(update={"revoked": True})
         await produce(app.topology.api_keys, key_id, revoked)
-        return self.json({"key_id": key_id, "revoked": True})
+        created_keys.forget(key_id)
+        return self.answer(KeyRevoked(key_id=key_id, revoked=True))
 
 
-@app.page("/openapi.json")
+@route("/openapi.json")
 class OpenApiView(View):
-    """The OpenAPI 3 document of this API (no key needed)."""
+    """The OpenAPI 3.1 document of this API (no key needed)."""
 
+    @operation(
+        operation_id="getOpenApi",
+        summary="This document",
+        status=200,
+        media={JSON: "OpenAPI 3.1."},
+        public=True,
+    )
     async def get(self, request: Request) -> Response:
-        """The document."""
+        """The document, generated from the records and the routes."""
         return self.json(openapi_document())

@@ -131,15 +131,13 @@ def narrowed(job: DeliveryJob, kept: list[Target]) -> DeliveryJob:
     devices: list[DeviceToken] = [
         device for device in job.devices if token_id(device.token) in ids
     ]
-    return DeliveryJob(**{**job.asdict(), "devices": devices})
+    return job.model_copy(update={"devices": devices})
 
 
 def retry_job(job: DeliveryJob, kept: list[Target], due: datetime) -> DeliveryJob:
     """The next attempt of ``job`` for the targets that will be tried again."""
     base = narrowed(job, kept)
-    return DeliveryJob(
-        **{**base.asdict(), "attempt": job.attempt + 1, "not_before": due}
-    )
+    return base.model_copy(update={"attempt": job.attempt + 1, "not_before": due})
 
 
 def schedule_key(job: DeliveryJob) -> str:

@@ -80,6 +80,7 @@ def request(**fields: Any) -> NotificationRequest:
         "recipient": Recipient(user_id="u_991"),
         "type": "order_shipped",
         "channels": ["push", "email"],
+        "data": {"order_id": 4412},
     }
     return NotificationRequest(**{**values, **fields})
 

@@ -111,7 +111,7 @@ async def test_malformed_message_goes_to_dead_letter_with_its_bytes(
     assert call is not None
     assert (call.kwargs["key"], call.kwargs["value"]) == (b"u_1", raw)
     headers = dict(call.kwargs["headers"])
-    assert headers[DLQ_REASON] == b"recipient.user_id: required non-empty string"
+    assert headers[DLQ_REASON] == b"recipient.user_id: required"
     assert headers[DLQ_CODE] == b"required"
     assert headers[DLQ_STAGE] == b"ingest"
     assert headers[DLQ_SOURCE].startswith(b"notify.requests.bulk[")
@@ -140,10 +140,10 @@ async def test_a_bug_trips_the_commit_guard_instead_of_skipping_the_message(
     monkeypatch.setattr(app, "crash", crash)
     monkeypatch.setattr(app.commit_guard, "failure", None)
 
-    def broken(raw: bytes) -> None:
+    def broken(model: type, raw: bytes) -> None:
         raise KeyError("a bug, not bad input")
 
-    monkeypatch.setattr(agents.ingest, "parse_request", broken)
+    monkeypatch.setattr(agents.ingest, "decode", broken)
     async with app.agents["ingest.critical"].test_context() as agent:
         # The agent takes batches: the crash surfaces here or as the agent stops.
         with contextlib.suppress(KeyError):

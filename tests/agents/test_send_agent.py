@@ -401,7 +401,7 @@ async def test_the_retry_timer_releases_due_jobs_once(
 @pytest.mark.parametrize(
     ("raw", "partition", "code"),
     [
-        (b"{not json", HOME, b"invalid"),
+        (b"{not json", HOME, b"invalid_json"),
         (job("sms").dumps(), HOME, b"misrouted"),  # an SMS job on the email topic
         (job().dumps(), (HOME + 1) % app.settings.topic_partitions, b"misrouted"),
     ],

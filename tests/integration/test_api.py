@@ -24,6 +24,7 @@ from tests.support import (
     WorkerProcess,
     call,
     produce,
+    read_until,
     unique,
     wait_for,
 )
@@ -92,6 +93,7 @@ def notify(user: str, key: str, **fields: Any) -> dict[str, Any]:
         "recipient": {"user_id": user},
         "type": "order_shipped",
         "priority": "transactional",
+        "data": {"order_id": 4412},
         **fields,
     }
 
@@ -129,7 +131,9 @@ def test_accept_deduplicate_and_suppress_an_opted_out_channel(
     assert (again.status, again.body["notification_id"]) == (202, nid)
     assert again.body["status"] == "duplicate"
     assert again.headers.get("Idempotent-Replayed") == "true"
-    conflict = api(worker, "POST", "/v1/notifications", {**body, "data": {"x": 1}})
+    conflict = api(
+        worker, "POST", "/v1/notifications", {**body, "data": {"order_id": 1}}
+    )
     assert conflict.status == 409
     assert conflict.body["error"]["code"] == "idempotency_conflict"
     assert conflict.body["error"]["field"] == "idempotency_key"
@@ -179,6 +183,7 @@ def test_quiet_hours_defer_promotional_but_not_critical(worker: WorkerProcess) -
             priority="promotional",
             channels=["email"],
             campaign_id=1042,
+            data={"headline": "Winter sale", "message": "Everything half off."},
         ),
     )
     critical = api(
@@ -191,6 +196,7 @@ def test_quiet_hours_defer_promotional_but_not_critical(worker: WorkerProcess) -
             type="password_reset",
             priority="critical",
             channels=["email"],
+            data={"reset_url": "https://app.example.com/reset/482913"},
         ),
     )
     assert promo.status == critical.status == 202
@@ -225,7 +231,7 @@ def test_bad_requests_get_json_errors_naming_the_field(worker: WorkerProcess) ->
     assert missing.status == 422
     assert missing.body["error"] == {
         "code": "required",
-        "message": "recipient.user_id: required non-empty string",
+        "message": "recipient.user_id: required",
         "field": "recipient.user_id",
     }
     prefs = api(
@@ -337,15 +343,12 @@ def test_status_is_answered_by_whichever_worker_is_asked(
             assert body["notification_id"] == nid
 
 
-def test_status_of_another_lanes_notification_is_asked_of_that_lanes_workers(
-    broker_with_topics: BrokerUnderTest, start_worker: WorkerFactory
-) -> None:
-    """One worker per lane (two groups): each keeps its own lane's status, and a
-    GET for the other lane's notification is forwarded to NOTIFY_LANE_URLS."""
-    app_id = unique("lanes")
+def lane_workers(start_worker: WorkerFactory, app_id: str) -> dict[str, WorkerProcess]:
+    """One worker per lane of one app (two consumer groups), each knowing
+    where the other lane answers (NOTIFY_LANE_URLS); not yet ready."""
     ports = {"critical": free_port(), "bulk": free_port()}
     urls = ",".join(f"{lane}=http://127.0.0.1:{port}" for lane, port in ports.items())
-    workers = {
+    return {
         lane: start_worker(
             app_id=app_id,
             name=lane,
@@ -353,11 +356,19 @@ def test_status_of_another_lanes_notification_is_asked_of_that_lanes_workers(
             notify_lanes=lane,
             notify_lane_urls=urls,
             # Unknown users' channels are suppressed at once, not held: the
-            # test wants each notification in its final state quickly.
+            # tests want each notification in its final state quickly.
             notify_unknown_user_wait="0",
         )
         for lane in ports
     }
+
+
+def test_status_of_another_lanes_notification_is_asked_of_that_lanes_workers(
+    broker_with_topics: BrokerUnderTest, start_worker: WorkerFactory
+) -> None:
+    """One worker per lane (two groups): each keeps its own lane's status, and a
+    GET for the other lane's notification is forwarded to NOTIFY_LANE_URLS."""
+    workers = lane_workers(start_worker, unique("lanes"))
     # A critical-only worker that does not know where the bulk lane answers.
     alone = start_worker(app_id=unique("alone"), name="alone", notify_lanes="critical")
     for worker in (*workers.values(), alone):
@@ -379,7 +390,11 @@ def test_status_of_another_lanes_notification_is_asked_of_that_lanes_workers(
     assert refused.status == 503
     assert refused.body["error"]["code"] == "lane_not_served"
     assert "NOTIFY_LANE_URLS" in refused.body["error"]["message"]
-    assert api(alone, "GET", "/v1/notifications/n_nonsense").status == 404
+    malformed = api(alone, "GET", "/v1/notifications/n_nonsense")
+    assert (malformed.status, malformed.body["error"]["field"]) == (
+        422,
+        "notification_id",
+    )
 
 
 def test_requests_while_the_worker_starts_get_503_never_a_500(
@@ -414,9 +429,88 @@ def test_a_reused_key_is_answered_at_once(worker: WorkerProcess) -> None:
     body = notify(user, key)
     first = api(worker, "POST", "/v1/notifications", body)
     again = api(worker, "POST", "/v1/notifications", body)
-    conflict = api(worker, "POST", "/v1/notifications", {**body, "data": {"x": 1}})
+    conflict = api(
+        worker, "POST", "/v1/notifications", {**body, "data": {"order_id": 1}}
+    )
     assert first.status == 202 and first.body["status"] == "accepted"
     assert (again.status, again.body["status"]) == (202, "duplicate")
     assert again.body["notification_id"] == first.body["notification_id"]
     assert conflict.status == 409
     assert conflict.body["error"]["code"] == "idempotency_conflict"
+
+
+def test_a_key_reused_on_the_other_lane_is_a_conflict(worker: WorkerProcess) -> None:
+    """Keys are per tenant across both lanes: the same key with another priority
+    (so another lane) is 409 at once, and again once fanout has recorded it."""
+    user, key = unique("u"), unique("lane")
+    body = notify(user, key)
+    first = api(worker, "POST", "/v1/notifications", body)
+    promoted = {**body, "priority": "promotional"}
+    at_once = api(worker, "POST", "/v1/notifications", promoted)
+    assert first.status == 202
+    assert (at_once.status, at_once.body["error"]["code"]) == (
+        409,
+        "idempotency_conflict",
+    )
+    status_of(worker, first.body["notification_id"], lambda s: s["channels"])
+    later = api(worker, "POST", "/v1/notifications", promoted)
+    assert later.status == 409
+
+
+def test_a_key_reused_across_lanes_run_apart_is_a_conflict(
+    broker_with_topics: BrokerUnderTest, start_worker: WorkerFactory
+) -> None:
+    """One worker per lane (two groups, two idempotency tables): a key the
+    critical lane accepted is known to the bulk lane's worker once it has read
+    the critical lane's changelog, so the key reused as promotional is 409."""
+    app_id = unique("split")
+    workers = lane_workers(start_worker, app_id)
+    for worker in workers.values():
+        worker.wait_ready(timeout=90)
+    body = notify(unique("u"), unique("k"), channels=["sms"])
+    first = api(workers["critical"], "POST", "/v1/notifications", body)
+    assert (first.status, first.body["status"]) == (202, "accepted")
+    nid = first.body["notification_id"]
+
+    # The bulk lane's own changelog gets the entry once its peer agent has
+    # copied it into the bulk lane's table.
+    read_until(
+        broker_with_topics.bootstrap,
+        [f"{app_id}-bulk-idempotency-changelog"],
+        lambda kept: bool(kept),
+        keep=lambda message: nid.encode() in (message.value() or b""),
+    )
+    promoted = api(
+        workers["bulk"],
+        "POST",
+        "/v1/notifications",
+        {**body, "priority": "promotional"},
+    )
+    assert (promoted.status, promoted.body["error"]["code"]) == (
+        409,
+        "idempotency_conflict",
+    )
+
+
+def test_a_read_right_after_a_write_finds_it(worker: WorkerProcess) -> None:
+    """The worker that accepted a write answers a read of it at once, before
+    its table has applied it: a notification is `accepted`, a profile is the
+    one just put, a key just created can be revoked, and only once."""
+    user = unique("u")
+    posted = api(worker, "POST", "/v1/notifications", notify(user, unique("k")))
+    assert posted.status == 202
+    nid = posted.body["notification_id"]
+    seen = api(worker, "GET", f"/v1/notifications/{nid}")
+    assert (seen.status, seen.body["notification_id"]) == (200, nid)
+    assert seen.body["status"] in ("accepted", "queued", "sent", "suppressed")
+    put = api(worker, "PUT", f"/v1/users/{user}", {"email": "fresh@example.org"})
+    assert put.status == 202
+    profile = api(worker, "GET", f"/v1/users/{user}")
+    assert (profile.status, profile.body["email"]) == (200, "fresh@example.org")
+    created = call(
+        worker.web_port, "POST", "/v1/admin/keys", {"tenant": "acme"}, key=ADMIN_KEY
+    )
+    assert created.status == 201
+    path = f"/v1/admin/keys/{created.body['key_id']}"
+    revoked = call(worker.web_port, "DELETE", path, key=ADMIN_KEY)
+    assert (revoked.status, revoked.body["revoked"]) == (200, True)

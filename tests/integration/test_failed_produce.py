@@ -50,6 +50,7 @@ def test_failed_produce_stops_the_worker_and_loses_nothing(
                     "idempotency_key": key,
                     "recipient": {"user_id": f"u{i % 97}"},
                     "type": "order_shipped",
+                    "data": {"order_id": i},
                 }
             )
             for i, key in enumerate(keys)

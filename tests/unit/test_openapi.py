@@ -7,6 +7,7 @@ import importlib
 import pytest
 from jsonschema import Draft202012Validator
 
+from pipeline.api import docs
 from pipeline.api.openapi import openapi_document
 from pipeline.app import DISCOVER, app
 
@@ -15,9 +16,12 @@ for _module in DISCOVER:
 
 
 def served() -> dict[str, set[str]]:
-    """Path → HTTP methods of every view registered on the app's web server."""
+    """Path → HTTP methods of every view registered on the app's web server,
+    but the interactive docs, which show the document rather than being in it."""
     routes: dict[str, set[str]] = {}
     for path, view in app.web.views.items():
+        if path in docs.ROUTES:
+            continue
         routes[path] = {m.lower() for m in view.get_methods()} - {"head"}
     return routes
 
@@ -60,3 +64,64 @@ def test_component_schemas_are_valid_json_schema() -> None:
             Draft202012Validator.check_schema(schema)
         except Exception as exc:  # noqa: BLE001 - report which one
             pytest.fail(f"{name}: {exc}")
+
+
+def _refs(node: object) -> list[str]:
+    if isinstance(node, dict):
+        found = [node["$ref"]] if isinstance(node.get("$ref"), str) else []
+        return found + [ref for value in node.values() for ref in _refs(value)]
+    if isinstance(node, list):
+        return [ref for value in node for ref in _refs(value)]
+    return []
+
+
+def test_every_reference_resolves_inside_the_document() -> None:
+    """No `$ref` points outside the served document or at nothing."""
+    document = openapi_document()
+    broken = []
+    for ref in sorted(set(_refs(document))):
+        node: object = document
+        if not ref.startswith("#/"):
+            broken.append(ref)
+            continue
+        for part in ref[2:].split("/"):
+            if not isinstance(node, dict) or part not in node:
+                broken.append(ref)
+                break
+            node = node[part]
+    assert broken == []
+
+
+def test_operation_ids_are_unique_and_links_name_real_parameters() -> None:
+    """Links (what stateful fuzzing follows) lead to operations and their parameters."""
+    document = openapi_document()
+    operations = {
+        operation["operationId"]: operation
+        for methods in document["paths"].values()
+        for operation in methods.values()
+    }
+    count = sum(len(methods) for methods in document["paths"].values())
+    assert len(operations) == count
+    links = [
+        link
+        for operation in operations.values()
+        for response in operation["responses"].values()
+        for link in response.get("links", {}).values()
+    ]
+    assert links, "the document declares no links"
+    for link in links:
+        target = operations[link["operationId"]]
+        names = {parameter["name"] for parameter in target.get("parameters", [])}
+        assert set(link["parameters"]) <= names, link
+
+
+def test_query_parameters_never_take_null() -> None:
+    """A query string has no null: `?unread=null` is refused, and the document
+    says so (only "true" or "false")."""
+    inbox = openapi_document()["paths"]["/v1/users/{user_id}/inbox"]["get"]
+    unread = next(p for p in inbox["parameters"] if p["name"] == "unread")
+    assert unread["schema"] == {"enum": ["true", "false"], "type": "string"}
+    for methods in openapi_document()["paths"].values():
+        for operation in methods.values():
+            for parameter in operation.get("parameters", []):
+                assert "null" not in str(parameter["schema"]), parameter

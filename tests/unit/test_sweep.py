@@ -192,7 +192,11 @@ def trail(*entries: tuple[datetime, datetime | None]) -> bytes:
             notification_id="n_x",
             trail=[
                 TrailEntry(
-                    event_id=f"e{n}", event_type="x", stage="s", ts=ts, until=until
+                    event_id=f"e{n}",
+                    event_type="sent" if until is None else "deferred",
+                    stage="s",
+                    ts=ts,
+                    until=until,
                 )
                 for n, (ts, until) in enumerate(entries)
             ],
@@ -242,12 +246,12 @@ async def test_a_walked_partition_rests_before_the_next_walk() -> None:
     fill(store, {"p0-00": 500})
     clock = [0.0]
     sweeper = Sweeper(
-        App({0}),
+        App({0}),  # type: ignore[arg-type]
         Table(store),
         old,
         partition_of,
         "things",
-        rest=600,  # type: ignore[arg-type]
+        rest=600,
         clock=lambda: clock[0],
     )
     await sweeper.tick()

@@ -1,0 +1,176 @@
+"""The HTTP API's own bodies, answers and query strings, declared once.
+
+The records that travel on topics live in `schemas.records`; these are the
+shapes only the API speaks. The OpenAPI document (`pipeline.api.openapi`) is
+generated from them and from the records.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, ConfigDict, Field
+
+from schemas.records import (
+    DeviceToken,
+    InboxItem,
+    InboxRead,
+    Preferences,
+    Record,
+    UserProfile,
+)
+from schemas.types import UNIQUE, Instant, NonBlank, Platform, Scope, unique
+
+
+class ErrorDetail(Record):
+    """What went wrong, with a stable code; ``field`` names the faulty field."""
+
+    code: str
+    message: str
+    field: str | None = None
+
+
+class Error(Record):
+    """The body of every 4xx and 5xx answer."""
+
+    error: ErrorDetail
+
+
+class NotificationAccepted(Record):
+    """A notification taken in: ``duplicate`` when the key was already used
+    for this same request (nothing more is enqueued)."""
+
+    notification_id: str
+    status: Literal["accepted", "duplicate"]
+
+
+class PreferencesAccepted(Record):
+    """The preferences as they will be stored once the worker applies them."""
+
+    status: Literal["accepted"]
+    preferences: Preferences
+
+
+class ProfileAccepted(Record):
+    """The profile as it will be stored once the worker applies it."""
+
+    status: Literal["accepted"]
+    profile: UserProfile
+
+
+class DeviceAccepted(Record):
+    """The push token as it will be stored once the worker applies it."""
+
+    status: Literal["accepted"]
+    device: DeviceToken
+
+
+class ReadAccepted(Record):
+    """The read mark, applied to the inbox by the worker holding it."""
+
+    status: Literal["accepted"]
+    read: InboxRead
+
+
+class InboxPage(Record):
+    """A user's in-app messages, newest first."""
+
+    user_id: str
+    unread: int = Field(ge=0)
+    items: list[InboxItem]
+
+
+class KeyRequest(Record):
+    """A new tenant API key."""
+
+    tenant: NonBlank
+    scopes: Annotated[
+        list[Scope], Field(min_length=1), UNIQUE, AfterValidator(unique)
+    ] = ["notify"]
+
+
+class KeyCreated(Record):
+    """The new key: ``api_key`` is shown here only; the worker keeps its hash."""
+
+    key_id: str
+    tenant: str
+    scopes: list[Scope]
+    api_key: str
+
+
+class KeyInfo(Record):
+    """One API key, without its secret."""
+
+    key_id: str
+    tenant: str
+    scopes: list[Scope]
+    created_at: Instant
+    revoked: bool
+
+
+class KeyList(Record):
+    """API keys, by id."""
+
+    keys: list[KeyInfo]
+
+
+class KeyRevoked(Record):
+    """The key is revoked on every worker once they read the change."""
+
+    key_id: str
+    revoked: Literal[True]
+
+
+class ReceiptsApplied(Record):
+    """Provider receipts: how many the call carried, how many became events."""
+
+    received: int = Field(ge=0)
+    applied: int = Field(ge=0)
+
+
+class Health(Record):
+    """Liveness and readiness of one worker."""
+
+    model_config = ConfigDict(extra="allow")
+
+    status: Literal["ok", "failing"]
+    app_id: str
+    lanes: list[str]
+    ready: bool
+    assigned: int
+    failure: str | None
+    providers: dict[str, Any] | None = None
+
+
+class TenantQuery(Record):
+    """``?tenant=``: admin keys act for any tenant, tenant keys only for their own."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    tenant: NonBlank | None = None
+
+
+class InboxQuery(TenantQuery):
+    """``?unread=true`` lists unread messages only."""
+
+    unread: Literal["true", "false"] | None = None
+
+
+class DeviceQuery(TenantQuery):
+    """The platform of the token being removed."""
+
+    platform: Platform = "fcm"
+
+
+class WebhookQuery(Record):
+    """The tenant a provider's receipts belong to, when its callback URL names it."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    tenant: NonBlank | None = None
+
+
+class SchemaList(Record):
+    """The published JSON Schemas: name → path."""
+
+    schemas: dict[str, str]
