@@ -32,7 +32,6 @@ from pipeline.streams import BATCH_WINDOW, acting_for, batches
 from pipeline.topology import user_key
 from schemas.records import (
     AcceptedRequest,
-    Deferral,
     DeliveryJob,
     DeviceSet,
     NotificationEvent,
@@ -67,9 +66,10 @@ class Fanout:
 
     events: list[NotificationEvent] = field(default_factory=list)
     jobs: list[DeliveryJob] = field(default_factory=list)
-    deferral: Deferral | None = None
     seen: SeenRequest | None = None  # the key's first use, to store (new only)
     held: AcceptedRequest | None = None  # channels held while the user is unknown
+    #: Channels deferred (schedule_at, quiet hours), held until they are due.
+    scheduled: AcceptedRequest | None = None
 
 
 def event(
@@ -270,7 +270,7 @@ def fan_out(
             )
         )
     if deferred:
-        result.deferral = deferral(accepted, request, deferred)
+        result.scheduled = scheduled_request(accepted, deferred)
     return result
 
 
@@ -344,25 +344,29 @@ def held_request(
     )
 
 
-def deferral(
-    accepted: AcceptedRequest,
-    request: NotificationRequest,
-    verdicts: dict[str, Verdict],
-) -> Deferral:
-    """The record the scheduler re-drives, for the deferred channels only.
+#: Ends the key of a deferral's entry, so it never takes the key of an
+#: unknown-user hold of the same notification due at the same millisecond.
+SCHEDULED = "/scheduled"
+
+
+def scheduled_request(
+    accepted: AcceptedRequest, verdicts: dict[str, Verdict]
+) -> AcceptedRequest:
+    """The held table's entry that brings the deferred channels back when due.
 
     Quiet hours and ``schedule_at`` are the user's and the request's, so every
     deferred channel has the same ``until``; the latest is kept to be safe.
+    The timer releases it no earlier than that (``pipeline.due``), and fanout
+    decides it again then, as a new request: preferences may have changed,
+    the expiry may have passed.
     """
     until = max(v.until for v in verdicts.values() if v.until is not None)
-    held = {**accepted.request, "channels": sorted(verdicts)}
-    reasons = sorted({v.reason or "deferred" for v in verdicts.values()})
-    return Deferral(
-        notification_id=accepted.notification_id,
-        lane=accepted.lane,
-        until=until,
-        reason=",".join(reasons),
-        accepted=accepted.model_copy(update={"request": held}),
+    key = due_key(ms_at(until), accepted.notification_id + SCHEDULED)
+    return accepted.model_copy(
+        update={
+            "request": {**accepted.request, "channels": sorted(verdicts)},
+            "held_key": key,
+        }
     )
 
 
@@ -400,12 +404,11 @@ async def handle(
         idempotency[ikey] = result.seen.dumps()
     for job in result.jobs:
         topology.deliveries[(job.channel, lane)].send_soon(key=key, value=job)
-    if result.deferral is not None:
-        topology.deferred[lane].send_soon(key=key, value=result.deferral)
     if accepted.held_key is not None:  # released by the timer: this look ends it
         held_timer.done(accepted.held_key)
-    if result.held is not None:
-        held[result.held.held_key] = result.held
+    for waiting in (result.held, result.scheduled):
+        if waiting is not None:
+            held[waiting.held_key] = waiting
     for outcome in result.events:
         record(outcome)
 

@@ -19,7 +19,6 @@ AGENT_OUTPUTS: dict[str, tuple[str, ...]] = {
             "notify.accepted.bulk",
             # a request already on its user's partition is decided in place
             *(f"notify.deliveries.{channel}.{lane}" for channel in CHANNELS),
-            f"notify.deferred.{lane}",
             "notify.events",
             "notify.deadletter",
         )
@@ -28,7 +27,6 @@ AGENT_OUTPUTS: dict[str, tuple[str, ...]] = {
     **{
         f"fanout.{lane}": (
             *(f"notify.deliveries.{channel}.{lane}" for channel in CHANNELS),
-            f"notify.deferred.{lane}",
             "notify.events",
         )
         for lane in LANES

@@ -10,7 +10,6 @@ from schemas.records import (
     CHANNELS,
     AcceptedRequest,
     ApiKey,
-    Deferral,
     DeliveryJob,
     DeviceToken,
     InboxRead,
@@ -94,17 +93,6 @@ DELIVERIES = {
     )
     for lane in LANES
     for channel in CHANNELS
-}
-DEFERRED = {
-    lane: TopicSpec(
-        name=f"notify.deferred.{lane}",
-        key=USER_KEY,
-        value="Deferral",
-        lane=lane,
-        record=Deferral,
-        description="Notifications held back (quiet hours, schedule_at) and until when.",
-    )
-    for lane in LANES
 }
 RECEIPTS = {
     lane: TopicSpec(
@@ -190,7 +178,6 @@ ALL_TOPICS: tuple[TopicSpec, ...] = (
     *REQUESTS.values(),
     *ACCEPTED.values(),
     *DELIVERIES.values(),
-    *DEFERRED.values(),
     *RECEIPTS.values(),
     PROFILES,
     PREFERENCES,
@@ -223,7 +210,6 @@ class Topology:
         self.delivery_inputs = {
             key: self._bind(spec, raw=True) for key, spec in DELIVERIES.items()
         }
-        self.deferred = {lane: self._bind(spec) for lane, spec in DEFERRED.items()}
         self.receipts = {lane: self._bind(spec) for lane, spec in RECEIPTS.items()}
         self.profiles = self._bind(PROFILES)
         self.preferences = self._bind(PREFERENCES)

@@ -302,16 +302,6 @@ class DeliveryJob(Record):
     redrive: int = 0
 
 
-class Deferral(Record):
-    """A notification held back (quiet hours, schedule_at) until ``until``."""
-
-    notification_id: str
-    lane: Lane
-    until: Instant
-    reason: str
-    accepted: AcceptedRequest
-
-
 class DeviceSet(Record):
     """Every known push token of one user, by token (a table value)."""
 

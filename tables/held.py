@@ -1,12 +1,19 @@
-"""held: due key → AcceptedRequest, requests waiting for their user to be known.
+"""held: due key → AcceptedRequest, requests waiting for a time to come.
 
-A request for a user the worker knows nothing about yet (no profile, device
-or preferences) is usually one whose user was created a moment before: the
-profile is on another topic, with no order between the two. Instead of
-suppressing its channels at once (``no_email``), fanout holds it here and
-looks again a little later. Keys are ``<due ms>:<notification_id>``
-(``pipeline.due``); the entry is written and deleted by fanout on the user's
-partition, and released by the timer in ``agents.held``.
+Two kinds wait here, both written and deleted by fanout on the user's
+partition and released, once due, by the timer in ``agents.held``:
+
+- channels deferred by the request's ``schedule_at`` or the user's quiet
+  hours, due when those end (keys ``<due ms>:<notification_id>/scheduled``);
+- channels of a request whose user the worker knows nothing about yet (no
+  profile, device or preferences): usually a user created a moment before,
+  whose profile is on another topic in no order with the request. Instead of
+  suppressing them at once (``no_email``), fanout looks again a little later
+  (keys ``<due ms>:<notification_id>``).
+
+Keys start with the due time (``pipeline.due``), so each partition's store
+lists the due entries first; the changelog keeps them through a crash or a
+wiped disk. An entry is deleted when fanout has decided its release.
 """
 
 from __future__ import annotations
@@ -19,5 +26,5 @@ held = app.Table(
     key_type=str,
     value_type=AcceptedRequest,
     partitions=app.settings.topic_partitions,
-    help="Requests waiting for their user's state, by due time.",
+    help="Requests waiting for a due time (schedule, quiet hours, unknown user).",
 )

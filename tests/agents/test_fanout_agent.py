@@ -18,11 +18,12 @@ import pipeline.status
 from agents.ingest import accept
 from pipeline.app import app
 from pipeline.clock import FrozenClock
-from pipeline.due import DueTimer
+from pipeline.due import DueTimer, due_ms, time_at
 from pipeline.ids import notification_id
 from pipeline.partitioning import partition_for
 from schemas import codec
 from schemas.records import (
+    AcceptedRequest,
     DeviceToken,
     NotificationEvent,
     NotificationRequest,
@@ -56,15 +57,11 @@ def wired(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
     # Fanout's outputs are buffered (send_soon); dead letters are awaited.
     sends: dict[str, Any] = {
         "events": MagicMock(),
-        "deferred": MagicMock(),
         "deadletter": AsyncMock(),
     }
     monkeypatch.setattr(app.topology.events, "send_soon", sends["events"])
     monkeypatch.setattr(app.topology.events, "send", AsyncMock())
     monkeypatch.setattr(app.topology.deadletter, "send", sends["deadletter"])
-    monkeypatch.setattr(
-        app.topology.deferred["critical"], "send_soon", sends["deferred"]
-    )
     for (channel, lane), topic in app.topology.deliveries.items():
         if lane == "critical":
             sends[channel] = MagicMock()
@@ -214,8 +211,12 @@ async def test_a_busy_users_idempotency_entries_stay_small(
     assert wired["sends"]["email"].call_count == 100
 
 
-async def test_fanout_defers_in_quiet_hours(wired: dict[str, Any]) -> None:
-    """A deferral record goes to the lane's deferred topic; nothing is sent."""
+async def test_fanout_defers_in_quiet_hours_and_sends_when_they_end(
+    wired: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A deferral waits in the held table, due when the quiet hours end: the
+    timer releases nothing before, then the request once; fanout decides it
+    again, sends it, and the entry is gone."""
     tables, sends = wired["tables"], wired["sends"]
     tables["profiles"][KEY] = UserProfile(user_id="u_991", email="a@b.co")
     tables["preferences"][KEY] = Preferences(
@@ -226,9 +227,27 @@ async def test_fanout_defers_in_quiet_hours(wired: dict[str, Any]) -> None:
     async with app.agents["fanout.critical"].test_context() as agent:
         await agent.put(key=KEY, value=accepted)
     sends["email"].assert_not_called()
-    deferral = sends["deferred"].call_args.kwargs["value"]
-    assert deferral.until == NOW.replace(hour=10, minute=0)
-    assert deferral.reason == "quiet_hours"
+    (key,) = tables["held"]
+    assert time_at(due_ms(key)) == NOW.replace(hour=10, minute=0)
+    released: list[AcceptedRequest] = []
+
+    async def release(entry: AcceptedRequest) -> None:
+        released.append(entry)
+
+    timer = agents.held.held_timer
+    monkeypatch.setattr(timer, "release", release)
+    clock = FrozenClock(NOW.replace(hour=10, minute=0) - timedelta(milliseconds=1))
+    monkeypatch.setattr(app, "clock", clock)
+    assert await timer.tick() == 0  # a millisecond early: nothing
+    clock.advance(timedelta(milliseconds=1))
+    assert await timer.tick() == 1
+    assert await timer.tick() == 0  # released once, until fanout takes it
+    async with app.agents["fanout.critical"].test_context() as agent:
+        await agent.put(key=KEY, value=released[0])
+    assert sends["email"].call_args.kwargs["value"].notification_id == (
+        accepted.notification_id
+    )
+    assert tables["held"] == {}
 
 
 async def test_fanout_writes_the_status_of_what_it_decides(

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from agents.fanout import UserState, fan_out
+from agents.fanout import SCHEDULED, UserState, fan_out
 from agents.ingest import accept
+from pipeline.due import due_ms, time_at
 from pipeline.policy import TypeCatalogue
 from schemas.records import (
     AcceptedRequest,
@@ -69,7 +70,7 @@ def test_every_reachable_channel_gets_one_job_with_its_contacts() -> None:
     assert jobs["sms"].phone == "+14155550123"
     assert [e.event_type for e in result.events][0] == "accepted"
     assert outcomes(result) == {c: ("queued", None) for c in jobs}
-    assert result.deferral is None
+    assert result.scheduled is None
 
 
 def test_unreachable_channels_are_suppressed_with_a_reason() -> None:
@@ -116,9 +117,12 @@ def test_quiet_hours_defer_the_notification_once_for_its_channels() -> None:
     state = UserState(profile=PROFILE, devices=DEVICES, preferences=prefs)
     result = fan_out(accepted(), state, CATALOGUE, NOW)
     assert result.jobs == []
-    assert result.deferral is not None
-    assert result.deferral.until == NOW.replace(hour=13, minute=30)
-    assert result.deferral.accepted.notification().channels == ["email", "push"]
+    scheduled = result.scheduled
+    assert scheduled is not None and scheduled.held_key is not None
+    assert time_at(due_ms(scheduled.held_key)) == NOW.replace(hour=13, minute=30)
+    assert scheduled.held_key.endswith(scheduled.notification_id + SCHEDULED)
+    assert scheduled.notification().channels == ["email", "push"]
+    assert scheduled.held_since is None  # not an unknown user's wait
     assert outcomes(result)["sms"] == ("suppressed", "channel_opt_out:sms")
     assert outcomes(result)["push"] == ("deferred", "quiet_hours")
 
@@ -188,3 +192,73 @@ def test_a_duplicate_or_a_redelivery_stores_nothing_new() -> None:
         accepted(source="notify.requests.critical[0]@2"), state, CATALOGUE, NOW
     )
     assert again.seen is None and retry.seen is None
+
+
+def test_a_scheduled_request_waits_for_its_time_then_goes_out_as_new() -> None:
+    """schedule_at ahead: every channel deferred (`scheduled`) into one entry
+    due at that time; released at it, the same request is delivered, and its
+    first use of the key is no duplicate of itself."""
+    due = NOW + timedelta(minutes=5, milliseconds=1)
+    first = fan_out(accepted(schedule_at=due), REACHABLE, CATALOGUE, NOW)
+    assert first.jobs == []
+    assert set(outcomes(first).values()) == {("deferred", "scheduled")}
+    entry = first.scheduled
+    assert entry is not None and entry.held_key is not None
+    assert time_at(due_ms(entry.held_key)) == due
+    seen = live_entry(first.seen.dumps() if first.seen else None, due, DAY)
+    again = fan_out(
+        entry, UserState(profile=PROFILE, devices=DEVICES, seen=seen), CATALOGUE, due
+    )
+    assert {job.channel for job in again.jobs} == {"push", "email", "sms"}
+    assert again.scheduled is None and again.seen is None
+    assert all(job.notification_id == entry.notification_id for job in again.jobs)
+
+
+def test_a_released_request_past_its_expiry_expires() -> None:
+    """Released after the expiry (a worker down past it): nothing is sent."""
+    due = NOW + timedelta(minutes=5)
+    first = fan_out(
+        accepted(schedule_at=due, expiry_at=due + timedelta(seconds=1)),
+        REACHABLE,
+        CATALOGUE,
+        NOW,
+    )
+    entry = first.scheduled
+    assert entry is not None
+    late = fan_out(entry, REACHABLE, CATALOGUE, due + timedelta(seconds=2))
+    assert late.jobs == [] and late.scheduled is None
+    assert set(outcomes(late).values()) == {("expired", "expired")}
+
+
+def test_a_deferral_and_an_unknown_users_hold_never_share_a_key() -> None:
+    """Both wait in one table: a deferral's key ends with /scheduled."""
+    prefs = Preferences(
+        user_id="u1", quiet_hours=QuietHours(start="11:00", end="13:00")
+    )
+    deferred = fan_out(
+        accepted(channels=["email"]),
+        UserState(profile=PROFILE, preferences=prefs),
+        CATALOGUE,
+        NOW,
+    )
+    assert deferred.scheduled is not None and deferred.scheduled.held_key is not None
+    assert deferred.scheduled.held_key.endswith(SCHEDULED)
+    held = fan_out(accepted(channels=["email"]), UserState(), CATALOGUE, NOW, wait=DAY)
+    assert held.held is not None and held.held.held_key is not None
+    assert not held.held.held_key.endswith(SCHEDULED)
+
+
+def test_released_at_the_end_of_quiet_hours_it_is_delivered() -> None:
+    """The entry is due at the quiet hours' end, and at that instant they are
+    over: released then, it goes out instead of waiting another day."""
+    prefs = Preferences(
+        user_id="u1", quiet_hours=QuietHours(start="11:00", end="13:00")
+    )
+    state = UserState(profile=PROFILE, preferences=prefs)
+    first = fan_out(accepted(channels=["email"]), state, CATALOGUE, NOW)
+    entry = first.scheduled
+    assert entry is not None and entry.held_key is not None
+    end = time_at(due_ms(entry.held_key))
+    assert end == NOW.replace(hour=13)
+    released = fan_out(entry, state, CATALOGUE, end)
+    assert [job.channel for job in released.jobs] == ["email"]
