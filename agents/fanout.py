@@ -25,10 +25,12 @@ from pipeline.policy import (
     decide,
     resolve_channels,
     unreachable_reason,
+    user_zone,
 )
 from pipeline.status import batch as status_batch
 from pipeline.status import record
 from pipeline.streams import BATCH_WINDOW, acting_for, batches
+from pipeline.throttle import Limits, Send, admit, counted, scopes_of
 from pipeline.topology import user_key
 from schemas.records import (
     AcceptedRequest,
@@ -37,6 +39,7 @@ from schemas.records import (
     NotificationEvent,
     NotificationRequest,
     Preferences,
+    ThrottleState,
     UserProfile,
 )
 from tables.devices import devices
@@ -44,6 +47,7 @@ from tables.held import held
 from tables.idempotency import SeenRequest, idempotency, live_entry, seen_key
 from tables.preferences import preferences
 from tables.profiles import profiles
+from tables.throttle import throttles
 
 
 @dataclass(frozen=True)
@@ -54,6 +58,7 @@ class UserState:
     preferences: Preferences | None = None
     devices: DeviceSet | None = None
     seen: SeenRequest | None = None  # the live first use of the request's key
+    throttle: ThrottleState | None = None  # what the user used of the caps
 
     def knows_user(self) -> bool:
         """True if any table holds the user's profile, preferences or devices."""
@@ -70,6 +75,8 @@ class Fanout:
     held: AcceptedRequest | None = None  # channels held while the user is unknown
     #: Channels deferred (schedule_at, quiet hours), held until they are due.
     scheduled: AcceptedRequest | None = None
+    #: The user's throttle state after this request counted, to store.
+    throttle: ThrottleState | None = None
 
 
 def event(
@@ -238,6 +245,25 @@ def fan_out(
         # be reached on is suppressed whatever the preferences would say.
         if unreachable is not None and verdict.outcome != "expire":
             verdict, stage = Verdict(outcome="suppress", reason=unreachable), "enrich"
+        if verdict.outcome == "deliver" and request.priority != "critical":
+            refused = throttled(
+                accepted, request, channel, state, result, catalogue, now
+            )
+            if refused is not None and refused.outcome == "defer":
+                verdict, stage = refused, "throttle"
+            elif refused is not None:
+                result.events.append(
+                    event(
+                        accepted,
+                        request,
+                        "throttled",
+                        "throttle",
+                        now,
+                        channel=channel,
+                        reason=refused.reason,
+                    )
+                )
+                continue
         if verdict.outcome == "deliver":
             result.jobs.append(delivery_job(accepted, request, channel, state, now))
             result.events.append(
@@ -272,6 +298,39 @@ def fan_out(
     if deferred:
         result.scheduled = scheduled_request(accepted, deferred)
     return result
+
+
+def throttled(
+    accepted: AcceptedRequest,
+    request: NotificationRequest,
+    channel: str,
+    state: UserState,
+    result: Fanout,
+    catalogue: TypeCatalogue,
+    now: datetime,
+) -> Verdict | None:
+    """None if the caps and the bucket let the channel go (and count it in
+    ``result.throttle``); else the refusal: a suppression naming the cap, or
+    a deferral to when it frees, as the type's ``over_cap`` says."""
+    info = catalogue.lookup(request.type)
+    if not info.caps and info.bucket is None:
+        return None
+    current = result.throttle or state.throttle or ThrottleState()
+    send = Send(
+        accepted.notification_id,
+        channel,
+        scopes_of(request.priority, info.marketing, channel),
+        now,
+        user_zone(state.preferences, state.profile),
+    )
+    limits = Limits(info.caps, info.bucket)
+    admission = admit(current, send, limits)
+    if not admission.allowed:
+        if info.over_cap == "defer" and admission.until is not None:
+            return Verdict("defer", admission.reason, admission.until)
+        return Verdict("suppress", admission.reason)
+    result.throttle = counted(current, send, limits)
+    return None
 
 
 #: The first look again at a request for an unknown user. Each later look
@@ -394,6 +453,7 @@ async def handle(
         preferences=preferences.get(key),
         devices=devices.get(key),
         seen=live_entry(idempotency.get(ikey), now, window),
+        throttle=throttles.get(key),
     )
     wait = timedelta(seconds=app.settings.unknown_user_wait)
     result = fan_out(accepted, state, CATALOGUE, now, request, wait)
@@ -402,6 +462,8 @@ async def handle(
     # guard, so nothing is lost and no future is awaited per record.
     if result.seen is not None:
         idempotency[ikey] = result.seen.dumps()
+    if result.throttle is not None and result.throttle != state.throttle:
+        throttles[key] = result.throttle
     for job in result.jobs:
         topology.deliveries[(job.channel, lane)].send_soon(key=key, value=job)
     if accepted.held_key is not None:  # released by the timer: this look ends it

@@ -414,11 +414,6 @@ def critical_latency(
         )
         deadline = time.monotonic() + timeout
         wait(lambda: sendgrid.delivered > 1000, deadline, stack, "the bulk lane")
-        # Like the API: one request at a time, no client-side batching. The
-        # clock starts at the produce call, before the broker's ack (when the
-        # API would answer 202), so it overstates "accepted to sent" a little.
-        client = producer(bootstrap, linger_ms=0)
-        sent_at: dict[str, float] = {}
         pids = {
             "bulk worker": bulk,
             "critical worker": critical_pid,
@@ -427,34 +422,7 @@ def critical_latency(
         }
         cpu0 = {name: process_cpu_seconds(pid) for name, pid in pids.items()}
         wall0 = time.monotonic()
-        for n in range(critical):
-            uid = users[n % len(users)]
-            key = f"{run}-crit-{n}"
-            nid = notification_id("default", key, uid, "critical")
-            sent_at[message_id_for(f"{nid}:email:{uid}@example.com")] = time.monotonic()
-            body = {
-                "idempotency_key": key,
-                "recipient": {"user_id": uid},
-                "type": "order_shipped",
-                "channels": ["email"],
-                "priority": "critical",
-                "data": {"order_id": n},
-            }
-            # Keyed as the API keys requests: decided without the accepted hop.
-            client.produce(
-                pipeline_topic(REQUESTS["critical"]),
-                orjson.dumps(body),
-                f"default/{uid}".encode(),
-            )
-            client.poll(0)
-            time.sleep(1 / rate)
-        client.flush(30)
-
-        def all_arrived() -> bool:
-            seen = {c.message_id for c in sendgrid.calls}
-            return all(m in seen for m in sent_at)
-
-        wait(all_arrived, deadline, stack, "the critical requests")
+        latencies = critical_requests(stack, users, run, critical, rate, deadline)
         wall = time.monotonic() - wall0
         print(  # noqa: T201
             "  cores busy while measuring: "
@@ -463,15 +431,56 @@ def critical_latency(
                 for name, pid in pids.items()
             )
         )
-        arrived = {
-            c.message_id: c.at for c in sendgrid.calls if c.message_id in sent_at
-        }
         drained = sum(1 for c in sendgrid.calls if c.target.startswith("b"))
-        latencies = [arrived[m] - t for m, t in sent_at.items()]
         print(  # noqa: T201
             f"  bulk backlog {preloaded:,}: {drained:,} drained while measuring"
         )
         return latencies, preloaded - drained
+
+
+def critical_requests(
+    stack: Stack, users: list[str], run: str, count: int, rate: float, deadline: float
+) -> list[float]:
+    """Send ``count`` critical email requests at ``rate``/s through the whole
+    chain; each one's latency (s) from its produce to the emulator taking it.
+
+    Like the API: one request at a time, no client-side batching. The clock
+    starts at the produce call, before the broker's ack (when the API would
+    answer 202), so it overstates "accepted to sent" a little.
+    """
+    client = producer(stack.broker.bootstrap, linger_ms=0)
+    sendgrid = stack.emulators.sendgrid.calls
+    sent_at: dict[str, float] = {}
+    for n in range(count):
+        uid = users[n % len(users)]
+        key = f"{run}-crit-{n}"
+        nid = notification_id("default", key, uid, "critical")
+        sent_at[message_id_for(f"{nid}:email:{uid}@example.com")] = time.monotonic()
+        body = {
+            "idempotency_key": key,
+            "recipient": {"user_id": uid},
+            "type": "order_shipped",
+            "channels": ["email"],
+            "priority": "critical",
+            "data": {"order_id": n},
+        }
+        # Keyed as the API keys requests: decided without the accepted hop.
+        client.produce(
+            pipeline_topic(REQUESTS["critical"]),
+            orjson.dumps(body),
+            f"default/{uid}".encode(),
+        )
+        client.poll(0)
+        time.sleep(1 / rate)
+    client.flush(30)
+
+    def all_arrived() -> bool:
+        seen = {c.message_id for c in sendgrid.calls}
+        return all(m in seen for m in sent_at)
+
+    wait(all_arrived, deadline, stack, "the critical requests")
+    arrived = {c.message_id: c.at for c in sendgrid.calls if c.message_id in sent_at}
+    return [arrived[m] - t for m, t in sent_at.items()]
 
 
 def percentile(values: list[float], q: float) -> float:

@@ -65,7 +65,7 @@ AGENT_READS: dict[str, tuple[str, ...]] = {
 #: Tables each agent writes (drawn as cylinders).
 AGENT_TABLES: dict[str, tuple[str, ...]] = {
     **{
-        f"{agent}.{lane}": ("idempotency", "held_requests", "status")
+        f"{agent}.{lane}": ("idempotency", "held_requests", "throttle", "status")
         for lane in LANES
         for agent in ("ingest", "fanout")
     },

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
+from pipeline.throttle import DEFAULT_CAPS, Bucket, Cap, parse_caps
 from schemas.records import (
     CHANNELS,
     DeviceToken,
@@ -29,13 +30,20 @@ DEFAULT_CATALOGUE_PATH = Path(__file__).with_name("notification_types.toml")
 DEFAULT_TYPE = "default"
 
 Outcome = Literal["deliver", "suppress", "defer", "expire"]
+OverCap = Literal["throttle", "defer"]
 OUTCOMES: tuple[Outcome, ...] = ("deliver", "suppress", "defer", "expire")
 
 # Priorities that keep the request out of the marketing rules; anything else,
 # including a priority this module does not know, is held to all of them, so a
 # typo can never slip past an opt-out.
 _NON_MARKETING_PRIORITIES = ("critical", "transactional")
-_TYPE_KEYS = frozenset({"channels", "category", "marketing"})
+_TYPE_KEYS = frozenset(
+    {"channels", "category", "marketing", "caps", "over_cap", "rate"}
+)
+_RATE = re.compile(
+    r"^(?P<count>[0-9]+)/(?P<unit>second|minute|hour) burst (?P<burst>[0-9]+)$"
+)
+_UNIT_SECONDS = {"second": 1, "minute": 60, "hour": 3600}
 # ASCII digits only: ``\d`` would also accept other scripts' digits.
 _WALL_TIME = re.compile(r"([01][0-9]|2[0-3]):([0-5][0-9])")
 # Hops of the window-exit walk: one per UTC-offset change crossed, plus one; no
@@ -50,6 +58,13 @@ class TypeInfo:
     channels: tuple[str, ...]
     category: str
     marketing: bool = False
+    #: Frequency caps its notifications count toward (seed 003's by default).
+    caps: tuple[Cap, ...] = DEFAULT_CAPS
+    #: Over a cap: ``throttle`` (not sent, the cap named) or ``defer`` (sent
+    #: when the cap's period ends, through the schedule).
+    over_cap: OverCap = "throttle"
+    #: A token bucket per (user, channel), if the type has one.
+    bucket: Bucket | None = None
 
 
 class TypeCatalogue:
@@ -106,8 +121,45 @@ def _parse_types(document: Mapping[str, Any], source: str) -> dict[str, TypeInfo
         marketing = table.get("marketing", False)
         if not isinstance(marketing, bool):
             raise ValueError(f"{where}: marketing must be true or false")
-        types[name] = TypeInfo(tuple(channels), category, marketing)
+        types[name] = TypeInfo(
+            tuple(channels),
+            category,
+            marketing,
+            caps=_caps(table, where),
+            over_cap=_over_cap(table, where),
+            bucket=_bucket(table, where),
+        )
     return types
+
+
+def _caps(table: Mapping[str, Any], where: str) -> tuple[Cap, ...]:
+    caps = table.get("caps")
+    if caps is None:
+        return DEFAULT_CAPS
+    if not isinstance(caps, list) or not all(isinstance(cap, str) for cap in caps):
+        raise ValueError(f'{where}: caps must be a list like ["sms/month 50"]')
+    try:
+        return parse_caps(caps)
+    except ValueError as exc:
+        raise ValueError(f"{where}: {exc}") from None
+
+
+def _over_cap(table: Mapping[str, Any], where: str) -> OverCap:
+    over_cap = table.get("over_cap", "throttle")
+    if over_cap not in ("throttle", "defer"):
+        raise ValueError(f'{where}: over_cap must be "throttle" or "defer"')
+    return over_cap
+
+
+def _bucket(table: Mapping[str, Any], where: str) -> Bucket | None:
+    rate = table.get("rate")
+    if rate is None:
+        return None
+    match = _RATE.fullmatch(rate) if isinstance(rate, str) else None
+    if match is None or int(match["count"]) < 1 or int(match["burst"]) < 1:
+        raise ValueError(f'{where}: rate must read like "10/minute burst 5"')
+    per_second = int(match["count"]) / _UNIT_SECONDS[match["unit"]]
+    return Bucket(rate=per_second, burst=int(match["burst"]))
 
 
 def _check_type_info(name: str, info: TypeInfo) -> None:
@@ -230,6 +282,11 @@ def _opt_out(
     if marketing and not prefs.marketing:
         return "marketing_opt_out"
     return None
+
+
+def user_zone(prefs: Preferences | None, profile: UserProfile | None) -> tzinfo:
+    """The user's time zone, as quiet hours and cap periods read it."""
+    return _zone_or_utc(quiet_hours_zone(prefs, profile))
 
 
 def quiet_hours_zone(prefs: Preferences | None, profile: UserProfile | None) -> str:

@@ -414,6 +414,26 @@ class NotificationStatus(Record):
     trail: list[TrailEntry] = Field(default_factory=list)
 
 
+class BucketState(Record):
+    """One (user, channel) token bucket: its tokens at ``at``, and the
+    notifications it took a token for lately (a redelivery takes none)."""
+
+    tokens: float
+    at: Instant
+    recent: list[str] = Field(default_factory=list)
+
+
+class ThrottleState(Record):
+    """What one user used of the caps and buckets (a table value).
+
+    ``caps``: per cap window (``marketing/day@2026-12-04T00:00Z``), the
+    notifications (or ``notification:channel`` sends) it counted.
+    """
+
+    caps: dict[str, list[str]] = Field(default_factory=dict)
+    buckets: dict[str, BucketState] = Field(default_factory=dict)
+
+
 class ApiKey(Record):
     """One tenant API key, stored by id with the SHA-256 of its secret only."""
 

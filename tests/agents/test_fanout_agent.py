@@ -45,7 +45,14 @@ def wired(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
     """Plain dicts for the tables, async mocks for every output topic."""
     tables: dict[str, Any] = {
         name: {}
-        for name in ("profiles", "preferences", "devices", "idempotency", "held")
+        for name in (
+            "profiles",
+            "preferences",
+            "devices",
+            "idempotency",
+            "held",
+            "throttles",
+        )
     }
     for name, table in tables.items():
         monkeypatch.setattr(agents.fanout, name, table)

@@ -514,3 +514,32 @@ def test_a_read_right_after_a_write_finds_it(worker: WorkerProcess) -> None:
     path = f"/v1/admin/keys/{created.body['key_id']}"
     revoked = call(worker.web_port, "DELETE", path, key=ADMIN_KEY)
     assert (revoked.status, revoked.body["revoked"]) == (200, True)
+
+
+def test_a_throttled_notification_shows_its_cap(worker: WorkerProcess) -> None:
+    """Seed 003's one promotional notification a minute: the second one within
+    the minute is throttled, and its status names the cap."""
+    user = unique("u")
+    ids = []
+    for n in range(2):
+        reply = api(
+            worker,
+            "POST",
+            "/v1/notifications",
+            notify(
+                user,
+                unique(f"promo{n}"),
+                type="comment_reply",
+                priority="promotional",
+                channels=["in_app"],
+                data={"author": "Bob"},
+            ),
+        )
+        assert reply.status == 202, reply.body
+        ids.append(reply.body["notification_id"])
+    first = status_of(worker, ids[0], lambda s: s["channels"].get("in_app") == "sent")
+    assert first["channels"] == {"in_app": "sent"}
+    second = status_of(worker, ids[1], lambda s: s["channels"])
+    assert second["channels"] == {"in_app": "throttled"}
+    (entry,) = [e for e in second["trail"] if e["event_type"] == "throttled"]
+    assert entry["reason"] == "cap promotional/minute 1"

@@ -8,6 +8,7 @@ from agents.fanout import SCHEDULED, UserState, fan_out
 from agents.ingest import accept
 from pipeline.due import due_ms, time_at
 from pipeline.policy import TypeCatalogue
+from pipeline.throttle import Cap
 from schemas.records import (
     AcceptedRequest,
     DeviceSet,
@@ -262,3 +263,117 @@ def test_released_at_the_end_of_quiet_hours_it_is_delivered() -> None:
     assert end == NOW.replace(hour=13)
     released = fan_out(entry, state, CATALOGUE, end)
     assert [job.channel for job in released.jobs] == ["email"]
+
+
+def campaign(n: int, **fields: object) -> AcceptedRequest:
+    """The n-th promotional campaign request for u1, by email."""
+    return accepted(
+        f"notify.requests.bulk[0]@{n}",
+        idempotency_key=f"c{n}",
+        type="campaign",
+        priority="promotional",
+        channels=["email"],
+        data={"headline": "Sale", "message": "Half off"},
+        **fields,
+    )
+
+
+def run_campaigns(
+    count: int, spacing: timedelta, catalogue: TypeCatalogue = CATALOGUE
+) -> list[object]:
+    """Decide ``count`` campaigns for u1, ``spacing`` apart, carrying the
+    throttle state from one to the next as the table does."""
+    state = REACHABLE
+    results = []
+    for n in range(count):
+        result = fan_out(campaign(n), state, catalogue, NOW + n * spacing)
+        if result.throttle is not None:
+            state = UserState(
+                profile=PROFILE, devices=DEVICES, throttle=result.throttle
+            )
+        results.append(result)
+    return results
+
+
+def test_the_sixth_marketing_notification_of_the_users_day_is_throttled() -> None:
+    """Seed 003's default: five marketing notifications a day, the cap named."""
+    results = run_campaigns(6, timedelta(minutes=2))
+    assert all(len(result.jobs) == 1 for result in results[:5])  # type: ignore[attr-defined]
+    last = results[5]
+    assert last.jobs == []  # type: ignore[attr-defined]
+    assert outcomes(last)["email"] == ("throttled", "cap marketing/day 5")
+
+
+def test_one_promotional_notification_a_minute() -> None:
+    """The second promotional within the minute is throttled, across channels."""
+    results = run_campaigns(2, timedelta(seconds=10))
+    assert outcomes(results[1])["email"] == ("throttled", "cap promotional/minute 1")
+
+
+def test_critical_notifications_bypass_every_cap() -> None:
+    """Ten critical SMS in a second under a cap of one SMS a month: all go."""
+    info = CATALOGUE.lookup("password_reset")
+    strict = TypeCatalogue(
+        {
+            "default": CATALOGUE.lookup("default"),
+            "password_reset": info.__class__(
+                info.channels, info.category, caps=(Cap("sms", "month", 1),)
+            ),
+        }
+    )
+    state = REACHABLE
+    for n in range(10):
+        result = fan_out(
+            accepted(
+                f"notify.requests.critical[0]@{n}",
+                idempotency_key=f"otp{n}",
+                type="password_reset",
+                priority="critical",
+                channels=["sms"],
+                data={"code": "123456"},
+            ),
+            state,
+            strict,
+            NOW,
+        )
+        assert [job.channel for job in result.jobs] == ["sms"]
+        assert result.throttle is None
+
+
+def test_over_a_cap_a_type_may_defer_until_the_cap_frees() -> None:
+    """over_cap = "defer": the throttled channel waits in the schedule until
+    the user's local day ends, then goes out."""
+    info = CATALOGUE.lookup("campaign")
+    deferring = TypeCatalogue(
+        {
+            "default": CATALOGUE.lookup("default"),
+            "campaign": info.__class__(
+                info.channels,
+                info.category,
+                marketing=True,
+                caps=(Cap("marketing", "day", 1),),
+                over_cap="defer",
+            ),
+        }
+    )
+    results = run_campaigns(2, timedelta(minutes=5), deferring)
+    second = results[1]
+    assert outcomes(second)["email"] == ("deferred", "cap marketing/day 1")
+    entry = second.scheduled  # type: ignore[attr-defined]
+    assert entry is not None and entry.held_key is not None
+    assert time_at(due_ms(entry.held_key)) == NOW.replace(hour=0) + DAY  # UTC user
+
+
+def test_a_redelivered_request_is_not_counted_twice() -> None:
+    """The same request decided again (a crash before the commit) still goes,
+    and leaves the user's count as it was."""
+    first = fan_out(campaign(0), REACHABLE, CATALOGUE, NOW)
+    state = UserState(
+        profile=PROFILE,
+        devices=DEVICES,
+        throttle=first.throttle,
+        seen=first.seen and live_entry(first.seen.dumps(), NOW, DAY),
+    )
+    again = fan_out(campaign(0), state, CATALOGUE, NOW)
+    assert [job.channel for job in again.jobs] == ["email"]
+    assert again.throttle == first.throttle
