@@ -17,36 +17,49 @@ from faust.types import EventT, StreamT
 from agents.held import held_timer
 from pipeline.app import app
 from pipeline.deadletter import source_of
+from pipeline.digest import (
+    base_type,
+    collect,
+    digest_data,
+    digest_idempotency_key,
+    digest_type,
+    state_key,
+)
 from pipeline.due import due_key, due_ms, ms_at, time_at
-from pipeline.ids import event_id
+from pipeline.ids import event_id, notification_id
 from pipeline.policy import (
     TypeCatalogue,
     Verdict,
     decide,
     resolve_channels,
+    throttle_settings,
     unreachable_reason,
     user_zone,
 )
 from pipeline.status import batch as status_batch
 from pipeline.status import record
 from pipeline.streams import BATCH_WINDOW, acting_for, batches
-from pipeline.throttle import Limits, Send, admit, counted, scopes_of
+from pipeline.throttle import Send, admit, counted, scopes_of
 from pipeline.topology import user_key
 from schemas.records import (
     AcceptedRequest,
     DeliveryJob,
     DeviceSet,
+    DigestState,
     NotificationEvent,
     NotificationRequest,
     Preferences,
+    TenantLimits,
     ThrottleState,
     UserProfile,
 )
 from tables.devices import devices
+from tables.digests import digests
 from tables.held import held
 from tables.idempotency import SeenRequest, idempotency, live_entry, seen_key
 from tables.preferences import preferences
 from tables.profiles import profiles
+from tables.tenant_limits import tenant_limits
 from tables.throttle import throttles
 
 
@@ -59,6 +72,8 @@ class UserState:
     devices: DeviceSet | None = None
     seen: SeenRequest | None = None  # the live first use of the request's key
     throttle: ThrottleState | None = None  # what the user used of the caps
+    tenant_limits: TenantLimits | None = None  # the tenant's throttle settings
+    digest: DigestState | None = None  # the user's digest for the request's key
 
     def knows_user(self) -> bool:
         """True if any table holds the user's profile, preferences or devices."""
@@ -77,6 +92,10 @@ class Fanout:
     scheduled: AcceptedRequest | None = None
     #: The user's throttle state after this request counted, to store.
     throttle: ThrottleState | None = None
+    #: The user's digest after this request joined or opened it, to store.
+    digest: DigestState | None = None
+    #: A digest window just opened: the schedule entry that closes it.
+    digest_release: AcceptedRequest | None = None
 
 
 def event(
@@ -207,6 +226,8 @@ def fan_out(
         result.events.append(duplicate)
         return result
     result.events.append(event(accepted, request, "accepted", "ingest", now))
+    if collected(accepted, request, state, catalogue, now, result):
+        return result
     channels = resolve_channels(request, catalogue)
     # For a user no table knows: the channels that need its state (not in-app).
     waiting = (
@@ -300,6 +321,102 @@ def fan_out(
     return result
 
 
+def collected(
+    accepted: AcceptedRequest,
+    request: NotificationRequest,
+    state: UserState,
+    catalogue: TypeCatalogue,
+    now: datetime,
+    result: Fanout,
+) -> bool:
+    """True if the request joined a digest (its channels say ``digested``);
+    False if it goes on alone (not digestible, critical, or a look-back
+    window's first). A window it opens is scheduled to close in ``result``."""
+    policy = catalogue.lookup(request.type).digest
+    if policy is None or request.priority == "critical" or accepted.digest:
+        return False
+    opener = {
+        "tenant": request.tenant,
+        "user_id": request.recipient.user_id,
+        "key": request.digest_key or request.type,
+        "type": request.type,
+        "priority": request.priority,
+        "lane": accepted.lane,
+        "channels": request.channels,
+        "locale": request.locale,
+    }
+    zone = user_zone(state.preferences, state.profile)
+    outcome = collect(
+        state.digest,
+        accepted.notification_id,
+        dict(request.data),
+        policy,
+        now,
+        zone,
+        opener,
+    )
+    window = outcome.state or state.digest
+    if outcome.state is not None:
+        result.digest = outcome.state
+    if outcome.opened and outcome.state is not None:
+        result.digest_release = digest_release(outcome.state)
+    if outcome.alone or window is None:
+        return False
+    carrier = digest_release(window).notification_id
+    for channel in resolve_channels(request, catalogue):
+        result.events.append(
+            event(
+                accepted,
+                request,
+                "digested",
+                "digest",
+                now,
+                channel=channel,
+                reason=f"digest {carrier}",
+            )
+        )
+    return True
+
+
+def digest_release(window: DigestState) -> AcceptedRequest:
+    """The schedule entry that sends ``window``'s digest when it closes."""
+    key = digest_idempotency_key(window)
+    nid = notification_id(window.tenant, key, window.user_id, window.lane)
+    request = {
+        "idempotency_key": key,
+        "recipient": {"user_id": window.user_id},
+        "type": digest_type(window.type),
+        "priority": window.priority,
+        "tenant": window.tenant,
+        "channels": window.channels,
+        "locale": window.locale,
+    }
+    return AcceptedRequest(
+        notification_id=nid,
+        lane=window.lane,
+        request=request,
+        body_hash=key,
+        accepted_at=window.opened_at,
+        source=key,
+        held_key=due_key(ms_at(window.closes_at), nid + DIGEST_RELEASE),
+        digest=state_key(window.tenant, window.user_id, window.key),
+    )
+
+
+def released_digest(
+    accepted: AcceptedRequest, window: DigestState | None, items: int
+) -> AcceptedRequest | None:
+    """A closing window's digest as a request with its data; None if there is
+    nothing to send (no member came, or the entry is stale)."""
+    if window is None or not window.members:
+        return None
+    if digest_idempotency_key(window) != accepted.request.get("idempotency_key"):
+        return None
+    return accepted.model_copy(
+        update={"request": {**accepted.request, "data": digest_data(window, items)}}
+    )
+
+
 def throttled(
     accepted: AcceptedRequest,
     request: NotificationRequest,
@@ -312,21 +429,22 @@ def throttled(
     """None if the caps and the bucket let the channel go (and count it in
     ``result.throttle``); else the refusal: a suppression naming the cap, or
     a deferral to when it frees, as the type's ``over_cap`` says."""
-    info = catalogue.lookup(request.type)
-    if not info.caps and info.bucket is None:
+    limits, over_cap = throttle_settings(
+        catalogue.lookup(request.type), state.tenant_limits
+    )
+    if not limits.caps and limits.bucket is None:
         return None
     current = result.throttle or state.throttle or ThrottleState()
     send = Send(
         accepted.notification_id,
         channel,
-        scopes_of(request.priority, info.marketing, channel),
+        scopes_of(request.priority, catalogue.lookup(request.type).marketing, channel),
         now,
         user_zone(state.preferences, state.profile),
     )
-    limits = Limits(info.caps, info.bucket)
     admission = admit(current, send, limits)
     if not admission.allowed:
-        if info.over_cap == "defer" and admission.until is not None:
+        if over_cap == "defer" and admission.until is not None:
             return Verdict("defer", admission.reason, admission.until)
         return Verdict("suppress", admission.reason)
     result.throttle = counted(current, send, limits)
@@ -406,6 +524,8 @@ def held_request(
 #: Ends the key of a deferral's entry, so it never takes the key of an
 #: unknown-user hold of the same notification due at the same millisecond.
 SCHEDULED = "/scheduled"
+#: Ends the key of the entry that closes a digest window.
+DIGEST_RELEASE = "/digest"
 
 
 def scheduled_request(
@@ -429,7 +549,7 @@ def scheduled_request(
     )
 
 
-CATALOGUE = TypeCatalogue.load()
+CATALOGUE = TypeCatalogue.load(app.settings.types_file or None)
 
 
 async def handle(
@@ -446,6 +566,27 @@ async def handle(
     topology = app.topology
     request = request or accepted.notification()
     key = user_key(request.tenant, request.recipient.user_id)
+    if accepted.digest is not None:
+        closing = digests.get(accepted.digest)
+        policy = CATALOGUE.lookup(base_type(request.type)).digest
+        built = released_digest(accepted, closing, policy.items if policy else 5)
+        if closing is not None and not closing.released:
+            digests[accepted.digest] = closing.model_copy(update={"released": True})
+        if built is None:
+            if accepted.held_key is not None:
+                held_timer.done(accepted.held_key)
+            return
+        accepted, request = built, built.notification()
+    info = CATALOGUE.lookup(request.type)
+    dkey = (
+        state_key(
+            request.tenant,
+            request.recipient.user_id,
+            request.digest_key or request.type,
+        )
+        if info.digest is not None
+        else None
+    )
     ikey = seen_key(request.tenant, request.recipient.user_id, request.idempotency_key)
     now = app.clock.now()
     state = UserState(
@@ -454,6 +595,8 @@ async def handle(
         devices=devices.get(key),
         seen=live_entry(idempotency.get(ikey), now, window),
         throttle=throttles.get(key),
+        tenant_limits=tenant_limits.get(request.tenant),
+        digest=digests.get(dkey) if dkey is not None else None,
     )
     wait = timedelta(seconds=app.settings.unknown_user_wait)
     result = fan_out(accepted, state, CATALOGUE, now, request, wait)
@@ -464,11 +607,13 @@ async def handle(
         idempotency[ikey] = result.seen.dumps()
     if result.throttle is not None and result.throttle != state.throttle:
         throttles[key] = result.throttle
+    if result.digest is not None and dkey is not None:
+        digests[dkey] = result.digest
     for job in result.jobs:
         topology.deliveries[(job.channel, lane)].send_soon(key=key, value=job)
     if accepted.held_key is not None:  # released by the timer: this look ends it
         held_timer.done(accepted.held_key)
-    for waiting in (result.held, result.scheduled):
+    for waiting in (result.held, result.scheduled, result.digest_release):
         if waiting is not None:
             held[waiting.held_key] = waiting
     for outcome in result.events:

@@ -24,6 +24,7 @@ from pipeline.topology import (
     PREFERENCES,
     PROFILES,
     SUPPRESSIONS,
+    TENANT_LIMITS,
     user_key,
 )
 from schemas.decode import decode
@@ -33,6 +34,7 @@ from schemas.records import (
     DeviceToken,
     Preferences,
     Suppression,
+    TenantLimits,
     UserProfile,
 )
 from tables.api_keys import api_keys
@@ -40,6 +42,7 @@ from tables.devices import devices
 from tables.preferences import preferences
 from tables.profiles import profiles
 from tables.suppressions import suppression_key, suppressions
+from tables.tenant_limits import tenant_limits
 
 STAGE = "state"
 S = TypeVar("S", UserProfile, Preferences, DeviceToken)
@@ -70,6 +73,13 @@ def parse_api_key(raw: bytes | None) -> ApiKey:
     if raw is None:
         raise InvalidMessage("empty message (no value)", code="empty")
     return decode(ApiKey, raw)
+
+
+def parse_tenant_limits(raw: bytes | None) -> TenantLimits:
+    """A tenant's throttle settings (written by the API, but still checked)."""
+    if raw is None:
+        raise InvalidMessage("empty message (no value)", code="empty")
+    return decode(TenantLimits, raw)
 
 
 def parse_suppression(raw: bytes | None) -> Suppression:
@@ -139,6 +149,10 @@ def _store_api_key(key: Any) -> None:
     api_keys[key.key_id] = key
 
 
+def _store_tenant_limits(record: Any) -> None:
+    tenant_limits[record.tenant] = record
+
+
 def _store_suppression(record: Any) -> None:
     suppressions[suppression_key(record.tenant, record.channel, record.address)] = (
         record
@@ -173,6 +187,14 @@ _state_agent(
     _store_api_key,
     "Keep the global API keys table equal to the keys topic.",
     per_user=False,  # a global table: every worker reads every partition
+)
+_state_agent(
+    TENANT_LIMITS.name,
+    "state.tenant_limits",
+    parse_tenant_limits,
+    _store_tenant_limits,
+    "Keep the global tenant limits table equal to the tenant limits topic.",
+    per_user=False,
 )
 _state_agent(
     SUPPRESSIONS.name,

@@ -31,7 +31,13 @@ from pipeline.topology import DEADLETTER, EVENTS, REQUESTS, topic_name
 
 log = logging.getLogger("devstack")
 
-DEMO_TYPES = ("order_shipped", "password_reset", "comment_reply", "campaign")
+DEMO_TYPES = (
+    "order_shipped",
+    "password_reset",
+    "comment_reply",
+    "campaign",
+    "post_liked",
+)
 DEV_BROKER_PORT = 19092
 #: What each demo type's templates need (see pipeline/templates/<type>/).
 DEMO_DATA = {
@@ -50,6 +56,8 @@ DEMO_DATA = {
         "headline": "Winter sale",
         "message": "Everything 20% off this week.",
     },
+    # Collected into one digest per user and post every 30 s.
+    "post_liked": lambda n: {"liker": f"friend{n % 7}"},
 }
 
 
@@ -74,6 +82,7 @@ def demo_request(n: int, settings: Settings) -> tuple[str, bytes, bytes]:
         "priority": "promotional" if promotional else "transactional",
         "data": DEMO_DATA[kind](n),
         **({"campaign_id": 1042} if promotional else {}),
+        **({"digest_key": f"post-{n % 3}"} if kind == "post_liked" else {}),
     }
     lane = "bulk" if promotional else "critical"
     return topic_name(settings, REQUESTS[lane]), user.encode(), orjson.dumps(body)

@@ -36,6 +36,7 @@ AGENT_OUTPUTS: dict[str, tuple[str, ...]] = {
     "state.preferences": (),
     "state.devices": (),
     "state.api_keys": (),
+    "state.tenant_limits": (),
     **{
         f"send.{channel}.{lane}": (
             "notify.events",
@@ -52,7 +53,7 @@ AGENT_OUTPUTS: dict[str, tuple[str, ...]] = {
 #: Tables each agent reads (dotted edges).
 AGENT_READS: dict[str, tuple[str, ...]] = {
     **{
-        f"{agent}.{lane}": ("profiles", "preferences", "devices")
+        f"{agent}.{lane}": ("profiles", "preferences", "devices", "tenant_limits")
         for lane in LANES
         for agent in ("ingest", "fanout")
     },
@@ -65,7 +66,13 @@ AGENT_READS: dict[str, tuple[str, ...]] = {
 #: Tables each agent writes (drawn as cylinders).
 AGENT_TABLES: dict[str, tuple[str, ...]] = {
     **{
-        f"{agent}.{lane}": ("idempotency", "held_requests", "throttle", "status")
+        f"{agent}.{lane}": (
+            "idempotency",
+            "held_requests",
+            "throttle",
+            "digests",
+            "status",
+        )
         for lane in LANES
         for agent in ("ingest", "fanout")
     },
@@ -74,6 +81,7 @@ AGENT_TABLES: dict[str, tuple[str, ...]] = {
     "state.preferences": ("preferences",),
     "state.devices": ("devices",),
     "state.api_keys": ("api_keys",),
+    "state.tenant_limits": ("tenant_limits",),
     **{
         f"send.{channel}.{lane}": ("send_ledger", "retry_schedule", "inbox", "status")
         for lane in LANES

@@ -6,7 +6,7 @@ import math
 import re
 import tomllib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, time, timedelta, tzinfo
 from functools import lru_cache
 from os import PathLike
@@ -14,13 +14,15 @@ from pathlib import Path
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
-from pipeline.throttle import DEFAULT_CAPS, Bucket, Cap, parse_caps
+from pipeline.digest import DigestPolicy, base_type, parse_duration
+from pipeline.throttle import DEFAULT_CAPS, Bucket, Cap, Limits, parse_caps
 from schemas.records import (
     CHANNELS,
     DeviceToken,
     NotificationRequest,
     Preferences,
     QuietHours,
+    TenantLimits,
     UserProfile,
 )
 
@@ -38,8 +40,9 @@ OUTCOMES: tuple[Outcome, ...] = ("deliver", "suppress", "defer", "expire")
 # typo can never slip past an opt-out.
 _NON_MARKETING_PRIORITIES = ("critical", "transactional")
 _TYPE_KEYS = frozenset(
-    {"channels", "category", "marketing", "caps", "over_cap", "rate"}
+    {"channels", "category", "marketing", "caps", "over_cap", "rate", "digest"}
 )
+_DIGEST_KEYS = frozenset({"mode", "window", "at", "items"})
 _RATE = re.compile(
     r"^(?P<count>[0-9]+)/(?P<unit>second|minute|hour) burst (?P<burst>[0-9]+)$"
 )
@@ -65,6 +68,8 @@ class TypeInfo:
     over_cap: OverCap = "throttle"
     #: A token bucket per (user, channel), if the type has one.
     bucket: Bucket | None = None
+    #: How its notifications are collected into digests, if they are.
+    digest: DigestPolicy | None = None
 
 
 class TypeCatalogue:
@@ -86,8 +91,15 @@ class TypeCatalogue:
         return cls(_parse_types(document, str(source)))
 
     def lookup(self, type_name: str) -> TypeInfo:
-        """The entry of ``type_name``, or the default entry for an unknown type."""
-        return self._types.get(type_name, self._types[DEFAULT_TYPE])
+        """The entry of ``type_name``, or the default entry for an unknown type.
+
+        A digest (``<type>.digest``) is its members' type, never digested again.
+        """
+        base = base_type(type_name)
+        info = self._types.get(base, self._types[DEFAULT_TYPE])
+        if base != type_name and info.digest is not None:
+            return replace(info, digest=None)
+        return info
 
     def __contains__(self, type_name: object) -> bool:
         """Whether ``type_name`` has an entry of its own."""
@@ -128,6 +140,7 @@ def _parse_types(document: Mapping[str, Any], source: str) -> dict[str, TypeInfo
             caps=_caps(table, where),
             over_cap=_over_cap(table, where),
             bucket=_bucket(table, where),
+            digest=_digest(table, where),
         )
     return types
 
@@ -155,11 +168,65 @@ def _bucket(table: Mapping[str, Any], where: str) -> Bucket | None:
     rate = table.get("rate")
     if rate is None:
         return None
-    match = _RATE.fullmatch(rate) if isinstance(rate, str) else None
+    try:
+        return parse_rate(rate)
+    except ValueError as exc:
+        raise ValueError(f"{where}: {exc}") from None
+
+
+def _digest(table: Mapping[str, Any], where: str) -> DigestPolicy | None:
+    digest = table.get("digest")
+    if digest is None:
+        return None
+    if not isinstance(digest, dict) or set(digest) - _DIGEST_KEYS:
+        raise ValueError(
+            f"{where}: digest must be a table of {sorted(_DIGEST_KEYS)}, "
+            'e.g. { mode = "window", window = "30s" }'
+        )
+    try:
+        at = digest.get("at")
+        items = digest.get("items", 5)
+        if not isinstance(items, int) or isinstance(items, bool):
+            raise ValueError("digest items must be an integer")
+        return DigestPolicy(
+            mode=digest.get("mode", "window"),
+            window=parse_duration(digest.get("window", "30s")),
+            at=parse_wall_time(at) if at is not None else None,
+            items=items,
+        )
+    except ValueError as exc:
+        raise ValueError(f"{where}: {exc}") from None
+
+
+@lru_cache(maxsize=256)
+def parse_rate(text: str) -> Bucket:
+    """A token bucket written ``<count>/<second|minute|hour> burst <n>``."""
+    match = _RATE.fullmatch(text) if isinstance(text, str) else None
     if match is None or int(match["count"]) < 1 or int(match["burst"]) < 1:
-        raise ValueError(f'{where}: rate must read like "10/minute burst 5"')
+        raise ValueError(f'rate must read like "10/minute burst 5", not {text!r}')
     per_second = int(match["count"]) / _UNIT_SECONDS[match["unit"]]
     return Bucket(rate=per_second, burst=int(match["burst"]))
+
+
+@lru_cache(maxsize=256)
+def _tenant_caps(texts: tuple[str, ...]) -> tuple[Cap, ...]:
+    return parse_caps(texts)
+
+
+def throttle_settings(
+    info: TypeInfo, tenant: TenantLimits | None
+) -> tuple[Limits, OverCap]:
+    """The caps, bucket and over-cap policy of a type, as its tenant set them.
+
+    A tenant's setting left null keeps the type's; set, it replaces it for
+    every type of that tenant.
+    """
+    if tenant is None:
+        return Limits(info.caps, info.bucket), info.over_cap
+    caps = info.caps if tenant.caps is None else _tenant_caps(tuple(tenant.caps))
+    bucket = info.bucket if tenant.rate is None else parse_rate(tenant.rate)
+    over_cap = info.over_cap if tenant.over_cap is None else tenant.over_cap
+    return Limits(caps, bucket), over_cap
 
 
 def _check_type_info(name: str, info: TypeInfo) -> None:

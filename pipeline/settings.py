@@ -136,6 +136,11 @@ class Settings(BaseSettings):
         "about (no profile, device or preferences yet) is held and looked at "
         "again before its channels are suppressed; 0 decides at once.",
     )
+    types_file: str = Field(
+        "",
+        description="A notification-type catalogue (TOML, the shape of "
+        "pipeline/notification_types.toml) to use instead of the packaged one.",
+    )
     dev_api_key: SecretStr = Field(
         SecretStr(DEV_API_KEY),
         description="API key of the `default` tenant (empty: none); the placeholder "

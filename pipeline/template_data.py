@@ -13,6 +13,7 @@ import functools
 from pipeline.errors import InvalidMessage
 from pipeline.policy import TypeCatalogue, resolve_channels
 from pipeline.rendering import TemplateStore
+from pipeline.settings import get_settings
 from schemas.records import NotificationRequest
 
 
@@ -23,7 +24,7 @@ def _templates() -> TemplateStore:
 
 @functools.cache
 def _catalogue() -> TypeCatalogue:
-    return TypeCatalogue.load()
+    return TypeCatalogue.load(get_settings().types_file or None)
 
 
 def check_template_data(request: NotificationRequest) -> None:

@@ -16,6 +16,7 @@ from schemas.records import (
     NotificationEvent,
     Preferences,
     Suppression,
+    TenantLimits,
     UserProfile,
 )
 
@@ -141,6 +142,15 @@ API_KEYS = TopicSpec(
     compacted=True,
     description="Tenant API keys and their revocations; the last record counts.",
 )
+TENANT_LIMITS = TopicSpec(
+    name="notify.tenants.limits",
+    key="tenant (str)",
+    value="TenantLimits",
+    lane=None,
+    record=TenantLimits,
+    compacted=True,
+    description="Each tenant's throttle settings; the last record counts.",
+)
 SUPPRESSIONS = TopicSpec(
     name="notify.suppressions",
     key="tenant/channel/address (str)",
@@ -183,6 +193,7 @@ ALL_TOPICS: tuple[TopicSpec, ...] = (
     PREFERENCES,
     DEVICES,
     API_KEYS,
+    TENANT_LIMITS,
     SUPPRESSIONS,
     INBOX_READS,
     EVENTS,
@@ -215,12 +226,20 @@ class Topology:
         self.preferences = self._bind(PREFERENCES)
         self.devices = self._bind(DEVICES)
         self.api_keys = self._bind(API_KEYS)
+        self.tenant_limits = self._bind(TENANT_LIMITS)
         # The state agents read these topics as bytes and validate them, so a
         # bad record from another producer is dead-lettered, not skipped.
         # Keyed by the logical name, so callers need not know the prefix.
         self.state_inputs = {
             spec.name: self._bind(spec, raw=True)
-            for spec in (PROFILES, PREFERENCES, DEVICES, API_KEYS, SUPPRESSIONS)
+            for spec in (
+                PROFILES,
+                PREFERENCES,
+                DEVICES,
+                API_KEYS,
+                TENANT_LIMITS,
+                SUPPRESSIONS,
+            )
         }
         self.inbox_reads = self._bind(INBOX_READS)
         self.events = self._bind(EVENTS)

@@ -17,6 +17,7 @@ from schemas.records import (
     InboxRead,
     Preferences,
     Record,
+    TenantLimits,
     UserProfile,
 )
 from schemas.types import UNIQUE, Instant, NonBlank, Platform, Scope, unique
@@ -63,6 +64,13 @@ class DeviceAccepted(Record):
 
     status: Literal["accepted"]
     device: DeviceToken
+
+
+class LimitsAccepted(Record):
+    """The tenant's throttle settings as every worker will apply them."""
+
+    status: Literal["accepted"]
+    limits: TenantLimits
 
 
 class ReadAccepted(Record):

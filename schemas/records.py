@@ -23,6 +23,7 @@ from schemas.types import (
     PRIORITIES,
     UNIQUE,
     CampaignId,
+    CapText,
     Channel,
     Clock,
     Data,
@@ -36,6 +37,7 @@ from schemas.types import (
     Platform,
     Priority,
     PushToken,
+    RateText,
     Scope,
     TimeZone,
     TypeName,
@@ -269,6 +271,8 @@ class AcceptedRequest(Record):
     #: (its user was unknown), and the held entry's key.
     held_since: Instant | None = None
     held_key: str | None = None
+    #: Set on a digest's release: the digests table key of the window it closes.
+    digest: str | None = None
 
     def notification(self) -> NotificationRequest:
         """The request as a record."""
@@ -432,6 +436,57 @@ class ThrottleState(Record):
 
     caps: dict[str, list[str]] = Field(default_factory=dict)
     buckets: dict[str, BucketState] = Field(default_factory=dict)
+
+
+class DigestMember(Record):
+    """One notification collected into a digest: its id, data and arrival."""
+
+    notification_id: str
+    data: dict[str, Any] = Field(default_factory=dict)
+    at: Instant
+
+
+class DigestState(Record):
+    """One user's open (or just released) digest for one digest key (a table value)."""
+
+    tenant: str
+    user_id: str
+    key: str
+    type: str  # the members' type
+    priority: Priority
+    lane: Lane
+    channels: list[Channel] | None = None
+    locale: str | None = None
+    opened_at: Instant
+    closes_at: Instant
+    members: list[DigestMember] = Field(default_factory=list)
+    #: A look-back window's first notification, sent alone at once.
+    lead: str | None = None
+    #: Set once the window's digest went out: a redelivered release rebuilds
+    #: the same digest from it; the next notification opens a new window.
+    released: bool = False
+
+
+class LimitsUpdate(Record):
+    """A tenant's throttle settings: the body of ``PUT /v1/tenants/{tenant}/limits``.
+
+    Each field left null keeps what each notification type says
+    (``notification_types.toml``); set, it applies to every type of the tenant.
+    """
+
+    #: Frequency caps, e.g. ["marketing/day 3", "sms/month 20"]; [] for none.
+    caps: Annotated[list[CapText], UNIQUE, AfterValidator(unique)] | None = None
+    #: Over a cap: "throttle" (not sent) or "defer" (sent when the cap frees).
+    over_cap: Literal["throttle", "defer"] | None = None
+    #: A token bucket per user and channel, e.g. "10/minute burst 5".
+    rate: RateText | None = None
+
+
+class TenantLimits(LimitsUpdate):
+    """A tenant's throttle settings, as stored (compacted, keyed by tenant)."""
+
+    tenant: NonBlank
+    updated_at: Instant | None = None
 
 
 class ApiKey(Record):

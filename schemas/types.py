@@ -83,6 +83,16 @@ TimeZone = Annotated[
     WithJsonSchema({"type": "string", "enum": list(ZONES)}),
 ]
 
+#: A frequency cap as written: ``<scope>/<period> <limit>`` (pipeline.throttle).
+CAP_PATTERN = (
+    r"^(marketing|promotional|push|email|sms|in_app)/(minute|hour|day|week|month)"
+    r" [0-9]{1,9}$"
+)
+CapText = Annotated[str, StringConstraints(pattern=CAP_PATTERN)]
+#: A token bucket as written: ``<count>/<unit> burst <n>``.
+RATE_PATTERN = r"^[1-9][0-9]{0,8}/(second|minute|hour) burst [1-9][0-9]{0,8}$"
+RateText = Annotated[str, StringConstraints(pattern=RATE_PATTERN)]
+
 #: What each pattern means, for error messages a person can act on.
 PATTERN_HINTS = {
     NOT_BLANK: "must not be empty or blank",
@@ -92,6 +102,8 @@ PATTERN_HINTS = {
     E164_PATTERN: "must be E.164, e.g. +14155550123",
     EMAIL_PATTERN: "not an email address",
     LOCALE_PATTERN: "not a locale tag (e.g. en, fr-CA)",
+    CAP_PATTERN: "a cap reads <scope>/<period> <limit>, e.g. sms/month 50",
+    RATE_PATTERN: "a rate reads <count>/<second|minute|hour> burst <n>",
 }
 
 

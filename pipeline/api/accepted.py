@@ -22,7 +22,13 @@ from __future__ import annotations
 from collections import OrderedDict
 from typing import Generic, TypeVar
 
-from schemas.records import ApiKey, NotificationStatus, Preferences, UserProfile
+from schemas.records import (
+    ApiKey,
+    NotificationStatus,
+    Preferences,
+    TenantLimits,
+    UserProfile,
+)
 
 #: Entries remembered at most: ~200 B each for keys, so ~20 MB at the limit.
 DEFAULT_LIMIT = 100_000
@@ -69,6 +75,7 @@ accepted_statuses: Recent[NotificationStatus] = Recent()
 created_keys: Recent[ApiKey] = Recent(limit=10_000)
 written_profiles: Recent[UserProfile] = Recent(limit=10_000)
 written_preferences: Recent[Preferences] = Recent(limit=10_000)
+written_limits: Recent[TenantLimits] = Recent(limit=10_000)
 
 
 def freshest(stored: V | None, recent: Recent[V], key: str) -> V | None:

@@ -21,6 +21,7 @@ from pipeline.api.accepted import (
     accepted_statuses,
     created_keys,
     freshest,
+    written_limits,
     written_preferences,
     written_profiles,
 )
@@ -43,6 +44,7 @@ from schemas.api import (
     KeyList,
     KeyRequest,
     KeyRevoked,
+    LimitsAccepted,
     NotificationAccepted,
     PreferencesAccepted,
     ProfileAccepted,
@@ -53,11 +55,13 @@ from schemas.decode import decode, decode_object, describe
 from schemas.records import (
     DeviceRegistration,
     DeviceToken,
+    LimitsUpdate,
     NotificationRequest,
     NotificationStatus,
     Preferences,
     PreferencesUpdate,
     ProfileUpdate,
+    TenantLimits,
     UserProfile,
 )
 from schemas.types import SEGMENT_PATTERN, PathSegment, PushToken
@@ -66,6 +70,7 @@ from tables.idempotency import idempotency, live_entry, seen_key
 from tables.preferences import preferences
 from tables.profiles import profiles
 from tables.status import status
+from tables.tenant_limits import tenant_limits
 
 M = TypeVar("M", bound=BaseModel)
 JSON_SCHEMA = "application/schema+json"
@@ -653,6 +658,48 @@ class DeviceView(ApiView):
         )
         await produce_device(device)
         return self.answer(DeviceAccepted(status="accepted", device=device), status=202)
+
+
+@route("/v1/tenants/{tenant}/limits")
+class TenantLimitsView(ApiView):
+    """A tenant's throttle settings (the tenant's own key, or an admin key)."""
+
+    @operation(
+        operation_id="getTenantLimits",
+        summary="A tenant's throttle settings (null: each type's own)",
+        status=200,
+        answer=TenantLimits,
+        path={"tenant": PathSegment},
+    )
+    async def get(self, request: Request, tenant: str) -> Response:
+        """The settings every worker applies to the tenant's notifications."""
+        tenant = self.principal(request).tenant_for(tenant)
+        current = freshest(tenant_limits.get(tenant), written_limits, tenant)
+        return self.answer(current or TenantLimits(tenant=tenant))
+
+    @operation(
+        operation_id="putTenantLimits",
+        summary="Replace a tenant's throttle settings (applied asynchronously)",
+        status=202,
+        answer=LimitsAccepted,
+        body=LimitsUpdate,
+        path={"tenant": PathSegment},
+        links={
+            "limits": Link(
+                "getTenantLimits",
+                {"tenant": "$request.path.tenant"},
+                "The settings as now stored.",
+            )
+        },
+    )
+    async def put(self, request: Request, tenant: str) -> Response:
+        """Replace the settings whole: caps, over_cap and rate (null: the types')."""
+        tenant = self.principal(request).tenant_for(tenant)
+        update = await self.parse(request, LimitsUpdate)
+        limits = TenantLimits(**dict(update), tenant=tenant, updated_at=app.clock.now())
+        await produce(app.topology.tenant_limits, tenant, limits)
+        written_limits.remember(tenant, limits)
+        return self.answer(LimitsAccepted(status="accepted", limits=limits), status=202)
 
 
 @route("/v1/schemas/{name}")

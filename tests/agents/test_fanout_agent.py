@@ -52,6 +52,7 @@ def wired(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
             "idempotency",
             "held",
             "throttles",
+            "digests",
         )
     }
     for name, table in tables.items():
@@ -435,3 +436,53 @@ async def test_each_look_at_a_held_request_is_released_once(
     assert tables["held"] == {}
     status = tables["status"][accepted.notification_id]
     assert status.channels == {"email": "suppressed"}
+
+
+async def test_a_digest_window_closes_on_the_wall_clock_alone(
+    wired: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two likes, then nothing: the window still closes when its time comes
+    (the timer, not a later event), and one digest goes out with both."""
+    tables, sends = wired["tables"], wired["sends"]
+    tables["profiles"][KEY] = UserProfile(user_id="u_991", email="a@b.co")
+    likes = [
+        accept(
+            NotificationRequest(
+                idempotency_key=f"like-{n}",
+                recipient=Recipient(user_id="u_991"),
+                type="post_liked",
+                data={"liker": f"friend{n}"},
+                digest_key="post-7",
+            ),
+            f"notify.requests.critical[1]@{20 + n}",
+            NOW,
+        )
+        for n in range(2)
+    ]
+    async with app.agents["fanout.critical"].test_context() as agent:
+        for liked in likes:
+            await agent.put(key=KEY, value=liked)
+    sends["in_app"].assert_not_called()
+    for liked in likes:
+        member = tables["status"][liked.notification_id]
+        assert member.channels == {"push": "digested", "in_app": "digested"}
+    released: list[AcceptedRequest] = []
+
+    async def release(entry: AcceptedRequest) -> None:
+        released.append(entry)
+
+    timer = agents.held.held_timer
+    monkeypatch.setattr(timer, "release", release)
+    clock = FrozenClock(NOW + timedelta(seconds=29))
+    monkeypatch.setattr(app, "clock", clock)
+    assert await timer.tick() == 0
+    clock.advance(timedelta(seconds=1))
+    assert await timer.tick() == 1
+    async with app.agents["fanout.critical"].test_context() as agent:
+        await agent.put(key=KEY, value=released[0])
+    job = sends["in_app"].call_args.kwargs["value"]
+    assert (job.type, job.data["count"]) == ("post_liked.digest", 2)
+    assert job.notification_id == released[0].notification_id
+    assert tables["held"] == {}
+    (window,) = tables["digests"].values()
+    assert window.released

@@ -516,9 +516,8 @@ def test_a_read_right_after_a_write_finds_it(worker: WorkerProcess) -> None:
     assert (revoked.status, revoked.body["revoked"]) == (200, True)
 
 
-def test_a_throttled_notification_shows_its_cap(worker: WorkerProcess) -> None:
-    """Seed 003's one promotional notification a minute: the second one within
-    the minute is throttled, and its status names the cap."""
+def two_promotions(worker: WorkerProcess) -> list[str]:
+    """POST two promotional in-app notifications to a new user; their ids."""
     user = unique("u")
     ids = []
     for n in range(2):
@@ -537,9 +536,46 @@ def test_a_throttled_notification_shows_its_cap(worker: WorkerProcess) -> None:
         )
         assert reply.status == 202, reply.body
         ids.append(reply.body["notification_id"])
+    return ids
+
+
+def test_a_throttled_notification_shows_its_cap(worker: WorkerProcess) -> None:
+    """Seed 003's one promotional notification a minute: the second one within
+    the minute is throttled, and its status names the cap."""
+    ids = two_promotions(worker)
     first = status_of(worker, ids[0], lambda s: s["channels"].get("in_app") == "sent")
     assert first["channels"] == {"in_app": "sent"}
     second = status_of(worker, ids[1], lambda s: s["channels"])
     assert second["channels"] == {"in_app": "throttled"}
     (entry,) = [e for e in second["trail"] if e["event_type"] == "throttled"]
     assert entry["reason"] == "cap promotional/minute 1"
+
+
+def test_a_tenant_sets_its_own_limits(worker: WorkerProcess) -> None:
+    """PUT /v1/tenants/{tenant}/limits: read back at once, applied by fanout
+    (no caps: two promotional in a minute both go), and a tenant key may not
+    touch another tenant's."""
+    path = "/v1/tenants/default/limits"
+    assert api(worker, "GET", path).body == {
+        "tenant": "default",
+        "caps": None,
+        "over_cap": None,
+        "rate": None,
+        "updated_at": None,
+    }
+    put = api(worker, "PUT", path, {"caps": []})
+    assert (put.status, put.body["limits"]["caps"]) == (202, [])
+    assert api(worker, "GET", path).body["caps"] == []
+    bad = api(worker, "PUT", path, {"caps": ["sms/fortnight 2"]})
+    assert (bad.status, bad.body["error"]["field"]) == (422, "caps.0")
+    assert api(worker, "PUT", "/v1/tenants/acme/limits", {"caps": []}).status == 403
+
+    def applied() -> bool:
+        statuses = [
+            status_of(worker, nid, lambda s: s["channels"])
+            for nid in two_promotions(worker)
+        ]
+        return all(s["channels"] == {"in_app": "sent"} for s in statuses)
+
+    # The worker applies the PUT when it reads it back: moments.
+    wait_for(applied, timeout=30, interval=0.5)

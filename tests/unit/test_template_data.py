@@ -28,6 +28,8 @@ SHIPPED = STORE.files()
 SAMPLES: dict[str, Any] = {
     "items": [{"name": "Tea pot", "quantity": 2}, {"name": "Cups"}],
     "expires_in_minutes": 15,
+    "count": 3,
+    "first": {"liker": "Ann"},
 }
 
 

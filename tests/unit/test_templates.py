@@ -71,6 +71,12 @@ FULL_DATA: dict[str, dict[str, Any]] = {
         "post_title": "Kafka lanes",
         "url": "https://app.example.com/posts/1#c2",
     },
+    "post_liked": {"liker": "Ann", "post_title": "Sunset"},
+    "post_liked.digest": {
+        "count": 5,
+        "first": {"liker": "Ann"},
+        "items": [{"liker": "Ann"}, {"liker": "Bo"}, {"liker": "Cy"}],
+    },
     "campaign": {
         "headline": "Summer sale",
         "message": "Everything is 30% off until Sunday.",
@@ -87,12 +93,20 @@ MINIMAL_DATA: dict[str, dict[str, Any]] = {
     "password_reset": {"reset_url": "https://app.example.com/reset?token=abc"},
     "password_changed": {},
     "comment_reply": {"author": "Bob"},
+    "post_liked": {"liker": "Ann"},
+    "post_liked.digest": {
+        "count": 1,
+        "first": {"liker": "Ann"},
+        "items": [{"liker": "Ann"}],
+    },
     "campaign": {"headline": "Summer sale", "message": "30% off until Sunday."},
 }
 # A value of each type's data that the reader must see in every message.
 MUST_SHOW = {
     "order_shipped": "ORD-4821",
     "comment_reply": "Bob",
+    "post_liked": "Ann",
+    "post_liked.digest": "Ann",
 }
 # The GSM 03.38 default alphabet (and its extension table): an SMS in these
 # characters costs 160 per segment, any other character drops it to 70.

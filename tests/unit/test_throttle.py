@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline.policy import TypeCatalogue
+from pipeline.policy import TypeCatalogue, TypeInfo, throttle_settings
 from pipeline.throttle import (
     DEFAULT_BUCKET,
     DEFAULT_CAPS,
@@ -26,7 +26,7 @@ from pipeline.throttle import (
     period_start,
     scopes_of,
 )
-from schemas.records import ThrottleState
+from schemas.records import TenantLimits, ThrottleState
 
 PARIS = ZoneInfo("Europe/Paris")
 LA = ZoneInfo("America/Los_Angeles")
@@ -307,3 +307,22 @@ def test_a_bad_throttle_setting_names_its_type(tmp_path: Path, line: str) -> Non
     )
     with pytest.raises(ValueError, match="type 'default'"):
         TypeCatalogue.load(path)
+
+
+def test_a_tenants_settings_replace_the_types_where_set() -> None:
+    """Null keeps the type's own; set, the tenant's wins for all its types."""
+    info = TypeInfo(("email",), "news", caps=(Cap("sms", "month", 50),))
+    assert throttle_settings(info, None) == (Limits(info.caps, None), "throttle")
+    keeps = TenantLimits(tenant="acme")
+    assert throttle_settings(info, keeps) == (Limits(info.caps, None), "throttle")
+    own = TenantLimits(
+        tenant="acme",
+        caps=["marketing/day 2"],
+        over_cap="defer",
+        rate="6/minute burst 2",
+    )
+    limits, over_cap = throttle_settings(info, own)
+    assert limits == Limits((Cap("marketing", "day", 2),), Bucket(rate=0.1, burst=2))
+    assert over_cap == "defer"
+    none = TenantLimits(tenant="acme", caps=[])
+    assert throttle_settings(info, none)[0].caps == ()
