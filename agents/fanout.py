@@ -429,16 +429,16 @@ def throttled(
     """None if the caps and the bucket let the channel go (and count it in
     ``result.throttle``); else the refusal: a suppression naming the cap, or
     a deferral to when it frees, as the type's ``over_cap`` says."""
-    limits, over_cap = throttle_settings(
-        catalogue.lookup(request.type), state.tenant_limits
-    )
-    if not limits.caps and limits.bucket is None:
-        return None
+    info = catalogue.lookup(request.type)
+    limits, over_cap = throttle_settings(info, state.tenant_limits)
+    scopes = scopes_of(request.priority, info.marketing, channel)
+    if limits.bucket is None and not any(cap.scope in scopes for cap in limits.caps):
+        return None  # nothing counts this send: no state to read or write
     current = result.throttle or state.throttle or ThrottleState()
     send = Send(
         accepted.notification_id,
         channel,
-        scopes_of(request.priority, catalogue.lookup(request.type).marketing, channel),
+        scopes,
         now,
         user_zone(state.preferences, state.profile),
     )

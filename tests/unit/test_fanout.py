@@ -377,3 +377,11 @@ def test_a_redelivered_request_is_not_counted_twice() -> None:
     again = fan_out(campaign(0), state, CATALOGUE, NOW)
     assert [job.channel for job in again.jobs] == ["email"]
     assert again.throttle == first.throttle
+
+
+def test_a_send_no_cap_counts_leaves_the_throttle_state_alone() -> None:
+    """A transactional push and email: no default cap counts them, so the
+    user's throttle entry is neither read nor rewritten for them."""
+    result = fan_out(accepted(channels=["push", "email"]), REACHABLE, CATALOGUE, NOW)
+    assert len(result.jobs) == 2
+    assert result.throttle is None
