@@ -53,21 +53,23 @@ def decode_object(model: type[M], value: Any) -> M:
         raise invalid_message(exc) from None
 
 
-def invalid_message(exc: ValidationError) -> InvalidMessage:
-    """The first fault of ``exc`` as an `InvalidMessage`."""
+def invalid_message(exc: ValidationError, name: str = "") -> InvalidMessage:
+    """The first fault of ``exc`` as an `InvalidMessage`; ``name`` names a
+    lone value that was validated (a path parameter), else the body's
+    fields name themselves."""
     errors = exc.errors(include_url=False)
     first = errors[0]
     kind = first["type"]
     if kind in _ROOT_CODES:
         return InvalidMessage(f"not valid JSON: {first['msg']}", code=_ROOT_CODES[kind])
-    field = _field(first)
+    field = _field(first) or name
     if not field:
         if kind in ("model_type", "model_attributes_type", "dict_type"):
             return InvalidMessage(
                 "the body must be a JSON object", code="not_an_object"
             )
         return InvalidMessage(str(first["msg"]), code="invalid_value")
-    same_field = [error for error in errors if _field(error) == field]
+    same_field = [error for error in errors if (_field(error) or name) == field]
     if len(same_field) > 1 and all(e["type"].endswith("_type") for e in same_field):
         # A union (a string or an integer) whose every member refused the value.
         kinds = " or ".join(_expected(e) for e in same_field)
@@ -89,11 +91,6 @@ def _field(error: ErrorDetails) -> str:
     return ".".join(
         part for part in parts if not part.startswith(("function-", "constrained-"))
     )
-
-
-def describe(error: ErrorDetails) -> str:
-    """What one pydantic error means, in words a caller can act on."""
-    return _message(error)
 
 
 def _message(error: ErrorDetails) -> str:

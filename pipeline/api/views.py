@@ -51,7 +51,7 @@ from schemas.api import (
     SchemaList,
     TenantQuery,
 )
-from schemas.decode import decode, decode_object, describe
+from schemas.decode import decode, decode_object, invalid_message
 from schemas.records import (
     DeviceRegistration,
     DeviceToken,
@@ -136,14 +136,9 @@ class ApiView(View):
             try:
                 adapter.validate_python(value, strict=True)
             except ValidationError as exc:
-                error = exc.errors(include_url=False)[0]
-                code = (
-                    "invalid_type"
-                    if error["type"].endswith("_type")
-                    else "invalid_value"
-                )
+                problem = invalid_message(exc, name)
                 raise ApiError(
-                    422, code, f"{name}: {describe(error)}", field=name
+                    422, problem.code, problem.reason, field=problem.field
                 ) from None
 
     def answer(self, record: BaseModel, status: int = 200, **kwargs: Any) -> Response:
