@@ -35,6 +35,7 @@ from schemas.records import (
     Preferences,
     Suppression,
     TenantLimits,
+    UserOwned,
     UserProfile,
 )
 from tables.api_keys import api_keys
@@ -45,7 +46,7 @@ from tables.suppressions import suppression_key, suppressions
 from tables.tenant_limits import tenant_limits
 
 STAGE = "state"
-S = TypeVar("S", UserProfile, Preferences, DeviceToken)
+S = TypeVar("S", bound=UserOwned)
 
 
 def with_device(current: DeviceSet | None, update: DeviceToken) -> DeviceSet:

@@ -185,6 +185,16 @@ class QuietHours(Record):
     end: Clock  # "08:00"; an end before the start spans midnight
 
 
+class UserOwned(Record):
+    """What the stored form of a user-state update adds to its API body: whose
+    it is, and when it was written (a producer's record without a time is
+    stamped when the worker reads it)."""
+
+    user_id: NonBlank
+    tenant: NonBlank = "default"
+    updated_at: Instant | None = None
+
+
 class PreferencesUpdate(Record):
     """What one user wants to receive: the body of ``PUT .../preferences``.
 
@@ -208,12 +218,8 @@ class PreferencesUpdate(Record):
     locale: Locale | None = None
 
 
-class Preferences(PreferencesUpdate):
+class Preferences(UserOwned, PreferencesUpdate):
     """What one user wants to receive (seed 002's shape, extended)."""
-
-    user_id: NonBlank
-    tenant: NonBlank = "default"
-    updated_at: Instant | None = None
 
 
 class ProfileUpdate(Record):
@@ -230,12 +236,8 @@ class ProfileUpdate(Record):
     )
 
 
-class UserProfile(ProfileUpdate):
+class UserProfile(UserOwned, ProfileUpdate):
     """Who a user is and how to reach them."""
-
-    user_id: NonBlank
-    tenant: NonBlank = "default"
-    updated_at: Instant | None = None
 
 
 class DeviceRegistration(Record):
@@ -247,12 +249,8 @@ class DeviceRegistration(Record):
     active: bool = True
 
 
-class DeviceToken(DeviceRegistration):
+class DeviceToken(UserOwned, DeviceRegistration):
     """One push token of one user; ``active=False`` removes it."""
-
-    user_id: NonBlank
-    tenant: NonBlank = "default"
-    updated_at: Instant | None = None
 
 
 class AcceptedRequest(Record):

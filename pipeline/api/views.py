@@ -62,6 +62,7 @@ from schemas.records import (
     PreferencesUpdate,
     ProfileUpdate,
     TenantLimits,
+    UserOwned,
     UserProfile,
 )
 from schemas.types import SEGMENT_PATTERN, PathSegment, PushToken
@@ -445,7 +446,7 @@ class UserStateView(ApiView):
     table: Any
     written: Recent[Any]
     update: type[BaseModel]
-    record: type[BaseModel]
+    record: type[UserOwned]
     topic: str
 
     async def stored(
