@@ -18,6 +18,7 @@ from agents.held import held_timer
 from pipeline.app import app
 from pipeline.deadletter import source_of
 from pipeline.digest import (
+    DigestPolicy,
     base_type,
     collect,
     digest_data,
@@ -417,6 +418,22 @@ def released_digest(
     )
 
 
+def may_count(
+    request: NotificationRequest,
+    catalogue: TypeCatalogue,
+    tenant: TenantLimits | None,
+) -> bool:
+    """True if the throttle may count a send of ``request`` on any channel."""
+    if request.priority == "critical":
+        return False
+    info = catalogue.lookup(request.type)
+    limits, _ = throttle_settings(info, tenant)
+    return any(
+        limits.count(scopes_of(request.priority, info.marketing, channel))
+        for channel in resolve_channels(request, catalogue)
+    )
+
+
 def throttled(
     accepted: AcceptedRequest,
     request: NotificationRequest,
@@ -432,7 +449,7 @@ def throttled(
     info = catalogue.lookup(request.type)
     limits, over_cap = throttle_settings(info, state.tenant_limits)
     scopes = scopes_of(request.priority, info.marketing, channel)
-    if limits.bucket is None and not any(cap.scope in scopes for cap in limits.caps):
+    if not limits.count(scopes):
         return None  # nothing counts this send: no state to read or write
     current = result.throttle or state.throttle or ThrottleState()
     send = Send(
@@ -568,8 +585,8 @@ async def handle(
     key = user_key(request.tenant, request.recipient.user_id)
     if accepted.digest is not None:
         closing = digests.get(accepted.digest)
-        policy = CATALOGUE.lookup(base_type(request.type)).digest
-        built = released_digest(accepted, closing, policy.items if policy else 5)
+        policy = CATALOGUE.lookup(base_type(request.type)).digest or DigestPolicy()
+        built = released_digest(accepted, closing, policy.items)
         if closing is not None and not closing.released:
             digests[accepted.digest] = closing.model_copy(update={"released": True})
         if built is None:
@@ -589,13 +606,16 @@ async def handle(
     )
     ikey = seen_key(request.tenant, request.recipient.user_id, request.idempotency_key)
     now = app.clock.now()
+    limited = tenant_limits.get(request.tenant)
     state = UserState(
         profile=profiles.get(key),
         preferences=preferences.get(key),
         devices=devices.get(key),
         seen=live_entry(idempotency.get(ikey), now, window),
-        throttle=throttles.get(key),
-        tenant_limits=tenant_limits.get(request.tenant),
+        # Read only if a cap or a bucket may count one of its sends: most
+        # requests (critical, transactional push and email) never need it.
+        throttle=throttles.get(key) if may_count(request, CATALOGUE, limited) else None,
+        tenant_limits=limited,
         digest=digests.get(dkey) if dkey is not None else None,
     )
     wait = timedelta(seconds=app.settings.unknown_user_wait)

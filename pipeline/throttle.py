@@ -234,6 +234,10 @@ class Limits:
     caps: Sequence[Cap]
     bucket: Bucket | None = None
 
+    def count(self, scopes: frozenset[str]) -> bool:
+        """True if a send counting toward ``scopes`` is held to these limits."""
+        return self.bucket is not None or any(cap.scope in scopes for cap in self.caps)
+
 
 def admit(state: ThrottleState, send: Send, limits: Limits) -> Admission:
     """Whether the send may go out now (no change made).

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from agents.fanout import SCHEDULED, UserState, fan_out
+from agents.fanout import SCHEDULED, UserState, fan_out, may_count
 from agents.ingest import accept
 from pipeline.due import due_ms, time_at
 from pipeline.policy import TypeCatalogue
@@ -17,6 +17,7 @@ from schemas.records import (
     Preferences,
     QuietHours,
     Recipient,
+    TenantLimits,
     UserProfile,
 )
 from tables.idempotency import live_entry
@@ -385,3 +386,19 @@ def test_a_send_no_cap_counts_leaves_the_throttle_state_alone() -> None:
     result = fan_out(accepted(channels=["push", "email"]), REACHABLE, CATALOGUE, NOW)
     assert len(result.jobs) == 2
     assert result.throttle is None
+
+
+def test_the_throttle_state_is_read_only_for_requests_a_limit_may_count() -> None:
+    """Critical and transactional push/email: no read; promotional or SMS: read."""
+    base = accepted().notification()
+    assert not may_count(
+        base.model_copy(update={"channels": ["push", "email"]}), CATALOGUE, None
+    )
+    assert not may_count(
+        base.model_copy(update={"priority": "critical"}), CATALOGUE, None
+    )
+    assert may_count(base, CATALOGUE, None)  # sms: the monthly cap
+    assert may_count(campaign(0).notification(), CATALOGUE, None)
+    everything = TenantLimits(tenant="default", rate="10/minute burst 5")
+    push = base.model_copy(update={"channels": ["push"]})
+    assert may_count(push, CATALOGUE, everything)  # a tenant's bucket counts all
