@@ -126,28 +126,22 @@ def collect(
     redelivery) changes nothing; one that opened a look-back window goes out
     alone again.
     """
-    open_now = current is not None and not current.released
-    if open_now and current is not None:
+    member = DigestMember(notification_id=notification_id, data=data, at=now)
+    if current is not None and not current.released:
         if notification_id == current.lead or any(
-            member.notification_id == notification_id for member in current.members
+            known.notification_id == notification_id for known in current.members
         ):
             return Collected(None, notification_id == current.lead, False)
-        member = DigestMember(notification_id=notification_id, data=data, at=now)
         joined = current.model_copy(update={"members": [*current.members, member]})
         return Collected(joined, False, False)
     if current is not None and current.lead == notification_id:
         return Collected(None, True, False)  # a redelivered look-back lead
     lookback = policy.mode == "lookback"
-    members = (
-        []
-        if lookback
-        else [DigestMember(notification_id=notification_id, data=data, at=now)]
-    )
     state = DigestState(
         **opener,
         opened_at=now,
         closes_at=closes_at(policy, now, zone),
-        members=members,
+        members=[] if lookback else [member],
         lead=notification_id if lookback else None,
     )
     return Collected(state, lookback, True)
