@@ -16,6 +16,7 @@ from faust.types import EventT, StreamT
 
 from agents.held import held_timer
 from pipeline.app import app
+from pipeline.cancel import cancel_event, said_cancelled, stopped
 from pipeline.deadletter import source_of
 from pipeline.digest import (
     DigestPolicy,
@@ -38,6 +39,7 @@ from pipeline.policy import (
     user_zone,
 )
 from pipeline.status import batch as status_batch
+from pipeline.status import current as status_now
 from pipeline.status import record
 from pipeline.streams import BATCH_WINDOW, acting_for, batches
 from pipeline.throttle import Send, admit, counted, scopes_of
@@ -49,6 +51,7 @@ from schemas.records import (
     DigestState,
     NotificationEvent,
     NotificationRequest,
+    NotificationStatus,
     Preferences,
     TenantLimits,
     ThrottleState,
@@ -213,12 +216,14 @@ def fan_out(
     now: datetime,
     request: NotificationRequest | None = None,
     wait: timedelta = timedelta(0),
+    cancelled: NotificationStatus | None = None,
 ) -> Fanout:
     """Decide one accepted request: dedup, reachability, preferences, per channel.
 
     ``request`` is ``accepted.notification()`` when the caller has it already.
     A user known to no table has the channels that need its state held, for up
-    to ``wait`` in all (``hold_until``).
+    to ``wait`` in all (``hold_until``). ``cancelled`` is the status of a
+    notification cancelled before this look: every channel ends ``cancelled``.
     """
     request = request or accepted.notification()
     duplicate, seen = check_idempotency(accepted, request, state.seen, now)
@@ -227,6 +232,13 @@ def fan_out(
         result.events.append(duplicate)
         return result
     result.events.append(event(accepted, request, "accepted", "ingest", now))
+    if cancelled is not None:
+        for channel in resolve_channels(request, catalogue):
+            if not said_cancelled(cancelled, channel):
+                result.events.append(
+                    cancel_event(cancelled, now, channel, locale=request.locale)
+                )
+        return result
     if collected(accepted, request, state, catalogue, now, result):
         return result
     channels = resolve_channels(request, catalogue)
@@ -584,7 +596,7 @@ async def handle(
     request = request or accepted.notification()
     key = user_key(request.tenant, request.recipient.user_id)
     if accepted.digest is not None:
-        closing = digests.get(accepted.digest)
+        closing = live_members(digests.get(accepted.digest))
         policy = CATALOGUE.lookup(base_type(request.type)).digest or DigestPolicy()
         built = released_digest(accepted, closing, policy.items)
         if closing is not None and not closing.released:
@@ -619,7 +631,9 @@ async def handle(
         digest=digests.get(dkey) if dkey is not None else None,
     )
     wait = timedelta(seconds=app.settings.unknown_user_wait)
-    result = fan_out(accepted, state, CATALOGUE, now, request, wait)
+    current = status_now(accepted.notification_id)
+    cancelled = current if stopped(current) else None
+    result = fan_out(accepted, state, CATALOGUE, now, request, wait, cancelled)
     # Outputs go through Faust's send buffer, as table updates do: a commit
     # waits until the buffer is flushed, and a failed send trips the commit
     # guard, so nothing is lost and no future is awaited per record.
@@ -638,6 +652,16 @@ async def handle(
             held[waiting.held_key] = waiting
     for outcome in result.events:
         record(outcome)
+
+
+def live_members(window: DigestState | None) -> DigestState | None:
+    """``window`` without the members cancelled since they joined it."""
+    if window is None:
+        return None
+    members = [m for m in window.members if not stopped(status_now(m.notification_id))]
+    if len(members) == len(window.members):
+        return window
+    return window.model_copy(update={"members": members})
 
 
 #: Requests taken at once.

@@ -7,6 +7,8 @@
   ``NOTIFY_STATUS_RETENTION`` hours after its last change, or after the time
   it waits for (a deferral's ``until``) if that is later. ``notify.events``
   holds every decision for as long as that topic keeps it.
+- ``failed_jobs``: a notification's failed jobs (kept for an operator's
+  retry) are deleted with its status.
 - ``idempotency``: a key's entry is deleted once it is older than
   ``NOTIFY_IDEMPOTENCY_WINDOW`` (reads already ignore it by then).
 """
@@ -17,6 +19,7 @@ from datetime import datetime, timedelta
 
 import orjson
 
+from pipeline.actions import forget_failed
 from pipeline.app import app
 from pipeline.ids import parse_notification_id
 from pipeline.partitioning import partition_for
@@ -69,7 +72,13 @@ ledger_sweeper = Sweeper(
     app, ledger, ledger_expired, notification_partition, "send ledger entries"
 )
 status_sweeper = Sweeper(
-    app, status, status_expired, notification_partition, "notification statuses"
+    app,
+    status,
+    status_expired,
+    notification_partition,
+    "notification statuses",
+    # A failed job kept for an operator's retry goes with its status.
+    on_delete=forget_failed,
 )
 idempotency_sweeper = Sweeper(
     app, idempotency, idempotency_expired, user_partition, "idempotency entries"

@@ -28,6 +28,7 @@ from mode import Service
 
 from agents.retry import retry_timer
 from pipeline.app import app
+from pipeline.cancel import cancel_event, said_cancelled, stopped
 from pipeline.deadletter import Rejection, dead_letter, source_of
 from pipeline.delivery import plan
 from pipeline.delivery.backoff import LANE_POLICIES, next_delay
@@ -45,6 +46,7 @@ from pipeline.providers.base import (
 )
 from pipeline.providers.registry import Providers, Route
 from pipeline.status import batch as status_batch
+from pipeline.status import current as status_now
 from pipeline.status import record as record_event
 from pipeline.streams import BATCH_WINDOW, acting_for, batches, flush_durably
 from pipeline.topology import (
@@ -69,6 +71,7 @@ from schemas.records import (
     ScheduledJob,
     Suppression,
 )
+from tables.failed_jobs import failed_jobs, failed_key
 from tables.inbox import MAX_INBOX, inbox
 from tables.ledger import ledger
 from tables.retries import retries
@@ -132,8 +135,16 @@ def job_event(
 ) -> NotificationEvent:
     """An event about one target of ``job``; the same attempt gives the same id."""
     return NotificationEvent(
+        # An operator's retry (redrive) starts the attempts over: its events
+        # get ids of their own.
         event_id=event_id(
-            job.notification_id, event_type, "send", job.channel, target, job.attempt
+            job.notification_id,
+            event_type,
+            "send",
+            job.channel,
+            target,
+            job.attempt,
+            *([job.redrive] if job.redrive else []),
         ),
         event_type=event_type,
         ts=now,
@@ -196,6 +207,13 @@ async def prepare(
     """
     if job.not_before is not None:
         retry_timer.done(plan.schedule_key(job))
+    current = status_now(job.notification_id)
+    if current is not None and stopped(current):
+        # Cancelled while queued or waiting for its retry: checked before
+        # any ledger entry is written, with no await in between.
+        if not said_cancelled(current, job.channel):
+            record_event(cancel_event(current, now, job.channel, locale=job.locale))
+        return []
     found = plan.targets(job)
     if not found:
         record_event(job_event(job, "failed", now, "-", reason="no_target"))
@@ -452,6 +470,8 @@ async def settle_failed(
         )
     first = failed[0][1]
     dead = plan.narrowed(job, [target for target, _ in failed])
+    # Kept for an operator's retry (POST /v1/notifications/{id}/retry).
+    failed_jobs[failed_key(job.notification_id, job.channel)] = dead
     headers = [
         (DLQ_REASON, str(first).encode()),
         (DLQ_CODE, first.kind.value.encode()),

@@ -30,6 +30,7 @@ DISCOVER = [
     "agents.retention",
     "agents.idempotency_peer",
     "pipeline.api.views",
+    "pipeline.api.lifecycle",
     "pipeline.api.delivery",
     "pipeline.api.docs",
 ]

@@ -83,7 +83,13 @@ AGENT_TABLES: dict[str, tuple[str, ...]] = {
     "state.api_keys": ("api_keys",),
     "state.tenant_limits": ("tenant_limits",),
     **{
-        f"send.{channel}.{lane}": ("send_ledger", "retry_schedule", "inbox", "status")
+        f"send.{channel}.{lane}": (
+            "send_ledger",
+            "retry_schedule",
+            "failed_jobs",
+            "inbox",
+            "status",
+        )
         for lane in LANES
         for channel in CHANNELS
     },

@@ -16,12 +16,15 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
+from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from faust.streams import current_event
 from faust.types import EventT
 
 from pipeline.app import app
+from pipeline.ids import event_id
 from pipeline.streams import acting_for
 from schemas.records import NotificationEvent, NotificationStatus, TrailEntry
 from tables.status import status
@@ -72,13 +75,24 @@ def fold(
         channels[event.channel] = progressed(
             channels.get(event.channel), event.event_type
         )
+    cancelled_at = status_.cancelled_at
+    if cancelled_at is None and is_cancel(event):
+        cancelled_at = event.ts
     return NotificationStatus(
         notification_id=status_.notification_id,
         **context(status_, event),
-        status=overall(channels, status_.status),
+        status="cancelled"
+        if cancelled_at and not channels
+        else overall(channels, status_.status),
         channels=channels,
+        cancelled_at=cancelled_at,
         trail=[*status_.trail, entry][-MAX_TRAIL:],
     )
+
+
+def is_cancel(event: NotificationEvent) -> bool:
+    """True for the event that cancels a whole notification (not one channel)."""
+    return event.event_type == "cancelled" and event.channel is None
 
 
 #: What a notification's status and its events both say about it.
@@ -105,39 +119,99 @@ def overall(channels: Mapping[Any, str], previous: str) -> str:
     return max(channels.values(), key=lambda outcome: CHANNEL_RANK[outcome])
 
 
+#: Status writes so far, and the count at each notification's latest write
+#: (the most recent ``MAX_STAMPS`` of them). A book that read a status
+#: before another book wrote it (the send agent awaits its provider calls
+#: between reading and writing) folds its events again over the newer
+#: status, so no write undoes another's: a cancel written meanwhile stays.
+_writes = 0
+_stamps: dict[str, int] = {}
+#: Stamps up to this count may have been forgotten: such a read is re-read.
+_forgotten = 0
+MAX_STAMPS = 100_000
+
+
+def _stamp(nid: str) -> None:
+    """Count a write of ``nid``'s status."""
+    global _writes, _forgotten  # noqa: PLW0603 - one count for the process
+    _writes += 1
+    _stamps.pop(nid, None)
+    _stamps[nid] = _writes
+    if len(_stamps) > MAX_STAMPS:
+        _forgotten = _stamps.pop(next(iter(_stamps)))
+
+
+def _written_since(nid: str, seen: int) -> bool:
+    """True if ``nid``'s status may have been written after count ``seen``."""
+    return seen < _forgotten or _stamps.get(nid, 0) > seen
+
+
+@dataclass
+class _Entry:
+    """One notification in a book: what was read, and this batch's events."""
+
+    source: EventT
+    seen: int  # the write count when it was read
+    read: NotificationStatus | None
+    events: list[NotificationEvent] = field(default_factory=list)
+    folded: NotificationStatus | None = None
+
+    def current(self) -> NotificationStatus | None:
+        """The status with this batch's events."""
+        return self.folded if self.events else self.read
+
+
 class StatusBook:
     """The status changes of one batch: folded in memory, written once each.
 
     Each notification's status is read and written on behalf of the stream
     event that caused its latest change, so the table entry lands on that
-    event's partition (the user's) whatever the batch's last event is.
+    event's partition (the user's) whatever the batch's last event is. A
+    status read once in a batch is not read again.
     """
 
     def __init__(self) -> None:
-        self._pending: dict[str, tuple[EventT, NotificationStatus]] = {}
+        self._entries: dict[str, _Entry] = {}
 
     def current(self, source: EventT, nid: str) -> NotificationStatus | None:
         """``nid``'s status with this batch's changes, read for ``source``."""
-        if nid in self._pending:
-            return self._pending[nid][1]
-        with acting_for(source):
-            found: NotificationStatus | None = status.get(nid)
-        return found
+        return self._entry(source, nid).current()
+
+    def _entry(self, source: EventT, nid: str) -> _Entry:
+        entry = self._entries.get(nid)
+        if entry is None:
+            with acting_for(source):
+                found: NotificationStatus | None = status.get(nid)
+            entry = self._entries[nid] = _Entry(source, _writes, found)
+        return entry
 
     def add(self, source: EventT, event: NotificationEvent) -> None:
         """Fold ``event``, caused by the stream event ``source``."""
         nid = event.notification_id
         if nid is None:
             return  # a dead letter that never became a notification
-        self._pending[nid] = (source, fold(self.current(source, nid), event))
+        entry = self._entry(source, nid)
+        entry.folded = fold(entry.current(), event)
+        entry.events.append(event)
+        entry.source = source
 
     def write(self) -> int:
         """Write every changed status; how many."""
-        for nid, (source, folded) in self._pending.items():
-            with acting_for(source):
+        written = 0
+        for nid, entry in self._entries.items():
+            if not entry.events:
+                continue
+            folded = entry.folded
+            with acting_for(entry.source):
+                if _written_since(nid, entry.seen):
+                    # Written by someone else since we read it: fold again.
+                    folded = status.get(nid)
+                    for event in entry.events:
+                        folded = fold(folded, event)
                 status[nid] = folded
-        written = len(self._pending)
-        self._pending.clear()
+            _stamp(nid)
+            written += 1
+        self._entries.clear()
         return written
 
 
@@ -154,6 +228,52 @@ def batch() -> Iterator[StatusBook]:
     finally:
         _book.reset(token)
     book.write()
+
+
+def event_about(
+    current: NotificationStatus,
+    event_type: str,
+    stage: str,
+    now: datetime,
+    *,
+    channel: str | None = None,
+    reason: str | None = None,
+    locale: str | None = None,
+    until: datetime | None = None,
+    discriminator: object = None,
+) -> NotificationEvent:
+    """An event about the notification ``current`` describes, decided outside
+    the chain's agents (an API call); the same parts give the same id."""
+    nid = current.notification_id
+    parts = (nid, event_type, stage, channel)
+    return NotificationEvent(
+        event_id=event_id(*parts, *(() if discriminator is None else (discriminator,))),
+        event_type=event_type,
+        ts=now,
+        stage=stage,
+        notification_id=nid,
+        tenant=current.tenant,
+        user_id=current.user_id,
+        campaign_id=current.campaign_id,
+        type=current.type,
+        priority=current.priority,
+        lane=current.lane,
+        channel=channel,
+        locale=locale,
+        reason=reason,
+        until=until,
+    )
+
+
+def current(nid: str) -> NotificationStatus | None:
+    """``nid``'s status as the current stream event's batch sees it (its own
+    changes included); read once per batch."""
+    cause = current_event()
+    book = _book.get()
+    if cause is None or book is None:
+        found: NotificationStatus | None = status.get(nid)
+        return found
+    return book.current(cause, nid)
 
 
 def emit(event: NotificationEvent) -> None:

@@ -74,6 +74,7 @@ class Sweeper:
         per_tick: int = PER_TICK,
         rest: float = REST,
         clock: Callable[[], float] = time.monotonic,
+        on_delete: Callable[[Any], None] | None = None,
     ) -> None:
         self.app = app
         self.table = table
@@ -83,6 +84,9 @@ class Sweeper:
         self.per_tick = per_tick
         self.rest = rest
         self.clock = clock
+        #: Called with each deleted key, in its partition's context: entries
+        #: of other tables that go with it (same partition) go too.
+        self.on_delete = on_delete
         #: Per partition, the last key looked at (the next slice starts after it).
         self.cursors: dict[int, Any] = {}
         #: Per partition, when its last walk reached the end.
@@ -124,6 +128,8 @@ class Sweeper:
                         key, stored_form(current), now
                     ):
                         del self.table[key]
+                        if self.on_delete is not None:
+                            self.on_delete(key)
                         deleted += 1
         if deleted:
             log.info("deleted %d expired %s", deleted, self.what)

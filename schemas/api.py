@@ -9,12 +9,14 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, ConfigDict, Field
+from pydantic import AfterValidator, ConfigDict, Field, StringConstraints
 
+from pipeline.ids import NOTIFICATION_ID_PATTERN
 from schemas.records import (
     DeviceToken,
     InboxItem,
     InboxRead,
+    NotificationStatus,
     Preferences,
     Record,
     TenantLimits,
@@ -29,6 +31,9 @@ class ErrorDetail(Record):
     code: str
     message: str
     field: str | None = None
+    #: The channels the error is about, with their outcome (a refused cancel
+    #: names the channels already sent).
+    channels: dict[str, str] | None = None
 
 
 class Error(Record):
@@ -43,6 +48,32 @@ class NotificationAccepted(Record):
 
     notification_id: str
     status: Literal["accepted", "duplicate"]
+
+
+class NotificationCancelled(Record):
+    """A cancel that stopped every channel not yet sent."""
+
+    notification_id: str
+    status: Literal["cancelled"]
+    #: The channels cancelled (none when the notification was stopped before
+    #: any channel was decided).
+    cancelled: list[str]
+
+
+class RetryScheduled(Record):
+    """An operator's retry: the failed channels put back to be sent again."""
+
+    notification_id: str
+    status: Literal["retry_scheduled"]
+    channels: list[str]
+
+
+class NotificationList(Record):
+    """A user's notifications, newest first, each with its status."""
+
+    items: list[NotificationStatus]
+    #: Pass as ``cursor`` for the next page; null on the last.
+    next_cursor: str | None = None
 
 
 class PreferencesAccepted(Record):
@@ -162,6 +193,20 @@ class InboxQuery(TenantQuery):
     """``?unread=true`` lists unread messages only."""
 
     unread: Literal["true", "false"] | None = None
+
+
+#: A list cursor: the time and id of the last item of the page before.
+CURSOR_PATTERN = r"^[0-9]{1,15}\." + NOTIFICATION_ID_PATTERN.removeprefix("^")
+
+
+class ListQuery(TenantQuery):
+    """A page of a user's notifications: at most ``limit``, after ``cursor``."""
+
+    #: 1 to 100 (default 20).
+    limit: Annotated[str, StringConstraints(pattern=r"^([1-9][0-9]?|100)$")] = "20"
+    #: ``next_cursor`` of the previous page: ``<epoch ms>.<notification id>``
+    #: of the last item it showed.
+    cursor: Annotated[str, StringConstraints(pattern=CURSOR_PATTERN)] | None = None
 
 
 class DeviceQuery(TenantQuery):

@@ -413,6 +413,9 @@ class NotificationStatus(Record):
     status: str = "accepted"
     #: Channel → its latest outcome.
     channels: dict[Channel, str] = Field(default_factory=dict)
+    #: When ``DELETE /v1/notifications/{id}`` cancelled it: no channel not
+    #: yet sent is sent after that.
+    cancelled_at: Instant | None = None
     trail: list[TrailEntry] = Field(default_factory=list)
 
 

@@ -16,6 +16,7 @@ class ApiError(Exception):
         *,
         field: str | None = None,
         headers: dict[str, str] | None = None,
+        channels: dict[str, str] | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
@@ -23,12 +24,15 @@ class ApiError(Exception):
         self.message = message
         self.field = field
         self.headers = headers or {}
+        self.channels = channels
 
     def body(self) -> dict[str, Any]:
         """The JSON body of the error response."""
         error: dict[str, Any] = {"code": self.code, "message": self.message}
         if self.field is not None:
             error["field"] = self.field
+        if self.channels is not None:
+            error["channels"] = self.channels
         return {"error": error}
 
 

@@ -14,6 +14,7 @@ from pydantic import BaseModel, StringConstraints, ValidationError
 from yarl import URL
 
 from agents.ingest import body_hash, lane_for
+from pipeline import actions
 from pipeline.api import auth
 from pipeline.api.accepted import (
     Recent,
@@ -32,6 +33,7 @@ from pipeline.app import app
 from pipeline.errors import InvalidMessage
 from pipeline.ids import NOTIFICATION_ID_PATTERN, notification_id, parse_notification_id
 from pipeline.partitioning import partition_for
+from pipeline.streams import flush_durably
 from pipeline.template_data import check_template_data
 from pipeline.topology import user_key
 from pipeline.web import recovered
@@ -46,6 +48,7 @@ from schemas.api import (
     KeyRevoked,
     LimitsAccepted,
     NotificationAccepted,
+    NotificationCancelled,
     PreferencesAccepted,
     ProfileAccepted,
     SchemaList,
@@ -369,8 +372,51 @@ class Notifications(ApiView):
         return True
 
 
+class NotificationView(ApiView):
+    """A view of one notification, answered where its status lives."""
+
+    async def at_holder(self, request: Request, nid: str) -> Response | None:
+        """The answer of the worker holding ``nid``'s status, or None if this
+        worker holds it (404 for what is no notification id)."""
+        ref = parse_notification_id(nid)
+        if ref is None:
+            raise not_found(f"{nid!r} is not a notification id")
+        if ref.lane not in app.settings.worker_lanes:
+            return await self.other_lane(ref.lane, nid, request)
+        if request.headers.get(FORWARDED):
+            return None
+        partition = ref.partition(app.settings.topic_partitions)
+        owner = partition_owner(status.name, partition)
+        if is_this_worker(owner):
+            return None
+        return await self.forward(owner, request)
+
+    @staticmethod
+    def visible(principal: auth.Principal, nid: str) -> NotificationStatus:
+        """``nid``'s freshest status on this worker, if the caller may see it."""
+        current = freshest(actions.stored_status(nid), accepted_statuses, nid)
+        if current is None:
+            raise not_found(f"no notification {nid!r} (yet)")
+        if not principal.is_admin and current.tenant != principal.tenant:
+            raise forbidden(f"notification {nid!r} is another tenant's")
+        return current
+
+    async def other_lane(self, lane: str, nid: str, request: Request) -> Response:
+        """Ask the workers of ``lane`` (NOTIFY_LANE_URLS), which hold its status."""
+        base = app.settings.lane_url(lane)
+        if base is None or request.headers.get(LANE_FORWARDED):
+            raise ApiError(
+                503,
+                "lane_not_served",
+                f"notification {nid!r} is on the {lane} lane, which this worker "
+                f"does not run and cannot reach: set NOTIFY_LANE_URLS "
+                f"({lane}=URL of its workers)",
+            )
+        return await self.forward(base, request, marker=LANE_FORWARDED)
+
+
 @route("/v1/notifications/{notification_id}")
-class NotificationStatusView(ApiView):
+class NotificationStatusView(NotificationView):
     """One notification: per-channel status and decision trail."""
 
     @operation(
@@ -389,37 +435,51 @@ class NotificationStatusView(ApiView):
         group. 404 until the worker has recorded its first decision.
         """
         principal = self.principal(request)
-        ref = parse_notification_id(notification_id)
-        if ref is None:
-            raise not_found(f"{notification_id!r} is not a notification id")
-        if ref.lane not in app.settings.worker_lanes:
-            return await self.other_lane(ref.lane, notification_id, request)
-        if not request.headers.get(FORWARDED):
-            partition = ref.partition(app.settings.topic_partitions)
-            owner = partition_owner(status.name, partition)
-            if not is_this_worker(owner):
-                return await self.forward(owner, request)
-        current = freshest(
-            status.get(notification_id), accepted_statuses, notification_id
-        )
-        if current is None:
-            raise not_found(f"no notification {notification_id!r} (yet)")
-        if not principal.is_admin and current.tenant != principal.tenant:
-            raise forbidden(f"notification {notification_id!r} is another tenant's")
-        return self.answer(current)
+        elsewhere = await self.at_holder(request, notification_id)
+        if elsewhere is not None:
+            return elsewhere
+        return self.answer(self.visible(principal, notification_id))
 
-    async def other_lane(self, lane: str, nid: str, request: Request) -> Response:
-        """Ask the workers of ``lane`` (NOTIFY_LANE_URLS), which hold its status."""
-        base = app.settings.lane_url(lane)
-        if base is None or request.headers.get(LANE_FORWARDED):
+    @operation(
+        operation_id="cancelNotification",
+        summary="Cancel what of a notification has not been sent yet",
+        status=200,
+        answer=NotificationCancelled,
+        path=NOTIFICATION_ID,
+        errors=(404, 409),
+    )
+    async def delete(self, request: Request, notification_id: str) -> Response:
+        """Cancels the channels still waiting: scheduled or deferred, in an
+        open digest, waiting for a retry, or queued with no send begun; a
+        notification not decided yet is stopped whole. Its status and
+        ``notify.events`` say ``cancelled``. Once a channel was sent (or its
+        send began), 409 `already_sent` naming those channels in
+        `error.channels`; the others are cancelled all the same. Nothing
+        left to cancel is 409 `not_cancellable`. Cancelling twice is the
+        same answer.
+        """
+        principal = self.principal(request)
+        principal.require(auth.NOTIFY_SCOPE)
+        elsewhere = await self.at_holder(request, notification_id)
+        if elsewhere is not None:
+            return elsewhere
+        current = self.visible(principal, notification_id)
+        decided = actions.cancel_here(current, app.clock.now())
+        await flush_durably(app)
+        if decided.refused:
             raise ApiError(
-                503,
-                "lane_not_served",
-                f"notification {nid!r} is on the {lane} lane, which this worker "
-                f"does not run and cannot reach: set NOTIFY_LANE_URLS "
-                f"({lane}=URL of its workers)",
+                409,
+                "already_sent" if decided.sent else "not_cancellable",
+                decided.message(),
+                channels=dict(decided.sent.items() | decided.settled.items()),
             )
-        return await self.forward(base, request, marker=LANE_FORWARDED)
+        return self.answer(
+            NotificationCancelled(
+                notification_id=notification_id,
+                status="cancelled",
+                cancelled=list(decided.cancelled),
+            )
+        )
 
 
 def user_route(kind: str) -> str:

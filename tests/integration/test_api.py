@@ -579,3 +579,34 @@ def test_a_tenant_sets_its_own_limits(worker: WorkerProcess) -> None:
 
     # The worker applies the PUT when it reads it back: moments.
     wait_for(applied, timeout=30, interval=0.5)
+
+
+def test_a_users_notifications_are_listed_newest_first_by_page(
+    worker: WorkerProcess,
+) -> None:
+    """GET /v1/users/{id}/notifications: the user's own, newest first, with
+    their status, a page at a time through next_cursor."""
+    user = unique("u")
+    posted = []
+    for n in range(3):
+        reply = api(worker, "POST", "/v1/notifications", notify(user, unique(f"k{n}")))
+        posted.append(reply.body["notification_id"])
+        status_of(worker, posted[-1], lambda s: s["channels"])
+        time.sleep(0.01)  # distinct acceptance milliseconds keep the order plain
+    api(worker, "POST", "/v1/notifications", notify(unique("other"), unique("k")))
+    path = f"/v1/users/{user}/notifications"
+    first = api(worker, "GET", f"{path}?limit=2")
+    assert first.status == 200, first.body
+    assert [i["notification_id"] for i in first.body["items"]] == posted[:0:-1]
+    assert all(i["status"] != "accepted" for i in first.body["items"])
+    cursor = first.body["next_cursor"]
+    second = api(worker, "GET", f"{path}?limit=2&cursor={cursor}")
+    assert [i["notification_id"] for i in second.body["items"]] == posted[:1]
+    assert second.body["next_cursor"] is None
+    assert api(worker, "GET", f"{path}?limit=0").status == 422
+    bad = api(worker, "GET", f"{path}?cursor=not-a-cursor")
+    assert bad.status == 422 and bad.body["error"]["field"] == "cursor"
+    assert api(worker, "GET", f"/v1/users/{unique('nobody')}/notifications").body == {
+        "items": [],
+        "next_cursor": None,
+    }

@@ -27,6 +27,7 @@ from pipeline.providers.base import message_id_for
 from pipeline.settings import DEV_WEBHOOK_SECRET
 from tests.conftest import WorkerFactory
 from tests.support import (
+    ADMIN_KEY,
     DEV_KEY,
     BrokerUnderTest,
     Reply,
@@ -495,3 +496,34 @@ def test_a_worker_with_an_open_live_stream_stops_cleanly(
         assert response.readline() == b": connected\n"
         # Well under the web server's own minute, well above a clean stop.
         assert worker.stop(timeout=25) == 0, worker.log_tail()
+
+
+def test_an_operator_retries_a_failed_channel(
+    stack: EmulatorStack, worker: WorkerProcess
+) -> None:
+    """An SMS refused for good (Twilio 21610) is failed and dead-lettered;
+    once the cause is gone, POST .../retry with an admin key sends it again:
+    retry_scheduled, then sent, one more provider call. A tenant key may not;
+    a channel that did not fail is not retried."""
+    phone = phone_number()
+    stack.twilio.faults.fail_targets[phone] = "21610"
+    user = new_user(worker, phone=phone)
+    nid = notify(worker, user, ["sms"])
+    settled(worker, nid, sms="failed")
+    path = f"/v1/notifications/{nid}/retry"
+    assert api(worker, "POST", path).status == 403  # a tenant's key
+    del stack.twilio.faults.fail_targets[phone]
+    reply = call(worker.web_port, "POST", path, key=ADMIN_KEY)
+    assert reply.status == 202, reply.body
+    assert reply.body == {
+        "notification_id": nid,
+        "status": "retry_scheduled",
+        "channels": ["sms"],
+    }
+    status = settled(worker, nid, sms="sent")
+    assert ("retried", "operator_retry") in trail(status, "sms")
+    # Accepted once: the refused first call is not in the log, the retry is.
+    assert len(stack.twilio.calls.to(phone)) == 1
+    again = call(worker.web_port, "POST", path, key=ADMIN_KEY)
+    assert again.status == 409, again.body
+    assert again.body["error"]["code"] == "not_retryable"

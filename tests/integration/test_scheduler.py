@@ -135,3 +135,44 @@ def test_pending_items_survive_sigkill_and_a_wiped_store_and_go_out_once(
         user = call(second.web_port, "GET", f"/v1/notifications/{nid}").body["user_id"]
         inbox = call(second.web_port, "GET", f"/v1/users/{user}/inbox").body
         assert [item["notification_id"] for item in inbox["items"]] == [nid]
+
+
+def test_a_cancel_before_sending_holds_and_after_sending_is_refused(
+    broker: BrokerUnderTest, topics: Topics, start_worker: WorkerFactory
+) -> None:
+    """DELETE of a notification scheduled 4 s ahead: cancelled, its status and
+    notify.events say so, and it is not sent when due. DELETE of one already
+    sent: 409 naming the channel sent."""
+    topics.create(broker.url)
+    worker = start_worker()
+    worker.wait_ready(timeout=90)
+    due = datetime.now(UTC) + timedelta(seconds=4)
+    nid = post(worker, unique("u"), due)
+    assert wait_for(lambda: in_app_state(worker, nid) == "deferred", timeout=10)
+    for _ in range(2):  # the same answer twice
+        reply = call(worker.web_port, "DELETE", f"/v1/notifications/{nid}")
+        assert reply.status == 200, reply.body
+        assert reply.body == {
+            "notification_id": nid,
+            "status": "cancelled",
+            "cancelled": ["in_app"],
+        }
+    status = call(worker.web_port, "GET", f"/v1/notifications/{nid}").body
+    assert status["status"] == "cancelled" and status["cancelled_at"]
+    # Read on until well past the due time: a release would show as sent.
+    wait = (due - datetime.now(UTC)).total_seconds() + 3.0
+    events = events_of(broker, topics, {nid}, {"cancelled", "sent"}, 2, settle=wait)
+    # Once each: the second DELETE changed nothing.
+    assert Counter((e["event_type"], e["channel"]) for e in events) == {
+        ("cancelled", None): 1,
+        ("cancelled", "in_app"): 1,
+    }
+    assert in_app_state(worker, nid) == "cancelled"
+    sent = post(worker, unique("u"), datetime.now(UTC))
+    wait_for(lambda: in_app_state(worker, sent) == "sent", timeout=30, interval=0.2)
+    reply = call(worker.web_port, "DELETE", f"/v1/notifications/{sent}")
+    assert reply.status == 409, reply.body
+    assert reply.body["error"]["code"] == "already_sent"
+    assert reply.body["error"]["channels"] == {"in_app": "sent"}
+    missing = "n_c" + "0" * 32
+    assert call(worker.web_port, "DELETE", f"/v1/notifications/{missing}").status == 404

@@ -1,0 +1,37 @@
+"""Prefix scans of a table partition's local store.
+
+A table's keys that share a prefix (a notification's ledger entries
+``<id>:<channel>:...``, a user's idempotency keys ``["tenant","user",...``)
+sit next to each other in a partition's RocksDB store, which keeps keys in
+byte order: a scan seeks to the prefix and stops at the first key past it.
+The memory store (tests) has no order and no partitions: its keys are
+filtered whole.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from pipeline.sweep import stored_form
+
+
+def prefixed(table: Any, partition: int, prefix: str) -> Iterator[tuple[str, bytes]]:
+    """``(key, stored JSON)`` of ``table``'s entries on ``partition`` whose key
+    starts with ``prefix``, in key order."""
+    store = getattr(table, "data", table)  # a plain dict stands in for tests
+    dbs = getattr(store, "_dbs", None)
+    if dbs is None:
+        for key in sorted(k for k in store if str(k).startswith(prefix)):
+            yield key, stored_form(store[key])
+        return
+    db = dbs.get(partition)
+    if db is None:
+        return
+    start = store._encode_key(prefix)
+    for raw_key, raw_value in db.items(from_key=start):
+        if raw_key == store.offset_key:
+            continue
+        if not raw_key.startswith(start):
+            return
+        yield store._decode_key(raw_key), raw_value
