@@ -121,9 +121,8 @@ def redrive_event(
     )
 
 
-def forget_failed(nid: str) -> None:
-    """Delete the kept failed jobs of ``nid`` (its status is going); called in
-    an event context of its partition."""
-    partition = _source(nid).message.partition
+def forget_failed(nid: str, partition: int) -> None:
+    """Delete the kept failed jobs of ``nid`` (its status is going), on its
+    ``partition``; called in an event context of that partition."""
     for key, _ in list(prefixed(failed_jobs, partition, nid + ":")):
         failed_jobs.pop(key, None)

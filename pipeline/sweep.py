@@ -74,7 +74,7 @@ class Sweeper:
         per_tick: int = PER_TICK,
         rest: float = REST,
         clock: Callable[[], float] = time.monotonic,
-        on_delete: Callable[[Any], None] | None = None,
+        on_delete: Callable[[Any, int], None] | None = None,
     ) -> None:
         self.app = app
         self.table = table
@@ -84,8 +84,8 @@ class Sweeper:
         self.per_tick = per_tick
         self.rest = rest
         self.clock = clock
-        #: Called with each deleted key, in its partition's context: entries
-        #: of other tables that go with it (same partition) go too.
+        #: Called with each deleted key and its partition, in that partition's
+        #: context: entries of other tables that go with it go too.
         self.on_delete = on_delete
         #: Per partition, the last key looked at (the next slice starts after it).
         self.cursors: dict[int, Any] = {}
@@ -129,7 +129,7 @@ class Sweeper:
                     ):
                         del self.table[key]
                         if self.on_delete is not None:
-                            self.on_delete(key)
+                            self.on_delete(key, partition)
                         deleted += 1
         if deleted:
             log.info("deleted %d expired %s", deleted, self.what)

@@ -176,3 +176,41 @@ def test_a_cancel_before_sending_holds_and_after_sending_is_refused(
     assert reply.body["error"]["channels"] == {"in_app": "sent"}
     missing = "n_c" + "0" * 32
     assert call(worker.web_port, "DELETE", f"/v1/notifications/{missing}").status == 404
+
+
+def quiet_until_next_minute() -> tuple[dict[str, str], datetime]:
+    """Quiet hours (UTC) from an hour ago to the next whole minute at least
+    8 s away (quiet hours are whole minutes), and that end."""
+    now = datetime.now(UTC)
+    end = now.replace(second=0, microsecond=0) + timedelta(minutes=1)
+    if end - now < timedelta(seconds=8):
+        end += timedelta(minutes=1)
+    start = now - timedelta(hours=1)
+    return {"start": start.strftime("%H:%M"), "end": end.strftime("%H:%M")}, end
+
+
+def test_a_quiet_hours_deferral_is_sent_when_the_quiet_hours_end(
+    broker: BrokerUnderTest, topics: Topics, start_worker: WorkerFactory
+) -> None:
+    """A notification in the user's quiet hours waits for their end (up to a
+    minute here), then goes; not before."""
+    topics.create(broker.url)
+    worker = start_worker()
+    worker.wait_ready(timeout=90)
+    user = unique("u")
+    quiet, end = quiet_until_next_minute()
+    prefs = {"quiet_hours": quiet, "timezone": "UTC"}
+    path = f"/v1/users/{user}/preferences"
+    assert call(worker.web_port, "PUT", path, prefs).status == 202
+    wait_for(
+        lambda: call(worker.web_port, "GET", path).body.get("updated_at"), timeout=30
+    )
+    nid = post(worker, user, datetime.now(UTC))
+    wait_for(lambda: in_app_state(worker, nid) == "deferred", timeout=10)
+    status = call(worker.web_port, "GET", f"/v1/notifications/{nid}").body
+    deferral = next(e for e in status["trail"] if e["event_type"] == "deferred")
+    assert deferral["reason"] == "quiet_hours"
+    assert datetime.fromisoformat(deferral["until"]) == end
+    wait_for(lambda: in_app_state(worker, nid) == "sent", timeout=90, interval=0.5)
+    [sent] = events_of(broker, topics, {nid}, {"sent"}, 1)
+    assert datetime.fromisoformat(sent["ts"]) >= end

@@ -22,6 +22,7 @@ from agents.retention import (
 from pipeline.app import app
 from pipeline.clock import FrozenClock
 from pipeline.partitioning import partition_for
+from pipeline.scan import prefixed
 from pipeline.sweep import Sweeper
 from schemas.records import LedgerEntry, NotificationStatus, TrailEntry
 from tables.idempotency import SeenRequest, seen_key
@@ -276,3 +277,40 @@ async def test_an_entry_written_again_meanwhile_is_kept() -> None:
     sweeper = Sweeper(App({0}), table, old_then_rewritten, partition_of, "things")  # type: ignore[arg-type]
     assert await sweeper.tick() == 0
     assert table.get("p0-00") == b"500"
+
+
+async def test_what_goes_with_a_deleted_entry_goes_on_its_partition(
+    rocks: RocksStore,
+) -> None:
+    """``on_delete`` hears each deleted key with its partition, inside that
+    partition's event (a status takes its kept failed jobs along)."""
+    fill(rocks, ROWS)
+    heard: list[tuple[str, int, int]] = []
+
+    def along(key: str, partition: int) -> None:
+        event = current_event()
+        assert event is not None
+        heard.append((key, partition, event.message.partition))
+
+    sweeper = Sweeper(
+        App({1}),  # type: ignore[arg-type]
+        Table(rocks),
+        old,
+        partition_of,
+        "things",
+        rest=0,
+        on_delete=along,
+    )
+    assert await sweeper.tick() == 10
+    assert heard == [(f"p1-{n:02d}", 1, 1) for n in range(10)]
+
+
+def test_a_prefix_scan_reads_one_run_of_keys_in_order(rocks: RocksStore) -> None:
+    """``pipeline.scan.prefixed`` seeks to the prefix and stops past it."""
+    fill(rocks, {"p0-1:a": 1, "p0-1:b": 2, "p0-10": 3, "p0-2:a": 4})
+    rocks._dbs[0][RocksStore.offset_key] = b"0"
+    found = list(prefixed(Table(rocks), 0, "p0-1:"))
+    assert found == [("p0-1:a", b"1"), ("p0-1:b", b"2")]
+    assert list(prefixed(Table(rocks), 1, "p0-1:")) == []
+    memory = {"n_1:email": b"1", "n_1:sms": b"2", "n_12:email": b"3"}
+    assert [k for k, _ in prefixed(memory, 0, "n_1:")] == ["n_1:email", "n_1:sms"]
