@@ -222,9 +222,28 @@ async def prepare(
     content: Content | None = None
     for target in found:
         key = plan.attempt_key(job, target)
-        skip = "in_this_batch" if key in planned else plan.gate(ledger.get(key), job)
+        entry = None if key in planned else ledger.get(key)
+        skip = "in_this_batch" if key in planned else plan.gate(entry, job)
         if skip is not None:
             log.debug("not calling again for %s: %s", key, skip)
+            if (
+                skip == "already_sent"
+                and entry is not None
+                and (entry.attempt, entry.redrive) == (job.attempt, job.redrive)
+            ):
+                # A worker stopped after the ledger said sent and before its
+                # event was out: say it again (the same event id, so status
+                # and analytics keep one).
+                record_event(
+                    job_event(
+                        job,
+                        "sent",
+                        now,
+                        target.id,
+                        provider=entry.provider,
+                        reason="already_sent",
+                    )
+                )
             continue
         if plan.expired(job, now):
             ledger[key] = plan.entry("failed", job, now, error="expired")

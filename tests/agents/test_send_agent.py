@@ -177,6 +177,24 @@ async def test_a_redelivered_job_calls_no_provider_again(
     assert len(wired["senders"]["smtp"].calls) == 1
 
 
+async def test_a_redelivered_sent_job_says_sent_again_with_the_same_event(
+    wired: dict[str, Any],
+) -> None:
+    """Stopped after the ledger said sent and before the event was out: the
+    redelivery calls nobody and emits the same ``sent`` event (same id)."""
+    await deliver(job())
+    first = [c.kwargs["value"] for c in wired["sends"]["events"].call_args_list]
+    wired["sends"]["events"].reset_mock()
+    await deliver(job())
+    again = [c.kwargs["value"] for c in wired["sends"]["events"].call_args_list]
+    assert len(wired["senders"]["smtp"].calls) == 1
+    assert [e.event_id for e in again] == [e.event_id for e in first]
+    assert again[0].event_type == "sent" and again[0].provider == "smtp"
+    wired["sends"]["events"].reset_mock()
+    await deliver(job(attempt=3))  # an old copy of another attempt: no event
+    wired["sends"]["events"].assert_not_called()
+
+
 async def test_a_call_left_sending_is_made_again_with_the_same_id(
     wired: dict[str, Any],
 ) -> None:
