@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 from faust.types import EventT, StreamT
+from pydantic import BaseModel
 
 from pipeline.app import app
 from pipeline.deadletter import Rejection, dead_letter, source_of
@@ -20,13 +21,16 @@ from pipeline.errors import InvalidMessage
 from pipeline.partitioning import check_user_partition
 from pipeline.topology import (
     API_KEYS,
+    CAMPAIGNS,
     DEVICES,
     PREFERENCES,
     PROFILES,
+    SEGMENTS,
     SUPPRESSIONS,
     TENANT_LIMITS,
     user_key,
 )
+from schemas.campaigns import Campaign, Segment
 from schemas.decode import decode
 from schemas.records import (
     ApiKey,
@@ -39,6 +43,7 @@ from schemas.records import (
     UserProfile,
 )
 from tables.api_keys import api_keys
+from tables.campaigns import campaigns, segment_key, segments
 from tables.devices import devices
 from tables.preferences import preferences
 from tables.profiles import profiles
@@ -47,6 +52,7 @@ from tables.tenant_limits import tenant_limits
 
 STAGE = "state"
 S = TypeVar("S", bound=UserOwned)
+R = TypeVar("R", bound=BaseModel)
 
 
 def with_device(current: DeviceSet | None, update: DeviceToken) -> DeviceSet:
@@ -69,25 +75,16 @@ def parse_state(raw: bytes | None, model: type[S], now: datetime) -> S:
     return record
 
 
-def parse_api_key(raw: bytes | None) -> ApiKey:
-    """An API key record (written by the admin API only, but still checked)."""
-    if raw is None:
-        raise InvalidMessage("empty message (no value)", code="empty")
-    return decode(ApiKey, raw)
+def parse_record(model: type[R]) -> Callable[[bytes | None], R]:
+    """A parser of ``model`` records for a global table's state agent: written
+    by the API (or another producer), and checked all the same."""
 
+    def parse(raw: bytes | None) -> R:
+        if raw is None:
+            raise InvalidMessage("empty message (no value)", code="empty")
+        return decode(model, raw)
 
-def parse_tenant_limits(raw: bytes | None) -> TenantLimits:
-    """A tenant's throttle settings (written by the API, but still checked)."""
-    if raw is None:
-        raise InvalidMessage("empty message (no value)", code="empty")
-    return decode(TenantLimits, raw)
-
-
-def parse_suppression(raw: bytes | None) -> Suppression:
-    """A suppression record (from the send stage, webhooks, or an operator)."""
-    if raw is None:
-        raise InvalidMessage("empty message (no value)", code="empty")
-    return decode(Suppression, raw)
+    return parse
 
 
 async def apply(
@@ -154,6 +151,14 @@ def _store_tenant_limits(record: Any) -> None:
     tenant_limits[record.tenant] = record
 
 
+def _store_campaign(record: Any) -> None:
+    campaigns[record.campaign_id] = record
+
+
+def _store_segment(record: Any) -> None:
+    segments[segment_key(record.tenant, record.segment_id)] = record
+
+
 def _store_suppression(record: Any) -> None:
     suppressions[suppression_key(record.tenant, record.channel, record.address)] = (
         record
@@ -184,7 +189,7 @@ _state_agent(
 _state_agent(
     API_KEYS.name,
     "state.api_keys",
-    parse_api_key,
+    parse_record(ApiKey),
     _store_api_key,
     "Keep the global API keys table equal to the keys topic.",
     per_user=False,  # a global table: every worker reads every partition
@@ -192,15 +197,31 @@ _state_agent(
 _state_agent(
     TENANT_LIMITS.name,
     "state.tenant_limits",
-    parse_tenant_limits,
+    parse_record(TenantLimits),
     _store_tenant_limits,
     "Keep the global tenant limits table equal to the tenant limits topic.",
     per_user=False,
 )
 _state_agent(
+    CAMPAIGNS.name,
+    "state.campaigns",
+    parse_record(Campaign),
+    _store_campaign,
+    "Keep the global campaigns table equal to the campaigns topic.",
+    per_user=False,
+)
+_state_agent(
+    SEGMENTS.name,
+    "state.segments",
+    parse_record(Segment),
+    _store_segment,
+    "Keep the global segments table equal to the segments topic.",
+    per_user=False,
+)
+_state_agent(
     SUPPRESSIONS.name,
     "state.suppressions",
-    parse_suppression,
+    parse_record(Suppression),
     _store_suppression,
     "Keep the global suppression list equal to the suppressions topic.",
     per_user=False,

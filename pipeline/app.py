@@ -29,8 +29,10 @@ DISCOVER = [
     "agents.inbox",
     "agents.retention",
     "agents.idempotency_peer",
+    "agents.campaigns",
     "pipeline.api.views",
     "pipeline.api.lifecycle",
+    "pipeline.api.campaigns",
     "pipeline.api.delivery",
     "pipeline.api.docs",
 ]

@@ -37,6 +37,8 @@ AGENT_OUTPUTS: dict[str, tuple[str, ...]] = {
     "state.devices": (),
     "state.api_keys": (),
     "state.tenant_limits": (),
+    "state.campaigns": (),
+    "state.segments": (),
     **{
         f"send.{channel}.{lane}": (
             "notify.events",
@@ -72,16 +74,19 @@ AGENT_TABLES: dict[str, tuple[str, ...]] = {
             "throttle",
             "digests",
             "status",
+            "campaign_counts",
         )
         for lane in LANES
         for agent in ("ingest", "fanout")
     },
-    **{f"receipts.{lane}": ("status",) for lane in LANES},
+    **{f"receipts.{lane}": ("status", "campaign_counts") for lane in LANES},
     "state.profiles": ("profiles",),
     "state.preferences": ("preferences",),
     "state.devices": ("devices",),
     "state.api_keys": ("api_keys",),
     "state.tenant_limits": ("tenant_limits",),
+    "state.campaigns": ("campaigns",),
+    "state.segments": ("segments",),
     **{
         f"send.{channel}.{lane}": (
             "send_ledger",
@@ -89,12 +94,23 @@ AGENT_TABLES: dict[str, tuple[str, ...]] = {
             "failed_jobs",
             "inbox",
             "status",
+            "campaign_counts",
         )
         for lane in LANES
         for channel in CHANNELS
     },
     "state.suppressions": ("suppressions",),
     "inbox.reads": ("inbox",),
+}
+
+
+#: Timers drawn as boxes too: (tables read, tables written, topics written).
+TIMERS: dict[str, tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]] = {
+    "campaigns.expand": (
+        ("campaigns", "segments", "profiles"),
+        ("campaign_progress",),
+        ("notify.requests.bulk",),
+    ),
 }
 
 
@@ -152,4 +168,13 @@ def mermaid(app: faust.App) -> str:
             edges.append(f"    {agent} --> {_id('table_' + table)}[({table})]")
         for table in AGENT_READS.get(name, ()):
             edges.append(f"    {_id('table_' + table)}[({table})] -.-> {agent}")
+    for name, (reads, writes, outputs) in TIMERS.items():
+        timer = _id("timer_" + name)
+        lines.append(f'    {timer}[/"{name} (timer)"/]')
+        for table in reads:
+            edges.append(f"    {_id('table_' + table)}[({table})] -.-> {timer}")
+        for table in writes:
+            edges.append(f"    {timer} --> {_id('table_' + table)}[({table})]")
+        for topic in outputs:
+            edges.append(f"    {timer} --> {_id(topic)}")
     return "\n".join(dict.fromkeys(lines + edges))

@@ -61,6 +61,11 @@ def parse_notification_id(value: str) -> NotificationRef | None:
     return NotificationRef(_LANE_OF[match.group(1)], int(match.group(2), 16))
 
 
+def campaign_id(tenant: str, idempotency_key: str) -> str:
+    """The id of a tenant's campaign: the same key gives the same campaign."""
+    return "c_" + _digest(tenant, idempotency_key, size=16)
+
+
 def event_id(*parts: object) -> str:
     """The id of an analytics event; equal parts give equal ids (idempotent sinks)."""
     return "e_" + _digest(*(str(part) for part in parts), size=16)

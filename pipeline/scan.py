@@ -16,21 +16,29 @@ from typing import Any
 from pipeline.sweep import stored_form
 
 
-def prefixed(table: Any, partition: int, prefix: str) -> Iterator[tuple[str, bytes]]:
+def prefixed(
+    table: Any, partition: int, prefix: str, after: str | None = None
+) -> Iterator[tuple[str, bytes]]:
     """``(key, stored JSON)`` of ``table``'s entries on ``partition`` whose key
-    starts with ``prefix``, in key order."""
+    starts with ``prefix`` (and sorts after ``after``), in key order."""
     store = getattr(table, "data", table)  # a plain dict stands in for tests
     dbs = getattr(store, "_dbs", None)
     if dbs is None:
-        for key in sorted(k for k in store if str(k).startswith(prefix)):
+        keys = sorted(
+            k
+            for k in store
+            if str(k).startswith(prefix) and (after is None or str(k) > after)
+        )
+        for key in keys:
             yield key, stored_form(store[key])
         return
     db = dbs.get(partition)
     if db is None:
         return
     start = store._encode_key(prefix)
-    for raw_key, raw_value in db.items(from_key=start):
-        if raw_key == store.offset_key:
+    skip = None if after is None else store._encode_key(after)
+    for raw_key, raw_value in db.items(from_key=skip or start):
+        if raw_key == store.offset_key or raw_key == skip:
             continue
         if not raw_key.startswith(start):
             return

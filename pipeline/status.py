@@ -24,9 +24,12 @@ from faust.streams import current_event
 from faust.types import EventT
 
 from pipeline.app import app
+from pipeline.campaigns import channel_deltas
 from pipeline.ids import event_id
 from pipeline.streams import acting_for
+from schemas.campaigns import CampaignCounts
 from schemas.records import NotificationEvent, NotificationStatus, TrailEntry
+from tables.campaigns import campaign_counts, part_key
 from tables.status import status
 
 #: How far along a channel is; the notification shows its most advanced channel.
@@ -196,21 +199,37 @@ class StatusBook:
         entry.source = source
 
     def write(self) -> int:
-        """Write every changed status; how many."""
+        """Write every changed status; how many. A campaign's counts move with
+        its notifications' channel outcomes, once per campaign and partition."""
         written = 0
+        moved: dict[tuple[str, int], tuple[EventT, dict[str, int]]] = {}
         for nid, entry in self._entries.items():
             if not entry.events:
                 continue
-            folded = entry.folded
+            folded, before = entry.folded, entry.read
             with acting_for(entry.source):
                 if _written_since(nid, entry.seen):
                     # Written by someone else since we read it: fold again.
-                    folded = status.get(nid)
+                    folded = before = status.get(nid)
                     for event in entry.events:
                         folded = fold(folded, event)
                 status[nid] = folded
             _stamp(nid)
             written += 1
+            if folded is not None and folded.campaign_id is not None:
+                delta = channel_deltas(
+                    before.channels if before else None, folded.channels
+                )
+                if before is None:
+                    delta["notifications"] = 1
+                if delta:
+                    where = (folded.campaign_id, entry.source.message.partition)
+                    _, total = moved.setdefault(where, (entry.source, {}))
+                    for outcome, n in delta.items():
+                        total[outcome] = total.get(outcome, 0) + n
+        for (campaign, partition), (source, delta) in moved.items():
+            with acting_for(source):
+                count_outcomes(part_key(campaign, partition), delta)
         self._entries.clear()
         return written
 
@@ -228,6 +247,15 @@ def batch() -> Iterator[StatusBook]:
     finally:
         _book.reset(token)
     book.write()
+
+
+def count_outcomes(key: str, delta: dict[str, int]) -> None:
+    """Add ``delta`` to one campaign partition's outcome counts."""
+    current = campaign_counts.get(key)
+    counts = dict(current.counts) if current is not None else {}
+    for outcome, n in delta.items():
+        counts[outcome] = counts.get(outcome, 0) + n
+    campaign_counts[key] = CampaignCounts(counts=counts)
 
 
 def event_about(

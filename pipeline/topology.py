@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from pipeline.settings import LANES, Settings
+from schemas.campaigns import Campaign, Segment
 from schemas.records import (
     CHANNELS,
     AcceptedRequest,
@@ -151,6 +152,24 @@ TENANT_LIMITS = TopicSpec(
     compacted=True,
     description="Each tenant's throttle settings; the last record counts.",
 )
+CAMPAIGNS = TopicSpec(
+    name="notify.campaigns",
+    key="campaign_id (str)",
+    value="Campaign",
+    lane=None,
+    record=Campaign,
+    compacted=True,
+    description="Campaigns and their owners' pause, resume and cancel; the last counts.",
+)
+SEGMENTS = TopicSpec(
+    name="notify.segments",
+    key="tenant/segment_id (str)",
+    value="Segment",
+    lane=None,
+    record=Segment,
+    compacted=True,
+    description="Saved audiences of campaigns; the last record counts.",
+)
 SUPPRESSIONS = TopicSpec(
     name="notify.suppressions",
     key="tenant/channel/address (str)",
@@ -194,6 +213,8 @@ ALL_TOPICS: tuple[TopicSpec, ...] = (
     DEVICES,
     API_KEYS,
     TENANT_LIMITS,
+    CAMPAIGNS,
+    SEGMENTS,
     SUPPRESSIONS,
     INBOX_READS,
     EVENTS,
@@ -227,6 +248,8 @@ class Topology:
         self.devices = self._bind(DEVICES)
         self.api_keys = self._bind(API_KEYS)
         self.tenant_limits = self._bind(TENANT_LIMITS)
+        self.campaigns = self._bind(CAMPAIGNS)
+        self.segments = self._bind(SEGMENTS)
         # The state agents read these topics as bytes and validate them, so a
         # bad record from another producer is dead-lettered, not skipped.
         # Keyed by the logical name, so callers need not know the prefix.
@@ -238,6 +261,8 @@ class Topology:
                 DEVICES,
                 API_KEYS,
                 TENANT_LIMITS,
+                CAMPAIGNS,
+                SEGMENTS,
                 SUPPRESSIONS,
             )
         }

@@ -68,7 +68,7 @@ def invalid_message(exc: ValidationError, name: str = "") -> InvalidMessage:
             return InvalidMessage(
                 "the body must be a JSON object", code="not_an_object"
             )
-        return InvalidMessage(str(first["msg"]), code="invalid_value")
+        return InvalidMessage(_message(first), code="invalid_value")
     same_field = [error for error in errors if (_field(error) or name) == field]
     if len(same_field) > 1 and all(e["type"].endswith("_type") for e in same_field):
         # A union (a string or an integer) whose every member refused the value.
@@ -99,6 +99,8 @@ def _message(error: ErrorDetails) -> str:
     cause = error_context.get("error")
     if isinstance(cause, FieldError | UnknownZone):
         return str(cause)
+    if kind == "value_error" and cause is not None:
+        return str(cause)  # without pydantic's "Value error, " in front
     if kind == "missing":
         return "required"
     if kind == "timezone_aware":

@@ -16,6 +16,7 @@ from typing import Any
 from pydantic import BaseModel
 from pydantic.json_schema import GenerateJsonSchema, JsonSchemaMode, models_json_schema
 
+from schemas.campaigns import Campaign, CampaignRequest, Segment
 from schemas.records import (
     DeliveryJob,
     DeviceToken,
@@ -56,6 +57,9 @@ PUBLISHED: dict[str, type[BaseModel]] = {
         DeliveryJob,
         Suppression,
         InboxItem,
+        CampaignRequest,
+        Campaign,
+        Segment,
     )
 }
 

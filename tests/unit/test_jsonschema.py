@@ -21,6 +21,14 @@ from pydantic import BaseModel
 
 import schemas.jsonschema
 from pipeline.errors import InvalidMessage
+from schemas.campaigns import (
+    Audience,
+    Campaign,
+    CampaignRequest,
+    Message,
+    Segment,
+    Target,
+)
 from schemas.decode import decode
 from schemas.jsonschema import DIALECT, PUBLISHED, SCHEMA_DIR, render, schema_for
 from schemas.records import (
@@ -66,6 +74,20 @@ DEVICE = DeviceToken(
 )
 
 #: One instance of each published record, every optional field set off its default.
+CAMPAIGN = CampaignRequest(
+    idempotency_key="winter-1",
+    campaign_name="Winter sale",
+    type="campaign",
+    target=Target(tags=["vip"]),
+    channels=["email", "push"],
+    message=Message(title="Winter sale", body="Everything half off."),
+    data={"cta_url": "https://shop.example.com/sale"},
+    schedule_at=NOW + timedelta(hours=1),
+    expiry_at=NOW + timedelta(days=1),
+    rate=500,
+    chunk=200,
+    tenant="acme",
+)
 EXAMPLES: dict[str, Record] = {
     "notification-request": NotificationRequest(
         idempotency_key="order-4412-shipped",
@@ -156,6 +178,23 @@ EXAMPLES: dict[str, Record] = {
         created_at=NOW,
         code="550",
         active=False,
+    ),
+    "campaign-request": CAMPAIGN,
+    "campaign": Campaign(
+        campaign_id="c_1",
+        tenant="acme",
+        request=CAMPAIGN,
+        body_hash="h",
+        state="paused",
+        created_at=NOW,
+        updated_at=NOW + timedelta(minutes=1),
+    ),
+    "segment": Segment(
+        segment_id="vip",
+        tenant="acme",
+        audience=Audience(tags=["vip"]),
+        updated_at=NOW,
+        deleted=True,
     ),
     "inbox-item": InboxItem(
         notification_id="n_1",

@@ -10,7 +10,13 @@ import faust
 from faust.types import TopicT
 
 from pipeline.app import DISCOVER, app
-from pipeline.diagram import AGENT_OUTPUTS, AGENT_TABLES, agent_inputs, mermaid
+from pipeline.diagram import (
+    AGENT_OUTPUTS,
+    AGENT_TABLES,
+    TIMERS,
+    agent_inputs,
+    mermaid,
+)
 from pipeline.settings import Settings
 from pipeline.topology import ALL_TOPICS, EVENTS, SUPPRESSIONS, Topology, topic_name
 
@@ -30,6 +36,7 @@ def test_readme_diagram_is_the_apps_real_chain() -> None:
 def test_every_table_is_drawn_with_an_agent_that_writes_it() -> None:
     """The diagram's table map is written by hand: a new table must join it."""
     drawn = {table for tables in AGENT_TABLES.values() for table in tables}
+    drawn |= {table for _, writes, _ in TIMERS.values() for table in writes}
     assert set(app.tables.keys()) == drawn
 
 

@@ -1,0 +1,206 @@
+"""campaigns: each worker expands its own partitions of every running campaign.
+
+The users live in the profiles table, partitioned by user across the
+workers. Every tick, a worker looks at each campaign that expands now and,
+for each profiles partition it owns, takes the next chunk of that
+partition's users the target selects (from its local store, after the
+partition's checkpoint), paced at the partition's share of the campaign's
+rate. It produces one ordinary request per recipient onto the bulk lane's
+requests topic, on the user's partition (ingest and fanout there take it
+through preferences, caps, digest and quiet hours like any other), waits
+until the broker has them all, and only then moves the checkpoint
+(``campaign_progress``). A crash before the checkpoint expands the chunk
+again: each request carries the campaign's idempotency key, so fanout takes
+the second copy as a duplicate and nobody is sent twice. No process reads
+another's partitions, so more workers expand faster; the critical lane
+never sees a campaign's request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+
+import orjson
+
+from pipeline.app import app
+from pipeline.campaigns import Pacer, expands, recipient_request, selects
+from pipeline.partitioning import partition_for
+from pipeline.scan import prefixed
+from pipeline.streams import acting_for
+from pipeline.sweep import PartitionEvent
+from pipeline.topology import user_key
+from schemas.campaigns import Audience, Campaign, Progress, Segment
+from tables.campaigns import (
+    campaign_progress,
+    campaigns,
+    part_key,
+    segment_key,
+    segments,
+)
+from tables.profiles import profiles
+
+log = logging.getLogger(__name__)
+
+#: Seconds between expansion steps.
+TICK = 0.2
+#: Profiles looked at per partition per step at most (a target that selects
+#: few users must not hold the loop while it walks a large partition).
+MAX_LOOKED_AT = 20_000
+
+
+@dataclass
+class Step:
+    """One partition's chunk: the users selected, and where the walk stopped."""
+
+    users: list[str]
+    cursor: str | None
+    looked_at: int
+    walked: bool  # the partition has no more users after the cursor
+
+
+def audience_of(campaign: Campaign) -> Audience | None:
+    """The campaign's audience; a segment's as saved now (None if deleted)."""
+    inline = campaign.request.target.audience()
+    if inline is not None:
+        return inline
+    segment_id = campaign.request.target.segment_id or ""
+    saved: Segment | None = segments.get(segment_key(campaign.tenant, segment_id))
+    if saved is None or saved.deleted:
+        return None
+    return saved.audience
+
+
+def next_users(
+    campaign: Campaign,
+    audience: Audience,
+    partition: int,
+    cursor: str | None,
+    take: int,
+) -> Step:
+    """Up to ``take`` users of ``partition`` the audience selects after ``cursor``."""
+    partitions = app.settings.topic_partitions
+    if audience.user_ids:
+        listed = sorted(
+            u
+            for u in audience.user_ids
+            if partition_for(user_key(campaign.tenant, u).encode(), partitions)
+            == partition
+        )
+        rest = [u for u in listed if cursor is None or u > cursor]
+        chunk = rest[:take]
+        return Step(
+            chunk, chunk[-1] if chunk else cursor, len(chunk), len(rest) <= take
+        )
+    users: list[str] = []
+    looked = 0
+    last = cursor
+    prefix = user_key(campaign.tenant, "")
+    for key, raw in prefixed(profiles, partition, prefix, after=cursor):
+        looked += 1
+        last = key
+        fields = orjson.loads(raw)
+        if fields.get("tenant") == campaign.tenant and selects(
+            audience, fields.get("tags") or ()
+        ):
+            users.append(str(fields["user_id"]))
+            if len(users) >= take:
+                return Step(users, last, looked, False)
+        if looked >= MAX_LOOKED_AT:
+            return Step(users, last, looked, False)
+    return Step(users, last, looked, True)
+
+
+class Expander:
+    """Expands the owned partitions of running campaigns, paced, checkpointed."""
+
+    def __init__(self) -> None:
+        self.pacer = Pacer(app.settings.topic_partitions)
+        self.last = time.monotonic()
+
+    def owned(self) -> list[int]:
+        """The profiles partitions this worker owns (active)."""
+        topic = profiles.changelog_topic.get_topic_name()
+        return sorted(
+            tp.partition for tp in app.assignor.assigned_actives() if tp.topic == topic
+        )
+
+    async def tick(self) -> int:
+        """One step of every running campaign on every owned partition; the
+        number of requests produced."""
+        started = time.monotonic()
+        elapsed, self.last = started - self.last, started
+        if app.rebalancing:
+            return 0
+        now = app.clock.now()
+        produced = 0
+        for campaign in list(campaigns.values()):
+            if not expands(campaign, now):
+                continue
+            audience = audience_of(campaign)
+            if audience is None:
+                continue
+            for partition in self.owned():
+                produced += await self.step(campaign, audience, partition, elapsed)
+                if app.rebalancing:
+                    return produced
+        return produced
+
+    async def step(
+        self, campaign: Campaign, audience: Audience, partition: int, elapsed: float
+    ) -> int:
+        """Expand the next chunk of one partition; how many requests."""
+        key = part_key(campaign.campaign_id, partition)
+        progress: Progress | None = campaign_progress.get(key)
+        if progress is not None and progress.done:
+            return 0
+        asked = campaign.request
+        pace = (campaign.campaign_id, partition)
+        take = self.pacer.grant(pace, asked.rate, asked.chunk, elapsed)
+        if take < 1:
+            return 0
+        cursor = progress.cursor if progress else None
+        found = next_users(campaign, audience, partition, cursor, take)
+        topic = app.topology.requests["bulk"]
+        pending = []
+        for user_id in found.users:
+            request = recipient_request(campaign, user_id)
+            pending.append(
+                await topic.send(
+                    key=user_key(campaign.tenant, user_id),
+                    value=request.dumps(),
+                    partition=partition,
+                )
+            )
+        # Every request acknowledged before the checkpoint moves past it.
+        await asyncio.gather(*pending)
+        self.pacer.spend(pace, len(found.users))
+        checkpoint = Progress(
+            cursor=found.cursor,
+            targeted=(progress.targeted if progress else 0) + len(found.users),
+            expanded=(progress.expanded if progress else 0) + len(found.users),
+            done=found.walked,
+            updated_at=app.clock.now(),
+        )
+        changelog = campaign_progress.changelog_topic.get_topic_name()
+        with acting_for(PartitionEvent(changelog, partition)):  # type: ignore[arg-type]
+            campaign_progress[key] = checkpoint
+        if found.walked:
+            log.info(
+                "campaign %s: partition %d expanded (%d recipients)",
+                campaign.campaign_id,
+                partition,
+                checkpoint.expanded,
+            )
+        return len(found.users)
+
+
+expander = Expander()
+
+
+@app.timer(TICK, name="campaigns.expand")
+async def expand_campaigns() -> None:
+    """Expand the next chunk of every running campaign on owned partitions."""
+    await expander.tick()

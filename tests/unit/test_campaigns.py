@@ -1,0 +1,143 @@
+"""Campaign decisions: the audience, each recipient's request, pacing, the
+state shown and the counts (``pipeline.campaigns``)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from pipeline.campaigns import (
+    Pacer,
+    channel_deltas,
+    recipient_request,
+    selects,
+    shown_state,
+    summed,
+)
+from pipeline.errors import InvalidMessage
+from pipeline.ids import campaign_id
+from schemas.campaigns import Audience, Campaign, CampaignRequest, Progress
+from schemas.decode import decode_object
+
+NOW = datetime(2026, 12, 4, 12, 0, tzinfo=UTC)
+
+
+def bulk(**fields: Any) -> CampaignRequest:
+    """Seed 002's body with these fields changed."""
+    body: dict[str, Any] = {
+        "idempotency_key": "winter-1",
+        "campaign_name": "Winter sale",
+        "type": "promotional",
+        "target": {"segment_id": "vip"},
+        "channels": ["email", "push"],
+        "message": {"title": "Winter sale", "body": "Half off."},
+        **fields,
+    }
+    return decode_object(CampaignRequest, body)
+
+
+def campaign(state: str = "active", **fields: Any) -> Campaign:
+    """A stored campaign of ``bulk(**fields)``."""
+    return Campaign(
+        campaign_id="c_1",
+        tenant="acme",
+        request=bulk(**fields),
+        body_hash="h",
+        state=state,  # type: ignore[arg-type]
+        created_at=NOW,
+        updated_at=NOW,
+    )
+
+
+def test_seed_bodys_message_goes_out_with_the_campaign_type() -> None:
+    """``type: promotional`` + message: the campaign type, bulk lane, one
+    idempotency key per campaign (keys are per user)."""
+    request = recipient_request(campaign(), "u1")
+    assert (request.type, request.priority) == ("campaign", "promotional")
+    assert request.data == {"headline": "Winter sale", "message": "Half off."}
+    assert request.idempotency_key == "campaign:c_1"
+    assert request.campaign_id == "c_1" and request.tenant == "acme"
+    assert (
+        recipient_request(campaign(), "u2").idempotency_key == request.idempotency_key
+    )
+
+
+def test_a_type_with_data_uses_the_types_templates() -> None:
+    request = recipient_request(
+        campaign(type="order_shipped", message=None, data={"order_id": 7}), "u1"
+    )
+    assert request.type == "order_shipped" and request.data == {"order_id": 7}
+
+
+@pytest.mark.parametrize(
+    ("fields", "field"),
+    [
+        ({"message": None}, "message"),
+        ({"target": {"tags": ["a"], "all": True}}, "target"),
+        ({"target": {}}, "target"),
+        ({"rate": 0}, "rate"),
+        (
+            {
+                "schedule_at": "2026-12-05T10:00:00Z",
+                "expiry_at": "2026-12-05T09:00:00Z",
+            },
+            "expiry_at",
+        ),
+    ],
+)
+def test_a_bad_body_names_its_field(fields: dict[str, Any], field: str) -> None:
+    with pytest.raises(InvalidMessage) as caught:
+        bulk(**fields)
+    assert (caught.value.field or "").startswith(field)
+
+
+def test_an_audience_selects_by_tags_or_all() -> None:
+    assert selects(Audience(all=True), [])
+    assert selects(Audience(tags=["vip", "eu"]), ["eu", "vip", "x"])
+    assert not selects(Audience(tags=["vip", "eu"]), ["vip"])
+    assert not selects(Audience(user_ids=["u1"]), ["vip"])  # chosen by id instead
+
+
+def test_the_same_key_is_the_same_campaign_per_tenant() -> None:
+    assert campaign_id("acme", "k") == campaign_id("acme", "k")
+    assert campaign_id("acme", "k") != campaign_id("other", "k")
+
+
+def test_a_partition_gets_its_share_of_the_rate_up_to_a_chunk() -> None:
+    """100/s over 4 partitions: 25/s each; tokens never pile past a chunk."""
+    pacer = Pacer(partitions=4)
+    key = ("c_1", 0)
+    assert pacer.grant(key, 100, 1_000, 0.5) == 12
+    pacer.spend(key, 12)
+    assert pacer.grant(key, 100, 1_000, 0.5) == 13  # the half token carried
+    assert pacer.grant(key, 100, 20, 60.0) == 20
+
+
+def test_the_state_shown_follows_from_the_clock_and_the_progress() -> None:
+    done = [Progress(done=True, updated_at=NOW)] * 2
+    half = done[:1]
+    later = NOW + timedelta(hours=1)
+    assert shown_state(campaign(), done, 2, NOW) == "completed"
+    assert shown_state(campaign(), half, 2, NOW) == "expanding"
+    assert shown_state(campaign(schedule_at=later.isoformat()), [], 2, NOW) == (
+        "scheduled"
+    )
+    assert shown_state(campaign(expiry_at=NOW.isoformat()), half, 2, NOW) == "expired"
+    assert shown_state(campaign("paused"), half, 2, NOW) == "paused"
+    assert shown_state(campaign("cancelled"), done, 2, NOW) == "cancelled"
+
+
+def test_counts_move_with_each_channel_and_add_up() -> None:
+    """Each recipient-channel counts once, under its latest outcome; sent
+    counts what went further."""
+    assert channel_deltas(None, {"email": "queued"}) == {"queued": 1}
+    assert channel_deltas({"email": "queued"}, {"email": "sent"}) == {
+        "queued": -1,
+        "sent": 1,
+    }
+    assert channel_deltas({"email": "sent"}, {"email": "sent"}) == {}
+    shown = summed([{"sent": 2, "clicked": 1}, {"queued": 3, "delivered": 1}])
+    assert shown["sent"] == 4 and shown["delivered"] == 2 and shown["queued"] == 3
+    assert shown["clicked"] == 1
