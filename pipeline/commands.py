@@ -7,6 +7,7 @@ import os
 
 from faust.cli import AppCommand, argument, option
 
+from pipeline import campaign_cli as campaigns
 from pipeline import dlq as deadletters
 from pipeline.admin import ensure_topics
 from pipeline.app import app
@@ -121,4 +122,51 @@ async def dlq(
         await asyncio.to_thread(deadletters.run, request, app.settings, self.say, note)
     except deadletters.DlqError as exc:
         self.stderr.write(f"notify dlq: {exc}\n")
+        raise SystemExit(1) from exc
+
+
+@app.command(
+    argument("action", metavar="create|status|cancel|pause|resume"),
+    argument("target", metavar="BODY.json|-|CAMPAIGN_ID"),
+    option("--follow", is_flag=True, help="status/create: a live progress bar."),
+    option(
+        "--api",
+        default=None,
+        help="A worker's API (default: this machine's, on NOTIFY_WEB_PORT).",
+    ),
+    option(
+        "--key",
+        default=None,
+        help="API key (default: NOTIFY_API_KEY, else the dev key).",
+    ),
+)
+async def campaign(
+    self: AppCommand,
+    action: str,
+    target: str,
+    follow: bool,
+    api: str | None,
+    key: str | None,
+) -> None:
+    """Campaigns through the HTTP API: create one from a JSON body, its
+    status (--follow: progress bar with rate and ETA), cancel, pause, resume.
+
+    \b
+    notify campaign create body.json [--follow]
+    notify campaign status c_... [--follow]
+    notify campaign cancel|pause|resume c_...
+    """
+    settings = app.settings
+    client = campaigns.Client(
+        api=api or f"http://127.0.0.1:{settings.web_port}",
+        key=key
+        or os.environ.get("NOTIFY_API_KEY")
+        or settings.dev_api_key.get_secret_value(),
+    )
+    try:
+        await asyncio.to_thread(
+            campaigns.run, client, action, target, self.say, watch=follow
+        )
+    except campaigns.CampaignCliError as exc:
+        self.stderr.write(f"notify campaign: {exc}\n")
         raise SystemExit(1) from exc

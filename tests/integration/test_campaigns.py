@@ -7,7 +7,9 @@ import would), tagged so each test targets only its own.
 
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
 import time
 from collections import Counter
 from datetime import UTC, datetime
@@ -19,6 +21,8 @@ import pytest
 
 from tests.conftest import WorkerFactory
 from tests.support import (
+    BIN,
+    DEV_KEY,
     BrokerUnderTest,
     Topics,
     WorkerProcess,
@@ -100,7 +104,10 @@ def profiles_known(worker: WorkerProcess, users: list[str]) -> None:
 
 
 def test_a_campaign_reaches_its_tagged_audience_and_the_counts_add_up(
-    broker: BrokerUnderTest, topics: Topics, start_worker: WorkerFactory
+    broker: BrokerUnderTest,
+    topics: Topics,
+    start_worker: WorkerFactory,
+    tmp_path: Path,
 ) -> None:
     """2,000 tagged users of 2,500: every one gets the campaign once, the
     others none; the counts say so and add up; the same key is the same
@@ -143,6 +150,34 @@ def test_a_campaign_reaches_its_tagged_audience_and_the_counts_add_up(
     assert reached == Counter(audience)
     listed = call(worker.web_port, "GET", "/v1/campaigns").body["items"]
     assert cid in [item["campaign_id"] for item in listed]
+    # The command line sees the same, with its progress bar.
+    watched = notify_campaign(worker, tmp_path, "status", cid, "--follow")
+    assert watched.returncode == 0, watched.stderr
+    last = watched.stdout.splitlines()[-1]
+    assert "100.0%" in last and "completed" in last and "sent 2000" in last
+
+
+def notify_campaign(
+    worker: WorkerProcess, tmp_path: Path, *args: str
+) -> subprocess.CompletedProcess[str]:
+    """Run ``notify campaign ARGS`` against the worker's API, as an operator."""
+    env = {**os.environ, "NOTIFY_DATA_DIR": str(tmp_path / "cli")}
+    return subprocess.run(
+        [
+            str(BIN / "notify"),
+            "campaign",
+            *args,
+            "--api",
+            f"http://127.0.0.1:{worker.web_port}",
+            "--key",
+            DEV_KEY,
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
 
 
 def test_pause_resume_and_cancel_stop_expansion_within_a_chunk(
