@@ -22,24 +22,21 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import orjson
 
 from pipeline.app import app
 from pipeline.campaigns import Pacer, expands, recipient_request, selects
+from pipeline.errors import InvalidMessage
 from pipeline.partitioning import partition_for
 from pipeline.scan import prefixed
 from pipeline.streams import acting_for
 from pipeline.sweep import PartitionEvent
 from pipeline.topology import user_key
 from schemas.campaigns import Audience, Campaign, Progress, Segment
-from tables.campaigns import (
-    campaign_progress,
-    campaigns,
-    part_key,
-    segment_key,
-    segments,
-)
+from schemas.decode import decode
+from tables.campaigns import campaign_progress, campaigns, segment_key, segments
 from tables.profiles import profiles
 
 log = logging.getLogger(__name__)
@@ -61,13 +58,30 @@ class Step:
     walked: bool  # the partition has no more users after the cursor
 
 
-def audience_of(campaign: Campaign) -> Audience | None:
+def on_partition(table: Any, partition: int) -> PartitionEvent:
+    """An event of ``table``'s own changelog partition, to read and write it."""
+    return PartitionEvent(table.changelog_topic.get_topic_name(), partition)
+
+
+def campaigns_on(partition: int) -> list[Campaign]:
+    """Every campaign the partition's store holds (each is on every partition)."""
+    found = []
+    for _, raw in prefixed(campaigns, partition, ""):
+        try:
+            found.append(decode(Campaign, raw))
+        except InvalidMessage:
+            log.warning("campaign entry on partition %d does not decode", partition)
+    return found
+
+
+def audience_of(campaign: Campaign, partition: int) -> Audience | None:
     """The campaign's audience; a segment's as saved now (None if deleted)."""
     inline = campaign.request.target.audience()
     if inline is not None:
         return inline
-    segment_id = campaign.request.target.segment_id or ""
-    saved: Segment | None = segments.get(segment_key(campaign.tenant, segment_id))
+    segment_id = getattr(campaign.request.target, "segment_id", "")
+    with acting_for(on_partition(segments, partition)):  # type: ignore[arg-type]
+        saved: Segment | None = segments.get(segment_key(campaign.tenant, segment_id))
     if saved is None or saved.deleted:
         return None
     return saved.audience
@@ -136,13 +150,13 @@ class Expander:
             return 0
         now = app.clock.now()
         produced = 0
-        for campaign in list(campaigns.values()):
-            if not expands(campaign, now):
-                continue
-            audience = audience_of(campaign)
-            if audience is None:
-                continue
-            for partition in self.owned():
+        for partition in self.owned():
+            for campaign in campaigns_on(partition):
+                if not expands(campaign, now):
+                    continue
+                audience = audience_of(campaign, partition)
+                if audience is None:
+                    continue
                 produced += await self.step(campaign, audience, partition, elapsed)
                 if app.rebalancing:
                     return produced
@@ -152,12 +166,14 @@ class Expander:
         self, campaign: Campaign, audience: Audience, partition: int, elapsed: float
     ) -> int:
         """Expand the next chunk of one partition; how many requests."""
-        key = part_key(campaign.campaign_id, partition)
-        progress: Progress | None = campaign_progress.get(key)
+        cid = campaign.campaign_id
+        here = on_partition(campaign_progress, partition)
+        with acting_for(here):  # type: ignore[arg-type]
+            progress: Progress | None = campaign_progress.get(cid)
         if progress is not None and progress.done:
             return 0
         asked = campaign.request
-        pace = (campaign.campaign_id, partition)
+        pace = (cid, partition)
         take = self.pacer.grant(pace, asked.rate, asked.chunk, elapsed)
         if take < 1:
             return 0
@@ -183,14 +199,14 @@ class Expander:
             expanded=(progress.expanded if progress else 0) + len(found.users),
             done=found.walked,
             updated_at=app.clock.now(),
+            by=str(app.conf.canonical_url),
         )
-        changelog = campaign_progress.changelog_topic.get_topic_name()
-        with acting_for(PartitionEvent(changelog, partition)):  # type: ignore[arg-type]
-            campaign_progress[key] = checkpoint
+        with acting_for(here):  # type: ignore[arg-type]
+            campaign_progress[cid] = checkpoint
         if found.walked:
             log.info(
                 "campaign %s: partition %d expanded (%d recipients)",
-                campaign.campaign_id,
+                cid,
                 partition,
                 checkpoint.expanded,
             )

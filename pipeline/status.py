@@ -29,7 +29,7 @@ from pipeline.ids import event_id
 from pipeline.streams import acting_for
 from schemas.campaigns import CampaignCounts
 from schemas.records import NotificationEvent, NotificationStatus, TrailEntry
-from tables.campaigns import campaign_counts, part_key
+from tables.campaigns import campaign_counts
 from tables.status import status
 
 #: How far along a channel is; the notification shows its most advanced channel.
@@ -227,9 +227,9 @@ class StatusBook:
                     _, total = moved.setdefault(where, (entry.source, {}))
                     for outcome, n in delta.items():
                         total[outcome] = total.get(outcome, 0) + n
-        for (campaign, partition), (source, delta) in moved.items():
+        for (campaign, _), (source, delta) in moved.items():
             with acting_for(source):
-                count_outcomes(part_key(campaign, partition), delta)
+                count_outcomes(campaign, delta)
         self._entries.clear()
         return written
 
@@ -250,7 +250,7 @@ def batch() -> Iterator[StatusBook]:
 
 
 def count_outcomes(key: str, delta: dict[str, int]) -> None:
-    """Add ``delta`` to one campaign partition's outcome counts."""
+    """Add ``delta`` to a campaign's outcome counts on the current partition."""
     current = campaign_counts.get(key)
     counts = dict(current.counts) if current is not None else {}
     for outcome, n in delta.items():

@@ -10,7 +10,14 @@ from __future__ import annotations
 
 from typing import Annotated, Literal, Self
 
-from pydantic import Field, model_validator
+from pydantic import (
+    AfterValidator,
+    BeforeValidator,
+    Field,
+    RootModel,
+    WithJsonSchema,
+    model_validator,
+)
 
 from schemas.records import Channels, FieldError, Record
 from schemas.types import (
@@ -18,9 +25,11 @@ from schemas.types import (
     Data,
     IdempotencyKey,
     Instant,
+    ListedId,
     NonBlank,
     PathSegment,
     TypeName,
+    unique,
 )
 
 #: A campaign's life: waiting for ``schedule_at``, being expanded, every
@@ -36,10 +45,22 @@ PRIORITY_WORDS = frozenset({"promotional", "transactional"})
 #: Most user ids a campaign or a segment may list inline.
 MAX_INLINE_USERS = 10_000
 
+
+def _integral(value: object) -> object:
+    """JSON's 1000.0 is the integer 1000 (JSON Schema says so); 1000.5 is not."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
 UserIds = Annotated[
-    list[PathSegment],
+    list[ListedId],
     Field(min_length=1, max_length=MAX_INLINE_USERS),
     UNIQUE,
+    AfterValidator(unique),
+]
+Tags = Annotated[
+    list[NonBlank], Field(min_length=1, max_length=50), UNIQUE, AfterValidator(unique)
 ]
 
 
@@ -49,7 +70,7 @@ class Audience(Record):
     #: These users (at most 10,000 inline).
     user_ids: UserIds | None = None
     #: Users whose profile has every one of these tags.
-    tags: Annotated[list[NonBlank], Field(min_length=1, max_length=50)] | None = None
+    tags: Tags | None = None
     #: Every user of the tenant (every profile).
     all: Literal[True] | None = None
 
@@ -61,28 +82,52 @@ class Audience(Record):
         return self
 
 
-class Target(Record):
-    """A campaign's audience: a saved segment, or an audience given inline."""
+class SegmentTarget(Record):
+    """A saved segment (read when the campaign expands)."""
 
-    segment_id: PathSegment | None = None
-    user_ids: UserIds | None = None
-    tags: Annotated[list[NonBlank], Field(min_length=1, max_length=50)] | None = None
-    all: Literal[True] | None = None
-
-    @model_validator(mode="after")
-    def _one(self) -> Self:
-        given = [
-            n for n in ("segment_id", "user_ids", "tags", "all") if getattr(self, n)
-        ]
-        if len(given) != 1:
-            raise ValueError("give exactly one of segment_id, user_ids, tags, all")
-        return self
+    segment_id: PathSegment
 
     def audience(self) -> Audience | None:
-        """The inline audience; None for a segment (read when it expands)."""
-        if self.segment_id is not None:
-            return None
-        return Audience(user_ids=self.user_ids, tags=self.tags, all=self.all)
+        """None: the segment is read when the campaign expands."""
+        return None
+
+
+class UsersTarget(Record):
+    """These users (at most 10,000 inline)."""
+
+    user_ids: UserIds
+
+    def audience(self) -> Audience:
+        """The audience it names."""
+        return Audience(user_ids=self.user_ids)
+
+
+class TagsTarget(Record):
+    """Users whose profile has every one of these tags."""
+
+    tags: Tags
+
+    def audience(self) -> Audience:
+        """The audience it names."""
+        return Audience(tags=self.tags)
+
+
+class AllTarget(Record):
+    """Every user of the tenant (every profile)."""
+
+    all: Literal[True]
+
+    def audience(self) -> Audience:
+        """The audience it names."""
+        return Audience(all=True)
+
+
+#: A campaign's audience: exactly one of a segment, user ids, tags, all.
+Target = SegmentTarget | UsersTarget | TagsTarget | AllTarget
+
+
+class AudienceBody(RootModel[UsersTarget | TagsTarget | AllTarget]):
+    """The body of ``PUT /v1/segments/{id}``: user_ids, tags or all."""
 
 
 class Message(Record):
@@ -108,9 +153,19 @@ class CampaignRequest(Record):
     schedule_at: Instant | None = None
     expiry_at: Instant | None = None
     #: Recipients expanded per second, across every worker.
-    rate: Annotated[int, Field(ge=1, le=100_000)] = 1_000
+    rate: Annotated[
+        int,
+        BeforeValidator(_integral),
+        Field(ge=1, le=100_000),
+        WithJsonSchema({"type": "integer", "minimum": 1, "maximum": 100_000}),
+    ] = 1_000
     #: Recipients per expansion step of one partition.
-    chunk: Annotated[int, Field(ge=1, le=10_000)] = 1_000
+    chunk: Annotated[
+        int,
+        BeforeValidator(_integral),
+        Field(ge=1, le=10_000),
+        WithJsonSchema({"type": "integer", "minimum": 1, "maximum": 10_000}),
+    ] = 1_000
     #: Set by the API from the key.
     tenant: NonBlank = "default"
 
@@ -177,6 +232,8 @@ class Progress(Record):
     expanded: int = 0
     done: bool = False
     updated_at: Instant
+    #: The worker that expanded it last (its web address).
+    by: str | None = None
 
 
 class CampaignCounts(Record):
@@ -211,6 +268,8 @@ class CampaignStatus(Record):
     #: Partitions whose users are all expanded, of how many.
     partitions_done: int
     partitions: int
+    #: Which workers expanded how many partitions (its web address → count).
+    expanded_by: dict[str, int] = Field(default_factory=dict)
     counts: dict[str, int]
 
 
@@ -218,3 +277,16 @@ class CampaignList(Record):
     """A tenant's campaigns, newest first."""
 
     items: list[CampaignStatus]
+
+
+class CampaignPart(Record):
+    """One partition's part of a campaign: its checkpoint and outcome counts."""
+
+    progress: Progress | None = None
+    counts: dict[str, int] = Field(default_factory=dict)
+
+
+class CampaignParts(Record):
+    """The parts of a campaign one worker holds, by partition number."""
+
+    parts: dict[str, CampaignPart]

@@ -58,7 +58,15 @@ def invalid_message(exc: ValidationError, name: str = "") -> InvalidMessage:
     lone value that was validated (a path parameter), else the body's
     fields name themselves."""
     errors = exc.errors(include_url=False)
-    first = errors[0]
+    union = _union_fault(errors)
+    if union is not None:
+        return union
+    # A union (a campaign's target) reports each member's faults; the member
+    # the body meant is the one whose fault is not a missing field.
+    first = next(
+        (e for e in errors if e["type"] not in ("missing", "extra_forbidden")),
+        errors[0],
+    )
     kind = first["type"]
     if kind in _ROOT_CODES:
         return InvalidMessage(f"not valid JSON: {first['msg']}", code=_ROOT_CODES[kind])
@@ -82,12 +90,48 @@ def invalid_message(exc: ValidationError, name: str = "") -> InvalidMessage:
     return InvalidMessage(f"{field}: {_message(first)}", field=field, code=code)
 
 
+def _model_names() -> set[str]:
+    """The class names of every model (how pydantic names a union's member)."""
+    names: set[str] = set()
+    pending: list[type] = [BaseModel]
+    while pending:
+        sub: type
+        for sub in pending.pop().__subclasses__():
+            names.add(sub.__name__)
+            pending.append(sub)
+    return names
+
+
+def _union_fault(errors: list[ErrorDetails]) -> InvalidMessage | None:
+    """A body that fits no member of a union by its fields alone (none, or
+    two of them given): which fields it may hold, one of."""
+    members = _model_names()
+    if not all(e["type"] in ("missing", "extra_forbidden") for e in errors):
+        return None
+    tagged = [e for e in errors if any(str(p) in members for p in e["loc"])]
+    if len(tagged) < 2:
+        return None
+    field = _field(tagged[0]).rpartition(".")[0]
+    options = sorted({str(e["loc"][-1]) for e in tagged if e["type"] == "missing"})
+    return InvalidMessage(
+        f"{field}: give exactly one of {', '.join(options)}",
+        field=field or None,
+        code="invalid_value",
+    )
+
+
 def _field(error: ErrorDetails) -> str:
     error_context = error.get("ctx") or {}
     cause = error_context.get("error")
     if isinstance(cause, FieldError):
         return cause.field
-    parts = [str(part) for part in error["loc"] if str(part) not in _NOT_FIELDS]
+    members = _model_names()
+    parts = [
+        str(part)
+        for part in error["loc"]
+        # a union's member is named by its class: not a field of the body
+        if str(part) not in _NOT_FIELDS and str(part) not in members
+    ]
     return ".".join(
         part for part in parts if not part.startswith(("function-", "constrained-"))
     )

@@ -45,6 +45,13 @@ NonBlank = Annotated[str, StringConstraints(min_length=1, pattern=NOT_BLANK)]
 #: matches neither, so such a value can never reach a view).
 SEGMENT_PATTERN = r"^[^{}/]*[^{}/\s][^{}/]*$"
 PathSegment = Annotated[str, StringConstraints(min_length=1, pattern=SEGMENT_PATTERN)]
+#: The whitespace of every regex engine that reads our patterns (Python's,
+#: the validator's, JSON Schema tools'), spelt out: their ``\s`` differ.
+SPACE = r" \t\n\r\f\v\x1c-\x1f\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+#: A user id in a list (a campaign's audience): a path segment, its
+#: whitespace spelt out so every engine agrees on the ids it takes.
+LISTED_ID_PATTERN = rf"^[^{{}}/]*[^{{}}/{SPACE}][^{{}}/]*$"
+ListedId = Annotated[str, StringConstraints(min_length=1, pattern=LISTED_ID_PATTERN)]
 
 MAX_KEY_LENGTH = 255
 IdempotencyKey = Annotated[
@@ -97,6 +104,7 @@ RateText = Annotated[str, StringConstraints(pattern=RATE_PATTERN)]
 PATTERN_HINTS = {
     NOT_BLANK: "must not be empty or blank",
     SEGMENT_PATTERN: "must not be blank nor hold '/', '{' or '}'",
+    LISTED_ID_PATTERN: "must not be blank nor hold '/', '{' or '}'",
     NAME_PATTERN: "lower-case letters, digits and _ . - only (at most 100)",
     CLOCK_PATTERN: "must be HH:MM (24 h)",
     E164_PATTERN: "must be E.164, e.g. +14155550123",

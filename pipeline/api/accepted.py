@@ -54,6 +54,10 @@ class Recent(Generic[V]):
         """The value remembered under ``key``, if any."""
         return self._values.get(key)
 
+    def values(self) -> list[V]:
+        """Every value remembered, oldest first."""
+        return list(self._values.values())
+
     def forget(self, key: str) -> None:
         """Stop remembering ``key``: the table has it, or its produce failed."""
         self._values.pop(key, None)

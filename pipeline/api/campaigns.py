@@ -8,24 +8,35 @@ which every worker holds too.
 
 from __future__ import annotations
 
-from faust.web import Request, Response
+import asyncio
+from collections import Counter
+from typing import Any
 
+from faust.web import Request, Response
+from faust.web.exceptions import ServiceUnavailable
+from yarl import URL
+
+from agents.campaigns import campaigns_on, on_partition
 from agents.ingest import body_hash
 from pipeline.api import auth
 from pipeline.api.accepted import Recent, freshest
 from pipeline.api.contract import Link, operation, route
 from pipeline.api.errors import ApiError, forbidden, not_found
-from pipeline.api.views import ApiView, produce
+from pipeline.api.views import FORWARDED, ApiView, is_this_worker
 from pipeline.app import app
 from pipeline.campaigns import recipient_request, shown_state, summed
 from pipeline.ids import campaign_id
+from pipeline.streams import acting_for
 from pipeline.template_data import check_template_data
 from schemas.api import TenantQuery
 from schemas.campaigns import (
     Audience,
+    AudienceBody,
     Campaign,
     CampaignAccepted,
     CampaignList,
+    CampaignPart,
+    CampaignParts,
     CampaignRequest,
     CampaignStatus,
     Segment,
@@ -35,7 +46,6 @@ from tables.campaigns import (
     campaign_counts,
     campaign_progress,
     campaigns,
-    part_key,
     segment_key,
     segments,
 )
@@ -52,17 +62,76 @@ CAMPAIGN_LINK = Link(
 )
 
 
+def stored_campaigns() -> list[Campaign]:
+    """Every campaign this worker knows: one owned partition's copies, and
+    those it wrote itself that the table lacks yet."""
+    found = {}
+    for partition in owned(campaigns)[:1]:
+        found = {c.campaign_id: c for c in campaigns_on(partition)}
+    for campaign in written_campaigns.values():
+        found.setdefault(campaign.campaign_id, campaign)
+    return list(found.values())
+
+
+def owned(table: Any) -> list[int]:
+    """The partitions of ``table`` this worker holds (active)."""
+    topic = table.changelog_topic.get_topic_name()
+    return sorted(
+        tp.partition for tp in app.assignor.assigned_actives() if tp.topic == topic
+    )
+
+
 def stored_campaign(cid: str) -> Campaign | None:
-    """The freshest campaign under ``cid`` this worker knows."""
-    return freshest(campaigns.get(cid), written_campaigns, cid)
+    """The freshest campaign under ``cid`` this worker knows (every partition
+    holds it; any one this worker owns will do)."""
+    stored = None
+    for partition in owned(campaigns)[:1]:
+        with acting_for(on_partition(campaigns, partition)):  # type: ignore[arg-type]
+            stored = campaigns.get(cid)
+    return freshest(stored, written_campaigns, cid)
 
 
-def status_of(campaign: Campaign) -> CampaignStatus:
-    """The campaign's state and counts, summed over every partition."""
+def local_parts(cid: str) -> dict[int, CampaignPart]:
+    """The progress and counts of ``cid`` on the partitions this worker holds."""
+    parts = {}
+    for partition in owned(campaign_progress):
+        with acting_for(on_partition(campaign_progress, partition)):  # type: ignore[arg-type]
+            progress = campaign_progress.get(cid)
+            counts = campaign_counts.get(cid)
+        parts[partition] = CampaignPart(
+            progress=progress, counts=counts.counts if counts else {}
+        )
+    return parts
+
+
+async def all_parts(cid: str, request: Request) -> dict[int, CampaignPart]:
+    """Every partition's part of ``cid``: this worker's, and each other
+    worker's asked with the caller's key. 503 while a partition has no owner."""
+    parts = local_parts(cid)
+    if not request.headers.get(FORWARDED):
+        for host in app.router.table_metadata(campaign_progress.name):
+            if is_this_worker(host):
+                continue
+            url = URL(str(host)).with_path(f"/v1/campaigns/{cid}/partitions")
+            headers = {
+                "Authorization": request.headers.get("Authorization", ""),
+                FORWARDED: "1",
+            }
+            async with app.http_client.get(url, headers=headers) as answer:
+                if answer.status != 200:
+                    continue
+                theirs = CampaignParts.model_validate_json(await answer.read())
+            parts.update({int(p): part for p, part in theirs.parts.items()})
+        if len(parts) < app.settings.topic_partitions:
+            raise ServiceUnavailable()
+    return parts
+
+
+def status_of(campaign: Campaign, parts: dict[int, CampaignPart]) -> CampaignStatus:
+    """The campaign's state and counts, summed over every partition's part."""
     partitions = app.settings.topic_partitions
-    keys = [part_key(campaign.campaign_id, p) for p in range(partitions)]
-    progress = [found for k in keys if (found := campaign_progress.get(k))]
-    counts = summed(found.counts for k in keys if (found := campaign_counts.get(k)))
+    progress = [part.progress for part in parts.values() if part.progress]
+    counts = summed(part.counts for part in parts.values())
     counts["targeted"] = sum(p.targeted for p in progress)
     counts["expanded"] = sum(p.expanded for p in progress)
     asked = campaign.request
@@ -76,8 +145,19 @@ def status_of(campaign: Campaign) -> CampaignStatus:
         expiry_at=asked.expiry_at,
         partitions_done=sum(1 for p in progress if p.done),
         partitions=partitions,
+        expanded_by=dict(Counter(p.by for p in progress if p.by)),
         counts=counts,
     )
+
+
+async def broadcast(topic: Any, key: str, value: Any) -> None:
+    """Write ``value`` onto every partition of ``topic`` (each partition's
+    owner reads it from its own); return once the broker has every copy."""
+    pending = [
+        await topic.send(key=key, value=value, partition=partition)
+        for partition in range(app.settings.topic_partitions)
+    ]
+    await asyncio.gather(*pending)
 
 
 @route("/v1/notifications/bulk")
@@ -133,7 +213,7 @@ class BulkNotifications(ApiView):
         )
         # Each recipient's request must pass the door a single one would.
         check_template_data(recipient_request(campaign, "-"))
-        await produce(app.topology.campaigns, cid, campaign)
+        await broadcast(app.topology.campaigns, cid, campaign)
         written_campaigns.remember(cid, campaign)
         return self.answer(
             CampaignAccepted(status="accepted", campaign_id=cid), status=202
@@ -155,9 +235,10 @@ class CampaignIndex(ApiView):
         """Every campaign of the key's tenant (an admin names ``?tenant=``)."""
         principal = self.principal(request)
         tenant = principal.tenant_for(self.query(request, TenantQuery).tenant)
-        found = [c for c in list(campaigns.values()) if c.tenant == tenant]
+        found = [c for c in stored_campaigns() if c.tenant == tenant]
         found.sort(key=lambda c: c.created_at, reverse=True)
-        return self.answer(CampaignList(items=[status_of(c) for c in found]))
+        items = [status_of(c, await all_parts(c.campaign_id, request)) for c in found]
+        return self.answer(CampaignList(items=items))
 
 
 class CampaignView(ApiView):
@@ -179,7 +260,8 @@ class CampaignView(ApiView):
         """Ask for ``state`` if the campaign's shown state is one of ``allowed``."""
         campaign = self.visible(request, cid)
         self.principal(request).require(auth.NOTIFY_SCOPE)
-        shown = status_of(campaign).state
+        parts = await all_parts(cid, request)
+        shown = status_of(campaign, parts).state
         if shown not in allowed:
             raise ApiError(
                 409,
@@ -190,9 +272,9 @@ class CampaignView(ApiView):
         changed = campaign.model_copy(
             update={"state": state, "updated_at": app.clock.now()}
         )
-        await produce(app.topology.campaigns, cid, changed)
+        await broadcast(app.topology.campaigns, cid, changed)
         written_campaigns.remember(cid, changed)
-        return self.answer(status_of(changed), status=202)
+        return self.answer(status_of(changed, parts), status=202)
 
 
 @route("/v1/campaigns/{campaign_id}")
@@ -210,7 +292,9 @@ class CampaignItem(CampaignView):
     async def get(self, request: Request, campaign_id: str) -> Response:
         """Scheduled, expanding, completed, paused, cancelled or expired, and
         its counts: targeted, expanded, then each recipient-channel's outcome."""
-        return self.answer(status_of(self.visible(request, campaign_id)))
+        campaign = self.visible(request, campaign_id)
+        parts = await all_parts(campaign_id, request)
+        return self.answer(status_of(campaign, parts))
 
     @operation(
         operation_id="cancelCampaign",
@@ -225,6 +309,28 @@ class CampaignItem(CampaignView):
         expanded go on (cancel one with ``DELETE /v1/notifications/{id}``)."""
         return await self.change(
             request, campaign_id, "cancelled", ("scheduled", "expanding", "paused")
+        )
+
+
+@route("/v1/campaigns/{campaign_id}/partitions")
+class CampaignPartitions(CampaignView):
+    """The part of a campaign this worker holds."""
+
+    @operation(
+        operation_id="getCampaignPartitions",
+        summary="A campaign's progress and counts on this worker's partitions",
+        status=200,
+        answer=CampaignParts,
+        path=CAMPAIGN_ID,
+        errors=(404,),
+    )
+    async def get(self, request: Request, campaign_id: str) -> Response:
+        """What ``GET /v1/campaigns/{id}`` adds up: the workers ask each
+        other for it. Partitions whose owner is another worker are absent."""
+        self.visible(request, campaign_id)
+        parts = local_parts(campaign_id)
+        return self.answer(
+            CampaignParts(parts={str(p): part for p, part in parts.items()})
         )
 
 
@@ -289,13 +395,14 @@ class SegmentView(ApiView):
         summary="Save a segment: user_ids, tags or all",
         status=202,
         answer=Segment,
-        body=Audience,
+        body=AudienceBody,
         path={"segment_id": PathSegment},
         query=TenantQuery,
     )
     async def put(self, request: Request, segment_id: str) -> Response:
         """Replace the segment whole; campaigns read it when they expand."""
-        audience = await self.parse(request, Audience)
+        body = await self.parse(request, AudienceBody)
+        audience = body.root.audience()
         return await self.save(request, segment_id, audience, deleted=False)
 
     @operation(
@@ -322,7 +429,11 @@ class SegmentView(ApiView):
     def saved(self, request: Request, segment_id: str) -> Segment | None:
         """The tenant's segment as this worker knows it."""
         key = segment_key(self.tenant(request), segment_id)
-        return freshest(segments.get(key), written_segments, key)
+        stored = None
+        for partition in owned(segments)[:1]:
+            with acting_for(on_partition(segments, partition)):  # type: ignore[arg-type]
+                stored = segments.get(key)
+        return freshest(stored, written_segments, key)
 
     async def save(
         self, request: Request, segment_id: str, audience: Audience, *, deleted: bool
@@ -338,6 +449,6 @@ class SegmentView(ApiView):
             updated_at=app.clock.now(),
             deleted=deleted,
         )
-        await produce(app.topology.segments, key, segment)
+        await broadcast(app.topology.segments, key, segment)
         written_segments.remember(key, segment)
         return self.answer(segment, status=202)

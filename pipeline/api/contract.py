@@ -90,18 +90,20 @@ def contract_of(handler: Any) -> Operation | None:
     return getattr(handler, "__operation__", None)
 
 
-def route(path: str, on: Any = None) -> Callable[[V], V]:
+def route(path: str, on: Any = None, served: str | None = None) -> Callable[[V], V]:
     """``app.page(path)``, remembering the path for the OpenAPI document.
 
     ``on`` is the app (default: the project's), for views registered while
-    the app module itself is still loading.
+    the app module itself is still loading. ``served`` is the path as the
+    router matches it, when it must say more than the documented template
+    (a parameter that must not take a sibling's fixed name).
     """
 
     def register(view: V) -> V:
         if on is None:
             from pipeline.app import app
         ROUTES[path] = view
-        (on or app).page(path)(view)
+        (on or app).page(served or path)(view)
         return view
 
     return register

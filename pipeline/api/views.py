@@ -415,7 +415,11 @@ class NotificationView(ApiView):
         return await self.forward(base, request, marker=LANE_FORWARDED)
 
 
-@route("/v1/notifications/{notification_id}")
+@route(
+    "/v1/notifications/{notification_id}",
+    # Not /v1/notifications/bulk: that is the campaigns' own resource.
+    served="/v1/notifications/{notification_id:(?!bulk$)[^/]+}",
+)
 class NotificationStatusView(NotificationView):
     """One notification: per-channel status and decision trail."""
 

@@ -268,3 +268,41 @@ def test_a_worker_killed_mid_expansion_resumes_and_sends_nobody_twice(
     for user in users[::10]:  # and each inbox holds one message
         inbox = call(second.web_port, "GET", f"/v1/users/{user}/inbox").body
         assert len(inbox["items"]) == 1, (user, inbox)
+
+
+def test_two_workers_share_the_expansion(
+    broker: BrokerUnderTest, topics: Topics, start_worker: WorkerFactory
+) -> None:
+    """Each of two workers expands the partitions it owns: both show in the
+    campaign's expanded_by, and the audience is reached once in all."""
+    topics.create(broker.url)
+    app_id = unique("pair")
+    first = start_worker(app_id=app_id, name="first")
+    second = start_worker(app_id=app_id, name="second")
+    first.wait_ready(timeout=90)
+    second.wait_ready(timeout=90)
+    tag = unique("pair")
+    users = add_users(broker, topics, 1_000, [tag])
+    profiles_known(first, users)
+    cid = create(first, campaign_body(tag, rate=2_000))
+
+    def completed() -> dict[str, Any] | None:
+        # Any worker answers for any campaign, once it has read it (moments).
+        reply = call(second.web_port, "GET", f"/v1/campaigns/{cid}")
+        shown: dict[str, Any] = reply.body
+        return (
+            shown if reply.status == 200 and shown["counts"]["sent"] == 1_000 else None
+        )
+
+    try:
+        shown = wait_for(completed, timeout=120, interval=1.0)
+    except AssertionError:
+        last = [
+            call(w.web_port, "GET", f"/v1/campaigns/{cid}").body
+            for w in (first, second)
+        ]
+        raise AssertionError(f"never all sent: {last}") from None
+    assert shown["state"] == "completed"
+    assert len(shown["expanded_by"]) == 2, shown["expanded_by"]
+    assert sum(shown["expanded_by"].values()) == shown["partitions"]
+    assert shown["counts"]["expanded"] == 1_000

@@ -27,7 +27,7 @@ from schemas.campaigns import (
     CampaignRequest,
     Message,
     Segment,
-    Target,
+    TagsTarget,
 )
 from schemas.decode import decode
 from schemas.jsonschema import DIALECT, PUBLISHED, SCHEMA_DIR, render, schema_for
@@ -78,7 +78,7 @@ CAMPAIGN = CampaignRequest(
     idempotency_key="winter-1",
     campaign_name="Winter sale",
     type="campaign",
-    target=Target(tags=["vip"]),
+    target=TagsTarget(tags=["vip"]),
     channels=["email", "push"],
     message=Message(title="Winter sale", body="Everything half off."),
     data={"cta_url": "https://shop.example.com/sale"},
