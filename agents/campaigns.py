@@ -22,14 +22,22 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import orjson
 
 from pipeline.app import app
-from pipeline.campaigns import Pacer, expands, recipient_request, selects
+from pipeline.campaigns import (
+    Pacer,
+    expands,
+    local_schedule,
+    recipient_request,
+    selects,
+)
 from pipeline.errors import InvalidMessage
 from pipeline.partitioning import partition_for
+from pipeline.policy import user_zone
 from pipeline.scan import prefixed
 from pipeline.streams import acting_for
 from pipeline.sweep import PartitionEvent
@@ -37,6 +45,7 @@ from pipeline.topology import user_key
 from schemas.campaigns import Audience, Campaign, Progress, Segment
 from schemas.decode import decode
 from tables.campaigns import campaign_progress, campaigns, segment_key, segments
+from tables.preferences import preferences
 from tables.profiles import profiles
 
 log = logging.getLogger(__name__)
@@ -127,6 +136,19 @@ def next_users(
     return Step(users, last, looked, True)
 
 
+def own_time(campaign: Campaign, user_id: str, partition: int) -> datetime | None:
+    """A ``local_time`` campaign's time for this user, on the user's clock
+    (their preferences' zone, else their profile's, else UTC)."""
+    if campaign.request.local_time is None:
+        return None
+    ukey = user_key(campaign.tenant, user_id)
+    with acting_for(on_partition(profiles, partition)):  # type: ignore[arg-type]
+        profile = profiles.get(ukey)
+    with acting_for(on_partition(preferences, partition)):  # type: ignore[arg-type]
+        prefs = preferences.get(ukey)
+    return local_schedule(campaign, user_zone(prefs, profile))
+
+
 class Expander:
     """Expands the owned partitions of running campaigns, paced, checkpointed."""
 
@@ -182,7 +204,9 @@ class Expander:
         topic = app.topology.requests["bulk"]
         pending = []
         for user_id in found.users:
-            request = recipient_request(campaign, user_id)
+            request = recipient_request(
+                campaign, user_id, own_time(campaign, user_id, partition)
+            )
             pending.append(
                 await topic.send(
                     key=user_key(campaign.tenant, user_id),
@@ -216,7 +240,13 @@ class Expander:
 expander = Expander()
 
 
+#: Only workers of the bulk lane expand: a critical-lane deployment
+#: (NOTIFY_LANES=critical) never spends a cycle on a campaign.
+EXPANDS = "bulk" in app.settings.worker_lanes
+
+
 @app.timer(TICK, name="campaigns.expand")
 async def expand_campaigns() -> None:
     """Expand the next chunk of every running campaign on owned partitions."""
-    await expander.tick()
+    if EXPANDS:
+        await expander.tick()

@@ -20,7 +20,7 @@ import random
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from functools import lru_cache
 
 from faust.types import EventT, StreamT
@@ -37,6 +37,7 @@ from pipeline.errors import InvalidMessage, PermanentError
 from pipeline.ids import event_id
 from pipeline.inbox import inbox_hub
 from pipeline.partitioning import check_user_partition, partition_for
+from pipeline.policy import TypeCatalogue
 from pipeline.providers.base import (
     Content,
     FailureKind,
@@ -258,9 +259,16 @@ async def prepare(
                 )
             )
             continue
+        unsubscribe = unsubscribe_url(job, key)
         if content is None:
             try:
-                content = render(job)
+                content = render(
+                    job
+                    if unsubscribe is None
+                    else job.model_copy(
+                        update={"data": {**job.data, "unsubscribe_url": unsubscribe}}
+                    )
+                )
             except PermanentError as exc:
                 await fail_render(event, job, found, now, str(exc))
                 return []
@@ -270,15 +278,10 @@ async def prepare(
         ledger[key] = plan.entry("sending", job, now)
         planned.add(key)
         sent_content = tracked(content, key)
-        calls.append(
-            Call(
-                event,
-                job,
-                target,
-                plan.outgoing(job, target, sent_content, plan.collapse_id(job)),
-                sent_content,
-            )
-        )
+        outgoing = plan.outgoing(job, target, sent_content, plan.collapse_id(job))
+        if unsubscribe is not None:
+            outgoing = replace(outgoing, list_unsubscribe=unsubscribe)
+        calls.append(Call(event, job, target, outgoing, sent_content))
     return calls
 
 
@@ -287,6 +290,27 @@ def tracked(content: Content, key: str) -> Content:
     if not content.html:
         return content
     return replace(content, html=tracking_signer().instrument_html(content.html, key))
+
+
+#: The catalogue of notification types (which are marketing, their category).
+TYPES = TypeCatalogue.load(app.settings.types_file or None)
+
+
+def unsubscribe_url(job: DeliveryJob, attempt_key: str) -> str | None:
+    """A promotional or marketing email's signed one-click unsubscribe URL
+    (RFC 8058; the large mailbox providers' bulk-sender rule): a POST to it
+    opts the user out of the type's category. None for any other message."""
+    if job.channel != "email":
+        return None
+    info = TYPES.lookup(job.type)
+    if not info.marketing and job.priority != "promotional":
+        return None
+    scope = (job.tenant, job.user_id, info.category)
+    return tracking_signer().unsubscribe_url(attempt_key, scope, UNSUBSCRIBE_TTL)
+
+
+#: How long an unsubscribe link works (mailbox providers keep mail for years).
+UNSUBSCRIBE_TTL = timedelta(days=365 * 2)
 
 
 @lru_cache(maxsize=1)

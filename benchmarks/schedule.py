@@ -40,6 +40,7 @@ from confluent_kafka import Consumer
 
 from benchmarks.send import (
     Stack,
+    critical_line,
     critical_requests,
     percentile,
     pipeline_topic,
@@ -182,9 +183,7 @@ def measure(workdir: Path, items: int, lead: float, critical: int, rate: float) 
             f"  {summary('queued again by fanout', queue_lateness)}\n"
             f"  all decided {span:,.1f} s after the first was due: "
             f"{items / span:,.0f} items/s (due at {items / MINUTE:,.0f}/s)\n"
-            f"critical lane meanwhile, {len(critical_ms)} requests at {rate:.0f}/s: "
-            f"accepted→sent p50 {statistics.median(critical_ms) * 1000:,.0f} ms, "
-            f"p99 {percentile(critical_ms, 0.99) * 1000:,.0f} ms"
+            + critical_line(critical_ms, rate)
         )
 
 

@@ -483,6 +483,15 @@ def critical_requests(
     return [arrived[m] - t for m, t in sent_at.items()]
 
 
+def critical_line(latencies: list[float], rate: float) -> str:
+    """The critical lane's figures while something else runs."""
+    return (
+        f"critical lane meanwhile, {len(latencies)} requests at {rate:.0f}/s: "
+        f"accepted→sent p50 {statistics.median(latencies) * 1000:,.0f} ms, "
+        f"p99 {percentile(latencies, 0.99) * 1000:,.0f} ms"
+    )
+
+
 def percentile(values: list[float], q: float) -> float:
     """The q-quantile (0..1) of ``values``."""
     ordered = sorted(values)

@@ -15,9 +15,10 @@ owns, and the API shows their sum.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from datetime import datetime
+from datetime import datetime, time, tzinfo
 from typing import Any
 
+from pipeline.throttle import next_wall_time
 from schemas.campaigns import (
     Audience,
     Campaign,
@@ -50,8 +51,23 @@ def recipient_key(campaign: str) -> str:
     return f"campaign:{campaign}"
 
 
-def recipient_request(campaign: Campaign, user_id: str) -> NotificationRequest:
-    """What one recipient of ``campaign`` is sent: an ordinary request."""
+def local_schedule(campaign: Campaign, zone: tzinfo) -> datetime | None:
+    """When a recipient in ``zone`` gets a ``local_time`` campaign (None for
+    a campaign without one): the first such wall time on the user's clock
+    at or after the campaign's ``schedule_at`` (or its creation)."""
+    asked = campaign.request
+    if asked.local_time is None:
+        return None
+    hour, minute = (int(part) for part in asked.local_time.split(":"))
+    base = asked.schedule_at or campaign.created_at
+    return next_wall_time(base, time(hour, minute), zone)
+
+
+def recipient_request(
+    campaign: Campaign, user_id: str, schedule_at: datetime | None = None
+) -> NotificationRequest:
+    """What one recipient of ``campaign`` is sent: an ordinary request
+    (``schedule_at``: the recipient's own, for a ``local_time`` campaign)."""
     asked: CampaignRequest = campaign.request
     return NotificationRequest(
         idempotency_key=recipient_key(campaign.campaign_id),
@@ -61,7 +77,7 @@ def recipient_request(campaign: Campaign, user_id: str) -> NotificationRequest:
         tenant=campaign.tenant,
         channels=asked.channels,
         data=asked.notification_data(),
-        schedule_at=asked.schedule_at,
+        schedule_at=schedule_at or asked.schedule_at,
         expiry_at=asked.expiry_at,
         campaign_id=campaign.campaign_id,
     )

@@ -107,7 +107,7 @@ AGENT_TABLES: dict[str, tuple[str, ...]] = {
 #: Timers drawn as boxes too: (tables read, tables written, topics written).
 TIMERS: dict[str, tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]] = {
     "campaigns.expand": (
-        ("campaigns", "segments", "profiles"),
+        ("campaigns", "segments", "profiles", "preferences"),
         ("campaign_progress",),
         ("notify.requests.bulk",),
     ),

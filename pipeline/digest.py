@@ -29,7 +29,7 @@ from typing import Any, Literal
 
 import orjson
 
-from pipeline.throttle import local_to_utc
+from pipeline.throttle import next_wall_time
 from schemas.records import DigestMember, DigestState
 
 Mode = Literal["window", "lookback", "daily"]
@@ -88,14 +88,7 @@ def closes_at(policy: DigestPolicy, now: datetime, zone: tzinfo) -> datetime:
     if policy.mode != "daily":
         return now + policy.window
     assert policy.at is not None  # noqa: S101 - checked in __post_init__
-    local = now.astimezone(zone).replace(tzinfo=None)
-    today = local.replace(
-        hour=policy.at.hour, minute=policy.at.minute, second=0, microsecond=0
-    )
-    moment = local_to_utc(today, zone)
-    if moment <= now:
-        moment = local_to_utc(today + timedelta(days=1), zone)
-    return moment
+    return next_wall_time(now, policy.at, zone, strictly=True)
 
 
 @dataclass(frozen=True)

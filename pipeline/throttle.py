@@ -21,7 +21,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta, tzinfo
+from datetime import UTC, datetime, time, timedelta, tzinfo
 from typing import Literal
 
 from schemas.records import BucketState, ThrottleState
@@ -148,6 +148,20 @@ def period_end(instant: datetime, period: Period, zone: tzinfo) -> datetime:
     else:
         following = (day.replace(day=28) + timedelta(days=4)).replace(day=1)
     return local_to_utc(following, zone)
+
+
+def next_wall_time(
+    after: datetime, at: time, zone: tzinfo, *, strictly: bool = False
+) -> datetime:
+    """The first UTC instant at or after ``after`` (``strictly`` after it)
+    at which the user's wall clock reads ``at`` (a gap's end when a
+    daylight-saving change skips it)."""
+    local = after.astimezone(zone).replace(tzinfo=None)
+    today = local.replace(hour=at.hour, minute=at.minute, second=0, microsecond=0)
+    moment = local_to_utc(today, zone)
+    if moment < after or (strictly and moment == after):
+        moment = local_to_utc(today + timedelta(days=1), zone)
+    return moment
 
 
 def local_to_utc(naive: datetime, zone: tzinfo) -> datetime:

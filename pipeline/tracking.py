@@ -29,7 +29,7 @@ import orjson
 
 from pipeline.errors import PermanentError
 
-TrackingKind = Literal["click", "open"]
+TrackingKind = Literal["click", "open", "unsubscribe"]
 
 #: How long a tracking URL stays valid when the caller does not say.
 DEFAULT_TTL = timedelta(days=90)
@@ -40,9 +40,9 @@ MAX_TOKEN_CHARS = 8192
 #: Attribute that keeps one link out of click tracking (reset links, unsubscribe).
 NO_TRACK_ATTRIBUTE = "data-notrack"
 
-_KIND_CODES: dict[TrackingKind, str] = {"click": "c", "open": "o"}
-_CODE_KINDS: dict[str, TrackingKind] = {"c": "click", "o": "open"}
-_PATHS: dict[TrackingKind, str] = {"click": "c", "open": "o"}
+_KIND_CODES: dict[TrackingKind, str] = {"click": "c", "open": "o", "unsubscribe": "u"}
+_CODE_KINDS: dict[str, TrackingKind] = {"c": "click", "o": "open", "u": "unsubscribe"}
+_PATHS: dict[TrackingKind, str] = {"click": "c", "open": "o", "unsubscribe": "u"}
 _SEGMENT = re.compile(r"[A-Za-z0-9_-]+")
 # A start tag's attributes as the HTML tokenizer reads them: name, then an
 # optional value, double-quoted, single-quoted or bare. HTML's whitespace is
@@ -87,6 +87,8 @@ class TrackingClaim:
     attempt_key: str
     url: str | None  # the click target; None for an open
     expires_at: datetime
+    #: An unsubscribe's (tenant, user id, category); None for the others.
+    scope: tuple[str, str, str] | None = None
 
 
 def is_trackable_url(url: str) -> bool:
@@ -167,12 +169,25 @@ class TrackingSigner:
         """``{base}/t/o/<token>``: the 1×1 image whose loading records an open."""
         return self._url("open", attempt_key, None, expires_in)
 
+    def unsubscribe_url(
+        self,
+        attempt_key: str,
+        scope: tuple[str, str, str],
+        expires_in: timedelta | None = None,
+    ) -> str:
+        """``{base}/t/u/<token>``: a POST opts the user out of the category
+        (RFC 8058 one-click); ``scope`` is (tenant, user id, category)."""
+        if not all(scope):
+            raise ValueError("an unsubscribe URL needs a tenant, a user and a category")
+        return self._url("unsubscribe", attempt_key, None, expires_in, scope)
+
     def _url(
         self,
         kind: TrackingKind,
         attempt_key: str,
         target: str | None,
         expires_in: timedelta | None,
+        scope: tuple[str, str, str] | None = None,
     ) -> str:
         if not attempt_key:
             raise ValueError("a tracking URL needs an attempt key")
@@ -187,7 +202,9 @@ class TrackingSigner:
         }
         if target is not None:
             payload["u"] = target
-        body = _b64encode(orjson.dumps(payload))
+        body = _b64encode(
+            orjson.dumps(payload if scope is None else {**payload, "s": list(scope)})
+        )
         return f"{self._base}/t/{_PATHS[kind]}/{body}.{self._mac(self._secret, body)}"
 
     @staticmethod
@@ -275,13 +292,28 @@ def _parse_claim(body: str) -> TrackingClaim:
         if not isinstance(target, str) or not is_trackable_url(target):
             raise InvalidTrackingToken("click target is not an http(s) URL")
     elif target is not None:
-        raise InvalidTrackingToken("an open token carries no target")
+        raise InvalidTrackingToken(f"an {kind} token carries no target")
+    scope = payload.get("s")
+    if kind == "unsubscribe":
+        if (
+            not isinstance(scope, list)
+            or len(scope) != 3
+            or not all(isinstance(part, str) and part for part in scope)
+        ):
+            raise InvalidTrackingToken("an unsubscribe token names no user")
+        scope = (scope[0], scope[1], scope[2])
+    elif scope is not None:
+        raise InvalidTrackingToken(f"a {kind} token names no user")
     try:
         expires_at = datetime.fromtimestamp(expires, UTC)
     except (OverflowError, OSError, ValueError) as error:
         raise InvalidTrackingToken("expiry out of range") from error
     return TrackingClaim(
-        kind=kind, attempt_key=attempt_key, url=target, expires_at=expires_at
+        kind=kind,
+        attempt_key=attempt_key,
+        url=target,
+        expires_at=expires_at,
+        scope=scope,
     )
 
 

@@ -68,6 +68,13 @@ class RetryScheduled(Record):
     channels: list[str]
 
 
+class Unsubscribed(Record):
+    """A one-click unsubscribe: the user no longer gets the category."""
+
+    status: Literal["unsubscribed"]
+    category: str
+
+
 class NotificationList(Record):
     """A user's notifications, newest first, each with its status."""
 

@@ -22,6 +22,7 @@ from pydantic import (
 from schemas.records import Channels, FieldError, Record
 from schemas.types import (
     UNIQUE,
+    Clock,
     Data,
     IdempotencyKey,
     Instant,
@@ -152,6 +153,10 @@ class CampaignRequest(Record):
     data: Data = Field(default_factory=dict)
     schedule_at: Instant | None = None
     expiry_at: Instant | None = None
+    #: ``HH:MM``: each recipient gets it at this time of day on their own
+    #: clock (their time zone), the first at or after ``schedule_at`` (or the
+    #: campaign's creation), through the scheduler.
+    local_time: Clock | None = None
     #: Recipients expanded per second, across every worker.
     rate: Annotated[
         int,

@@ -12,6 +12,7 @@ import asyncio
 import base64
 import hashlib
 import hmac
+import html
 import logging
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -24,6 +25,7 @@ from faust.exceptions import SameNode
 from faust.web import Request, Response
 
 from agents.send import tracking_signer
+from pipeline.api.accepted import freshest, written_preferences
 from pipeline.api.contract import Link, operation, route
 from pipeline.api.errors import ApiError, not_found
 from pipeline.api.views import USER_ID, ApiView, produce, tenant_of, user_route
@@ -41,11 +43,13 @@ from schemas.api import (
     ReadAccepted,
     ReceiptsApplied,
     TenantQuery,
+    Unsubscribed,
     WebhookQuery,
 )
-from schemas.records import InboxRead, NotificationEvent, Suppression
+from schemas.records import InboxRead, NotificationEvent, Preferences, Suppression
 from schemas.types import PathSegment
 from tables.inbox import inbox
+from tables.preferences import preferences
 from tables.suppressions import ANY_TENANT, suppression_key
 
 #: Seconds an idle live stream waits before a keep-alive comment line.
@@ -465,3 +469,93 @@ class ClickView(ApiView):
         claim = await tracked(token, "click")
         assert claim is not None and claim.url  # noqa: S101 - click claims carry one
         return self.bytes(b"", status=302, headers={"Location": claim.url})
+
+
+def unsubscribe_claim(token: str) -> TrackingClaim:
+    """The claim of a genuine unsubscribe token (404 otherwise)."""
+    try:
+        claim = tracking_signer().verify(token, "unsubscribe")
+    except InvalidTrackingToken as exc:  # expired ones too
+        raise ApiError(
+            404, "invalid_link", f"not a valid unsubscribe link: {exc}"
+        ) from None
+    assert claim.scope is not None  # noqa: S101 - checked by verify
+    return claim
+
+
+UNSUBSCRIBE_PAGE = """<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>Unsubscribe</title></head>
+<body style="font-family: Arial, Helvetica, sans-serif;">
+<p>{message}</p>
+{form}
+</body></html>
+"""
+
+
+@route("/t/u/{token}")
+class UnsubscribeView(ApiView):
+    """One-click unsubscribe (RFC 8058) from a promotional email, no login."""
+
+    @operation(
+        operation_id="unsubscribePage",
+        summary="The unsubscribe page of a promotional email (signed token, no key)",
+        status=200,
+        media={"text/html": "A page with the unsubscribe button."},
+        path={"token": PathSegment},
+        errors=(404,),
+        public=True,
+    )
+    async def get(self, request: Request, token: str) -> Response:
+        """A page whose button POSTs here; opening it changes nothing (mail
+        scanners open links)."""
+        claim = unsubscribe_claim(token)
+        assert claim.scope is not None  # noqa: S101 - unsubscribe claims carry one
+        category = html.escape(claim.scope[2])
+        page = UNSUBSCRIBE_PAGE.format(
+            message=f"Stop receiving {category} emails?",
+            form='<form method="post"><input type="hidden" name="List-Unsubscribe" '
+            'value="One-Click"><button type="submit">Unsubscribe</button></form>',
+        )
+        return self.bytes(page.encode(), content_type="text/html")
+
+    @operation(
+        operation_id="unsubscribe",
+        summary="One-click unsubscribe: opt the user out of the email's category",
+        status=200,
+        answer=Unsubscribed,
+        path={"token": PathSegment},
+        errors=(404,),
+        public=True,
+    )
+    async def post(self, request: Request, token: str) -> Response:
+        """The mailbox provider's POST (``List-Unsubscribe=One-Click``) or the
+        page's button: the user's preferences opt out of the category (a
+        preference write, as ``PUT .../preferences`` makes), on the worker
+        owning the user. Twice is the same as once."""
+        claim = unsubscribe_claim(token)
+        assert claim.scope is not None  # noqa: S101 - unsubscribe claims carry one
+        tenant, user_id, category = claim.scope
+        ukey = user_key(tenant, user_id)
+        raw = await request.read()
+        owner = await self.forward_to_owner(preferences.name, ukey, request, raw)
+        if owner is not None:
+            return owner
+        current = freshest(preferences.get(ukey), written_preferences, ukey)
+        current = current or Preferences(user_id=user_id, tenant=tenant)
+        if current.types.get(category) is not False:
+            current = current.model_copy(
+                update={
+                    "types": {**current.types, category: False},
+                    "updated_at": app.clock.now(),
+                }
+            )
+            await produce(app.topology.preferences, ukey, current)
+            written_preferences.remember(ukey, current)
+        answer = Unsubscribed(status="unsubscribed", category=category)
+        if "form" in (request.headers.get("Content-Type") or ""):
+            page = UNSUBSCRIBE_PAGE.format(
+                message=f"You will not receive {html.escape(category)} emails any more.",
+                form="",
+            )
+            return self.bytes(page.encode(), content_type="text/html")
+        return self.answer(answer)

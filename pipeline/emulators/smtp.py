@@ -259,6 +259,7 @@ def _payload(email: EmailMessage, envelope: Envelope) -> dict[str, Any]:
         "message_id": str(email.get("Message-ID", "")),
         "attempt_key": str(email.get("X-Notify-Attempt", "")),
         "list_unsubscribe": str(email.get("List-Unsubscribe", "")),
+        "list_unsubscribe_post": str(email.get("List-Unsubscribe-Post", "")),
         "content_type": email.get_content_type(),
         "text": _part_text(email, "plain"),
         "html": _part_text(email, "html"),

@@ -110,6 +110,8 @@ class Outgoing:
     expires_at: datetime | None = None  # after this the provider should drop it
     attempt: int = 0  # 0 for the first try, 1 for the first retry, ...
     campaign_id: str | None = None
+    #: A promotional email's one-click unsubscribe URL (RFC 8058).
+    list_unsubscribe: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -211,7 +211,11 @@ class SendGridSender:
         session = self._session
         if session is None:
             raise RuntimeError("SendGridSender.send before start()")
-        unsubscribe = self.list_unsubscribe(message) if self.list_unsubscribe else None
+        unsubscribe = (
+            self.list_unsubscribe(message)
+            if self.list_unsubscribe
+            else message.list_unsubscribe
+        )
         body = build_request(
             message,
             self.from_address,

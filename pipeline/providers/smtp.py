@@ -212,7 +212,11 @@ class SmtpSender:
         client = self._client
         if client is None:
             raise RuntimeError("SmtpSender.send before start()")
-        unsubscribe = self.list_unsubscribe(message) if self.list_unsubscribe else None
+        unsubscribe = (
+            self.list_unsubscribe(message)
+            if self.list_unsubscribe
+            else message.list_unsubscribe
+        )
         try:
             email = build_message(
                 message,

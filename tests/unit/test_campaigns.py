@@ -5,12 +5,14 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 
 from pipeline.campaigns import (
     Pacer,
     channel_deltas,
+    local_schedule,
     recipient_request,
     selects,
     shown_state,
@@ -141,3 +143,27 @@ def test_counts_move_with_each_channel_and_add_up() -> None:
     shown = summed([{"sent": 2, "clicked": 1}, {"queued": 3, "delivered": 1}])
     assert shown["sent"] == 4 and shown["delivered"] == 2 and shown["queued"] == 3
     assert shown["clicked"] == 1
+
+
+def test_local_time_is_each_users_own_wall_clock() -> None:
+    """09:00 on each user's clock, the first at or after the campaign's
+    start: Paris's is tomorrow (it is 13:00 there), Los Angeles's today."""
+    started = campaign(local_time="09:00")  # created at NOW, 12:00 UTC
+    paris, los_angeles = ZoneInfo("Europe/Paris"), ZoneInfo("America/Los_Angeles")
+    assert local_schedule(started, paris) == datetime(2026, 12, 5, 8, 0, tzinfo=UTC)
+    assert local_schedule(started, los_angeles) == datetime(
+        2026, 12, 4, 17, 0, tzinfo=UTC
+    )
+    later = campaign(local_time="09:00", schedule_at="2026-12-10T00:00:00Z")
+    assert local_schedule(later, paris) == datetime(2026, 12, 10, 8, 0, tzinfo=UTC)
+    assert local_schedule(campaign(), paris) is None
+    request = recipient_request(started, "u1", local_schedule(started, paris))
+    assert request.schedule_at == datetime(2026, 12, 5, 8, 0, tzinfo=UTC)
+
+
+def test_local_time_across_a_daylight_saving_gap() -> None:
+    """02:30 does not exist in Paris on 2027-03-28: the gap's end, 03:00."""
+    spring = campaign(local_time="02:30", schedule_at="2027-03-28T00:30:00Z")
+    assert local_schedule(spring, ZoneInfo("Europe/Paris")) == datetime(
+        2027, 3, 28, 1, 0, tzinfo=UTC
+    )

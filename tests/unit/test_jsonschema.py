@@ -84,6 +84,7 @@ CAMPAIGN = CampaignRequest(
     data={"cta_url": "https://shop.example.com/sale"},
     schedule_at=NOW + timedelta(hours=1),
     expiry_at=NOW + timedelta(days=1),
+    local_time="09:30",
     rate=500,
     chunk=200,
     tenant="acme",

@@ -57,6 +57,8 @@ def test_only_health_the_document_and_signed_calls_are_public() -> None:
         ("/v1/webhooks/{provider}", "post"),
         ("/t/o/{token}", "get"),
         ("/t/c/{token}", "get"),
+        ("/t/u/{token}", "get"),
+        ("/t/u/{token}", "post"),
     }
 
 

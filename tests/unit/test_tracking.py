@@ -447,3 +447,20 @@ def test_a_rendered_email_is_instrumented() -> None:
     out = signer.instrument_html(reset.html, KEY)
     assert clicks_of(signer, out) == ["https://a.example/r?t=s"]
     assert "/t/c/" not in out and opens_of(signer, out) == [KEY]
+
+
+def test_an_unsubscribe_token_names_its_user_and_only_unsubscribes() -> None:
+    """The signed scope comes back; a click or open token is no unsubscribe
+    and an unsubscribe token is no click; a scope cannot be changed."""
+    signer = signer_at(FrozenClock(START))
+    url = signer.unsubscribe_url("n_1:email:a@b.co", ("acme", "u_1", "marketing"))
+    token = token_of(url, "u")
+    claim = signer.verify(token, "unsubscribe")
+    assert claim.scope == ("acme", "u_1", "marketing") and claim.url is None
+    with pytest.raises(InvalidTrackingToken):
+        signer.verify(token, "click")
+    opened = token_of(signer.open_pixel_url("n_1:email:a@b.co"), "o")
+    with pytest.raises(InvalidTrackingToken):
+        signer.verify(opened, "unsubscribe")
+    with pytest.raises(ValueError, match="needs a tenant"):
+        signer.unsubscribe_url("n_1:email:a@b.co", ("acme", "", "marketing"))
