@@ -109,15 +109,15 @@ def test_a_campaign_reaches_its_tagged_audience_and_the_counts_add_up(
     start_worker: WorkerFactory,
     tmp_path: Path,
 ) -> None:
-    """2,000 tagged users of 2,500: every one gets the campaign once, the
+    """1,000 tagged users of 1,250: every one gets the campaign once, the
     others none; the counts say so and add up; the same key is the same
     campaign."""
     topics.create(broker.url)
     worker = start_worker()
     worker.wait_ready(timeout=90)
     tag = unique("vip")
-    audience = add_users(broker, topics, 2_000, [tag, "newsletter"])
-    others = add_users(broker, topics, 500, ["newsletter"])
+    audience = add_users(broker, topics, 1_000, [tag, "newsletter"])
+    others = add_users(broker, topics, 250, ["newsletter"])
     profiles_known(worker, audience + others)
     body = campaign_body(tag, rate=5_000)
     cid = create(worker, body)
@@ -127,19 +127,19 @@ def test_a_campaign_reaches_its_tagged_audience_and_the_counts_add_up(
 
     def completed() -> dict[str, Any] | None:
         shown = campaign(worker, cid)
-        done = shown["state"] == "completed" and shown["counts"]["sent"] == 2_000
+        done = shown["state"] == "completed" and shown["counts"]["sent"] == 1_000
         return shown if done else None
 
     shown = wait_for(completed, timeout=120, interval=1.0)
     counts = shown["counts"]
-    assert counts["targeted"] == counts["expanded"] == 2_000
-    assert counts["notifications"] == 2_000
+    assert counts["targeted"] == counts["expanded"] == 1_000
+    assert counts["notifications"] == 1_000
     outcomes = ("queued", "sent", "failed", "suppressed", "throttled", "deferred")
-    assert sum(counts[o] for o in outcomes) == 2_000  # one channel each
+    assert sum(counts[o] for o in outcomes) == 1_000  # one channel each
     sent = read_until(
         broker.bootstrap,
         [topics("notify.events")],
-        lambda kept: len(kept) >= 2_000,
+        lambda kept: len(kept) >= 1_000,
         keep=lambda m: (
             orjson.loads(m.value()).get("campaign_id") == cid
             and orjson.loads(m.value())["event_type"] == "sent"
@@ -154,7 +154,7 @@ def test_a_campaign_reaches_its_tagged_audience_and_the_counts_add_up(
     watched = notify_campaign(worker, tmp_path, "status", cid, "--follow")
     assert watched.returncode == 0, watched.stderr
     last = watched.stdout.splitlines()[-1]
-    assert "100.0%" in last and "completed" in last and "sent 2000" in last
+    assert "100.0%" in last and "completed" in last and "sent 1000" in last
 
 
 def notify_campaign(
@@ -230,11 +230,11 @@ def test_a_worker_killed_mid_expansion_resumes_and_sends_nobody_twice(
     first = start_worker(app_id=app_id, data_dir=data_dir, name="first")
     first.wait_ready(timeout=90)
     tag = unique("kill")
-    users = add_users(broker, topics, 3_000, [tag])
+    users = add_users(broker, topics, 1_500, [tag])
     profiles_known(first, users)
-    cid = create(first, campaign_body(tag, rate=600, chunk=200))
+    cid = create(first, campaign_body(tag, rate=300, chunk=100))
     wait_for(
-        lambda: 400 <= campaign(first, cid)["counts"]["expanded"] < 3_000,
+        lambda: 200 <= campaign(first, cid)["counts"]["expanded"] < 1_500,
         timeout=60,
         interval=0.1,
     )
@@ -254,7 +254,7 @@ def test_a_worker_killed_mid_expansion_resumes_and_sends_nobody_twice(
     sent = read_until(
         broker.bootstrap,
         [topics("notify.events")],
-        lambda kept: len(kept) >= 3_000 and time.monotonic() >= settled,
+        lambda kept: len(kept) >= 1_500 and time.monotonic() >= settled,
         keep=wanted,
         timeout=120,
     )
