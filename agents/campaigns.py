@@ -72,6 +72,14 @@ def on_partition(table: Any, partition: int) -> PartitionEvent:
     return PartitionEvent(table.changelog_topic.get_topic_name(), partition)
 
 
+def owned(table: Any) -> list[int]:
+    """The partitions of ``table`` this worker holds (active)."""
+    topic = table.changelog_topic.get_topic_name()
+    return sorted(
+        tp.partition for tp in app.assignor.assigned_actives() if tp.topic == topic
+    )
+
+
 def campaigns_on(partition: int) -> list[Campaign]:
     """Every campaign the partition's store holds (each is on every partition)."""
     found = []
@@ -156,13 +164,6 @@ class Expander:
         self.pacer = Pacer(app.settings.topic_partitions)
         self.last = time.monotonic()
 
-    def owned(self) -> list[int]:
-        """The profiles partitions this worker owns (active)."""
-        topic = profiles.changelog_topic.get_topic_name()
-        return sorted(
-            tp.partition for tp in app.assignor.assigned_actives() if tp.topic == topic
-        )
-
     async def tick(self) -> int:
         """One step of every running campaign on every owned partition; the
         number of requests produced."""
@@ -172,7 +173,7 @@ class Expander:
             return 0
         now = app.clock.now()
         produced = 0
-        for partition in self.owned():
+        for partition in owned(profiles):
             for campaign in campaigns_on(partition):
                 if not expands(campaign, now):
                     continue

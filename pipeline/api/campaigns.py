@@ -16,7 +16,7 @@ from faust.web import Request, Response
 from faust.web.exceptions import ServiceUnavailable
 from yarl import URL
 
-from agents.campaigns import campaigns_on, on_partition
+from agents.campaigns import campaigns_on, on_partition, owned
 from agents.ingest import body_hash
 from pipeline.api import auth
 from pipeline.api.accepted import Recent, freshest
@@ -73,22 +73,18 @@ def stored_campaigns() -> list[Campaign]:
     return list(found.values())
 
 
-def owned(table: Any) -> list[int]:
-    """The partitions of ``table`` this worker holds (active)."""
-    topic = table.changelog_topic.get_topic_name()
-    return sorted(
-        tp.partition for tp in app.assignor.assigned_actives() if tp.topic == topic
-    )
+def broadcast_copy(table: Any, key: str) -> Any:
+    """``key``'s entry of a table written onto every partition (campaigns,
+    segments): the copy of any one partition this worker owns."""
+    for partition in owned(table)[:1]:
+        with acting_for(on_partition(table, partition)):  # type: ignore[arg-type]
+            return table.get(key)
+    return None
 
 
 def stored_campaign(cid: str) -> Campaign | None:
-    """The freshest campaign under ``cid`` this worker knows (every partition
-    holds it; any one this worker owns will do)."""
-    stored = None
-    for partition in owned(campaigns)[:1]:
-        with acting_for(on_partition(campaigns, partition)):  # type: ignore[arg-type]
-            stored = campaigns.get(cid)
-    return freshest(stored, written_campaigns, cid)
+    """The freshest campaign under ``cid`` this worker knows."""
+    return freshest(broadcast_copy(campaigns, cid), written_campaigns, cid)
 
 
 def local_parts(cid: str) -> dict[int, CampaignPart]:
@@ -429,11 +425,7 @@ class SegmentView(ApiView):
     def saved(self, request: Request, segment_id: str) -> Segment | None:
         """The tenant's segment as this worker knows it."""
         key = segment_key(self.tenant(request), segment_id)
-        stored = None
-        for partition in owned(segments)[:1]:
-            with acting_for(on_partition(segments, partition)):  # type: ignore[arg-type]
-                stored = segments.get(key)
-        return freshest(stored, written_segments, key)
+        return freshest(broadcast_copy(segments, key), written_segments, key)
 
     async def save(
         self, request: Request, segment_id: str, audience: Audience, *, deleted: bool
