@@ -109,20 +109,46 @@ class Bucket:
 DEFAULT_BUCKET = Bucket(rate=10 / 60, burst=5)
 
 
+#: Every zone's offset, and every daylight-saving change, is a whole number
+#: of quarter hours from UTC (India +5:30, Nepal +5:45, Lord Howe's 30-minute
+#: change): a user's hour can only begin on a UTC quarter hour.
+QUARTER = timedelta(minutes=15)
+
+
+def _quarter(instant: datetime) -> datetime:
+    """The UTC quarter hour ``instant`` falls in."""
+    utc = instant.astimezone(UTC)
+    return utc.replace(minute=utc.minute - utc.minute % 15, second=0, microsecond=0)
+
+
+def _hour_begins(moment: datetime, zone: tzinfo) -> bool:
+    """True if a user's hour begins at ``moment`` (a UTC quarter hour): their
+    clock reads a whole hour, or its offset changes there (after a
+    30-minute change back the clock reads :30, and a new hour begins)."""
+    local = moment.astimezone(zone)
+    if local.minute == 0:
+        return True
+    before = (moment - timedelta(microseconds=1)).astimezone(zone)
+    return local.utcoffset() != before.utcoffset()
+
+
 def period_start(instant: datetime, period: Period, zone: tzinfo) -> datetime:
     """The UTC instant the user's current ``period`` began, on the user's clock.
 
     A day begins at local midnight, a week on local Monday at midnight, a
     month on the local first at midnight; a local midnight that a
-    daylight-saving change skips begins the day at the end of the gap.
+    daylight-saving change skips begins the day at the end of the gap. An
+    hour begins when the clock reads a whole hour (a :30 zone's hours at :30
+    UTC, the repeated hour of a change back again) or its offset changes.
     """
     if period == "minute":
         return instant.astimezone(UTC).replace(second=0, microsecond=0)
     local = instant.astimezone(zone)
     if period == "hour":
-        # The local hour, whatever the offset's minutes (a :30 zone's hours
-        # start at :30 UTC); the repeated hour of a change back keeps its fold.
-        return local.replace(minute=0, second=0, microsecond=0).astimezone(UTC)
+        moment = _quarter(instant)
+        while not _hour_begins(moment, zone):
+            moment -= QUARTER
+        return moment
     day = local.replace(tzinfo=None, hour=0, minute=0, second=0, microsecond=0)
     if period == "week":
         day -= timedelta(days=day.weekday())
@@ -137,7 +163,10 @@ def period_end(instant: datetime, period: Period, zone: tzinfo) -> datetime:
     if period == "minute":
         return start + timedelta(minutes=1)
     if period == "hour":
-        return start + timedelta(hours=1)
+        moment = _quarter(instant) + QUARTER
+        while not _hour_begins(moment, zone):
+            moment += QUARTER
+        return moment
     day = instant.astimezone(zone).replace(
         tzinfo=None, hour=0, minute=0, second=0, microsecond=0
     )

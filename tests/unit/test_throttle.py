@@ -326,3 +326,17 @@ def test_a_tenants_settings_replace_the_types_where_set() -> None:
     assert over_cap == "defer"
     none = TenantLimits(tenant="acme", caps=[])
     assert throttle_settings(info, none)[0].caps == ()
+
+
+def test_an_hour_begins_again_when_lord_howe_turns_its_clock_back_30_minutes() -> None:
+    """2024-04-07 02:00 LHDT (+11) became 01:30 LHST (+10:30) at 15:00 UTC:
+    the hour that began at 01:00 ends there, and the next runs to 02:00."""
+    zone = ZoneInfo("Australia/Lord_Howe")
+    change = datetime(2024, 4, 6, 15, 0, tzinfo=UTC)
+    before = change - timedelta(minutes=10)
+    assert period_start(before, "hour", zone) == change - timedelta(hours=1)
+    assert period_end(before, "hour", zone) == change
+    assert period_start(change, "hour", zone) == change
+    assert period_end(
+        change + timedelta(minutes=10), "hour", zone
+    ) == change + timedelta(minutes=30)
