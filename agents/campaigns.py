@@ -31,6 +31,8 @@ from pipeline.app import app
 from pipeline.campaigns import (
     Pacer,
     expands,
+    list_cursor,
+    list_position,
     local_schedule,
     recipient_request,
     selects,
@@ -38,13 +40,28 @@ from pipeline.campaigns import (
 from pipeline.errors import InvalidMessage
 from pipeline.partitioning import partition_for
 from pipeline.policy import user_zone
-from pipeline.scan import prefixed
+from pipeline.scan import estimated_size, prefixed
 from pipeline.streams import acting_for
 from pipeline.sweep import PartitionEvent
 from pipeline.topology import user_key
-from schemas.campaigns import Audience, Campaign, Progress, Segment
+from schemas.campaigns import (
+    UPLOAD_CHUNK,
+    Audience,
+    Campaign,
+    MemberChunk,
+    Progress,
+    Segment,
+    Uploaded,
+)
 from schemas.decode import decode
-from tables.campaigns import campaign_progress, campaigns, segment_key, segments
+from tables.campaigns import (
+    campaign_progress,
+    campaigns,
+    member_key,
+    segment_key,
+    segment_members,
+    segments,
+)
 from tables.preferences import preferences
 from tables.profiles import profiles
 
@@ -65,6 +82,7 @@ class Step:
     cursor: str | None
     looked_at: int
     walked: bool  # the partition has no more users after the cursor
+    size: int | None = None  # about how many entries the walk goes over
 
 
 def on_partition(table: Any, partition: int) -> PartitionEvent:
@@ -113,6 +131,8 @@ def next_users(
 ) -> Step:
     """Up to ``take`` users of ``partition`` the audience selects after ``cursor``."""
     partitions = app.settings.topic_partitions
+    if audience.uploaded is not None:
+        return listed_users(campaign.tenant, audience.uploaded, partition, cursor, take)
     if audience.user_ids:
         listed = sorted(
             u
@@ -123,12 +143,17 @@ def next_users(
         rest = [u for u in listed if cursor is None or u > cursor]
         chunk = rest[:take]
         return Step(
-            chunk, chunk[-1] if chunk else cursor, len(chunk), len(rest) <= take
+            chunk,
+            chunk[-1] if chunk else cursor,
+            len(chunk),
+            len(rest) <= take,
+            len(listed),
         )
     users: list[str] = []
     looked = 0
     last = cursor
     prefix = user_key(campaign.tenant, "")
+    size = estimated_size(profiles, partition)
     for key, raw in prefixed(profiles, partition, prefix, after=cursor):
         looked += 1
         last = key
@@ -138,10 +163,45 @@ def next_users(
         ):
             users.append(str(fields["user_id"]))
             if len(users) >= take:
-                return Step(users, last, looked, False)
+                return Step(users, last, looked, False, size)
         if looked >= MAX_LOOKED_AT:
-            return Step(users, last, looked, False)
-    return Step(users, last, looked, True)
+            return Step(users, last, looked, False, size)
+    return Step(users, last, looked, True, size)
+
+
+def listed_users(
+    tenant: str, uploaded: Uploaded, partition: int, cursor: str | None, take: int
+) -> Step:
+    """Up to ``take`` users of an uploaded list's chunks on ``partition``,
+    read by key from the local store after ``cursor``. Until the partition's
+    last chunk is in the store (its chunks are on their way), none: the walk
+    waits rather than ending short."""
+    chunks = uploaded.chunks.get(str(partition), 0)
+    upload = uploaded.upload_id
+    chunk, offset = list_position(cursor, upload)
+    users: list[str] = []
+    with acting_for(on_partition(segment_members, partition)):  # type: ignore[arg-type]
+        last = member_key(tenant, upload, partition, chunks - 1) if chunks else None
+        if last is not None and segment_members.get(last) is None:
+            return Step([], cursor, 0, False)
+        while chunk < chunks and len(users) < take:
+            stored: MemberChunk | None = segment_members.get(
+                member_key(tenant, upload, partition, chunk)
+            )
+            if stored is None:  # the list is being replaced: wait for the new
+                break
+            part = stored.users[offset : offset + take - len(users)]
+            users.extend(part)
+            offset += len(part)
+            if offset >= len(stored.users):
+                chunk, offset = chunk + 1, 0
+    return Step(
+        users,
+        list_cursor(upload, chunk, offset),
+        len(users),
+        chunk >= chunks,
+        chunks * UPLOAD_CHUNK,
+    )
 
 
 def own_time(campaign: Campaign, user_id: str, partition: int) -> datetime | None:
@@ -223,6 +283,8 @@ class Expander:
             targeted=(progress.targeted if progress else 0) + len(found.users),
             expanded=(progress.expanded if progress else 0) + len(found.users),
             done=found.walked,
+            looked_at=(progress.looked_at if progress else 0) + found.looked_at,
+            walk_size=found.size,
             updated_at=app.clock.now(),
             by=str(app.conf.canonical_url),
         )

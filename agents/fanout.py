@@ -57,6 +57,7 @@ from schemas.records import (
     ThrottleState,
     UserProfile,
 )
+from tables.campaigns import campaign_cancelled
 from tables.devices import devices
 from tables.digests import digests
 from tables.held import held
@@ -217,13 +218,15 @@ def fan_out(
     request: NotificationRequest | None = None,
     wait: timedelta = timedelta(0),
     cancelled: NotificationStatus | None = None,
+    campaign_cancelled: bool = False,
 ) -> Fanout:
     """Decide one accepted request: dedup, reachability, preferences, per channel.
 
     ``request`` is ``accepted.notification()`` when the caller has it already.
     A user known to no table has the channels that need its state held, for up
     to ``wait`` in all (``hold_until``). ``cancelled`` is the status of a
-    notification cancelled before this look: every channel ends ``cancelled``.
+    notification cancelled before this look: every channel ends ``cancelled``;
+    so does every channel of a request whose campaign was cancelled.
     """
     request = request or accepted.notification()
     duplicate, seen = check_idempotency(accepted, request, state.seen, now)
@@ -238,6 +241,20 @@ def fan_out(
                 result.events.append(
                     cancel_event(cancelled, now, channel, locale=request.locale)
                 )
+        return result
+    if campaign_cancelled:
+        for channel in resolve_channels(request, catalogue):
+            result.events.append(
+                event(
+                    accepted,
+                    request,
+                    "cancelled",
+                    "campaign",
+                    now,
+                    channel=channel,
+                    reason="campaign_cancelled",
+                )
+            )
         return result
     if collected(accepted, request, state, catalogue, now, result):
         return result
@@ -633,7 +650,16 @@ async def handle(
     wait = timedelta(seconds=app.settings.unknown_user_wait)
     current = status_now(accepted.notification_id)
     cancelled = current if stopped(current) else None
-    result = fan_out(accepted, state, CATALOGUE, now, request, wait, cancelled)
+    result = fan_out(
+        accepted,
+        state,
+        CATALOGUE,
+        now,
+        request,
+        wait,
+        cancelled,
+        campaign_cancelled(request.campaign_id),
+    )
     # Outputs go through Faust's send buffer, as table updates do: a commit
     # waits until the buffer is flushed, and a failed send trips the commit
     # guard, so nothing is lost and no future is awaited per record.

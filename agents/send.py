@@ -72,6 +72,7 @@ from schemas.records import (
     ScheduledJob,
     Suppression,
 )
+from tables.campaigns import campaign_cancelled
 from tables.failed_jobs import failed_jobs, failed_key
 from tables.inbox import MAX_INBOX, inbox
 from tables.ledger import ledger
@@ -214,6 +215,10 @@ async def prepare(
         # any ledger entry is written, with no await in between.
         if not said_cancelled(current, job.channel):
             record_event(cancel_event(current, now, job.channel, locale=job.locale))
+        return []
+    if campaign_cancelled(job.campaign_id):
+        # The campaign was cancelled after this recipient was decided.
+        record_event(job_event(job, "cancelled", now, "-", reason="campaign_cancelled"))
         return []
     found = plan.targets(job)
     if not found:

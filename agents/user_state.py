@@ -25,12 +25,13 @@ from pipeline.topology import (
     DEVICES,
     PREFERENCES,
     PROFILES,
+    SEGMENT_MEMBERS,
     SEGMENTS,
     SUPPRESSIONS,
     TENANT_LIMITS,
     user_key,
 )
-from schemas.campaigns import Campaign, Segment
+from schemas.campaigns import Campaign, MemberChunk, Segment
 from schemas.decode import decode
 from schemas.records import (
     ApiKey,
@@ -43,7 +44,13 @@ from schemas.records import (
     UserProfile,
 )
 from tables.api_keys import api_keys
-from tables.campaigns import campaigns, segment_key, segments
+from tables.campaigns import (
+    campaigns,
+    member_key,
+    segment_key,
+    segment_members,
+    segments,
+)
 from tables.devices import devices
 from tables.preferences import preferences
 from tables.profiles import profiles
@@ -159,6 +166,14 @@ def _store_segment(record: Any) -> None:
     segments[segment_key(record.tenant, record.segment_id)] = record
 
 
+def _store_members(record: Any) -> None:
+    key = member_key(record.tenant, record.upload_id, record.partition, record.chunk)
+    if record.deleted:
+        segment_members.pop(key, None)
+    else:
+        segment_members[key] = record
+
+
 def _store_suppression(record: Any) -> None:
     suppressions[suppression_key(record.tenant, record.channel, record.address)] = (
         record
@@ -216,6 +231,14 @@ _state_agent(
     parse_record(Segment),
     _store_segment,
     "Keep the global segments table equal to the segments topic.",
+    per_user=False,
+)
+_state_agent(
+    SEGMENT_MEMBERS.name,
+    "state.segment_members",
+    parse_record(MemberChunk),
+    _store_members,
+    "Keep each partition's chunks of uploaded user lists (or drop them).",
     per_user=False,
 )
 _state_agent(

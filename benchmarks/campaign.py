@@ -13,11 +13,15 @@ On a fresh embedded broker, with the emulators and one worker per lane (as
 4. ``GET /v1/campaigns/{id}`` is polled until every recipient is sent: the
    expansion rate (recipients expanded per second until the campaign is
    ``completed``), the delivery rate (sent per second until the last), and
-   the critical requests' accepted→sent p50 and p99.
+   the critical requests' accepted→sent p50 and p99;
+5. every recipient is accounted for: targeted = expanded = the outcomes'
+   sum = the audience, and the SendGrid emulator got one call per address
+   and no duplicate (the run fails otherwise).
 
 Bounded in count and time; everything binds loopback and stops itself.
 
     python -m benchmarks.campaign [--users 100000] [--critical 300]
+        [--bulk-workers 2]
 """
 
 from __future__ import annotations
@@ -93,7 +97,38 @@ def wait_ready(port: int, deadline: float, stack: Stack) -> None:
             time.sleep(0.5)
 
 
-def measure(workdir: Path, users: int, critical: int, rate: float) -> None:
+def accounted(shown: dict[str, Any], audience: list[str], stack: Stack) -> str:
+    """Check every recipient is accounted for: the counts add up to the
+    audience, one outcome per recipient, and the email provider got one
+    call per address, none twice. The line that says so."""
+    counts = shown["counts"]
+    outcomes = ("queued", "sent", "failed", "suppressed", "throttled", "deferred")
+    added = sum(counts[o] for o in outcomes)
+    calls = stack.emulators.sendgrid.calls
+    reached = {call.target for call in calls.calls}
+    wanted = {f"{uid}@example.com" for uid in audience}
+    problems = []
+    if not counts["targeted"] == counts["expanded"] == len(audience):
+        problems.append(f"targeted {counts['targeted']}, expanded {counts['expanded']}")
+    if added != len(audience):
+        problems.append(f"outcomes add up to {added}: {counts}")
+    if reached != wanted:
+        problems.append(
+            f"{len(wanted - reached)} never called, {len(reached - wanted)} unknown"
+        )
+    if calls.duplicates:
+        problems.append(f"{calls.duplicates} duplicate provider calls")
+    if problems:
+        raise AssertionError("; ".join(problems))
+    return (
+        f"  accounted for: {len(audience):,} targeted = expanded = outcomes, "
+        f"{len(reached):,} addresses called once each, 0 duplicates\n"
+    )
+
+
+def measure(
+    workdir: Path, users: int, critical: int, rate: float, bulk_workers: int = 1
+) -> None:
     """Run the stack and print the figures."""
     run = f"{int(time.time()) % 100000:05d}"
     with Stack(workdir, "campaign") as stack:
@@ -101,11 +136,17 @@ def measure(workdir: Path, users: int, critical: int, rate: float) -> None:
         critical_users = [f"c{n:03d}" for n in range(50)]
         preload_profiles(bootstrap, critical_users)
         audience = tagged_profiles(bootstrap, users)
-        port = free_port()
-        stack.start_worker("bulk", NOTIFY_LANES="bulk", NOTIFY_WEB_PORT=str(port))
+        ports = [free_port() for _ in range(bulk_workers)]
+        for n, bulk_port in enumerate(ports):
+            stack.start_worker(
+                f"bulk{n}", NOTIFY_LANES="bulk", NOTIFY_WEB_PORT=str(bulk_port)
+            )
         stack.start_worker("critical", NOTIFY_LANES="critical")
-        wait_ready(port, time.monotonic() + 120, stack)
-        # The bulk worker has read every profile when the last one is found.
+        port = ports[0]
+        for bulk_port in ports:
+            wait_ready(bulk_port, time.monotonic() + 120, stack)
+        # The bulk workers have read every profile when the last is found
+        # (asked of any worker, the owner answers).
         last = audience[-1]
         while True:
             try:
@@ -150,11 +191,16 @@ def measure(workdir: Path, users: int, critical: int, rate: float) -> None:
             time.sleep(0.5)
         lane.join(timeout=900)
         assert expanded_at is not None  # noqa: S101 - completed before all sent
+        time.sleep(3.0)  # a second call to anybody would come now
+        check = accounted(api(port, "GET", f"/v1/campaigns/{cid}"), audience, stack)
+        per = bulk_workers
         print(  # noqa: T201
-            f"\ncampaign of {users:,} recipients (email), one bulk worker:\n"
+            f"\ncampaign of {users:,} recipients (email), {per} bulk worker(s):\n"
             f"  expanded in {expanded_at:,.1f} s: {users / expanded_at:,.0f} "
-            f"recipients/s\n"
-            f"  all sent in {sent_at:,.1f} s: {users / sent_at:,.0f} delivered/s\n"
+            f"recipients/s ({users / expanded_at / per:,.0f} per worker)\n"
+            f"  all sent in {sent_at:,.1f} s: {users / sent_at:,.0f} delivered/s "
+            f"({users / sent_at / per:,.0f} per worker)\n"
+            + check
             + critical_line(latencies, rate)
         )
 
@@ -165,9 +211,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--users", type=int, default=100_000)
     parser.add_argument("--critical", type=int, default=300)
     parser.add_argument("--rate", type=float, default=10.0, help="critical req/s")
+    parser.add_argument("--bulk-workers", type=int, default=1, choices=(1, 2, 3, 4))
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="notify-bench-") as tmp:
-        measure(Path(tmp), args.users, args.critical, args.rate)
+        measure(Path(tmp), args.users, args.critical, args.rate, args.bulk_workers)
     return 0
 
 

@@ -89,20 +89,22 @@ def summary(status: dict[str, Any]) -> str:
     )
 
 
-def progress_line(status: dict[str, Any], rate: float, total: int | None) -> str:
+def progress_line(status: dict[str, Any], rate: float, walk_rate: float = 0.0) -> str:
     """A progress bar of expansion with the rate and the time left.
 
-    ``total`` is the audience when known (a user id list); otherwise the
-    partitions done tell how far the walk is.
+    With the audience known ahead (a list of user ids), the share expanded
+    of it; otherwise how far the walk of the partitions is (``walked``), the
+    time left from how fast that share grows (``walk_rate``, per second).
     """
     counts = status["counts"]
     expanded = counts["expanded"]
+    total = status.get("audience")
     if total:
         done = min(1.0, expanded / total)
         eta = (total - expanded) / rate if rate > 0 else None
     else:
-        done = status["partitions_done"] / status["partitions"]
-        eta = None
+        done = float(status.get("walked") or 0.0)
+        eta = (1.0 - done) / walk_rate if walk_rate > 0 else None
     if status["state"] in FINAL:
         done, eta = (1.0 if status["state"] == "completed" else done), 0.0
     filled = int(done * BAR)
@@ -119,21 +121,22 @@ def follow(
     cid: str,
     say: Callable[[str], None],
     every: float = 1.0,
-    total: int | None = None,
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
 ) -> dict[str, Any]:
     """Print the progress line every ``every`` seconds until the campaign
     ends; its last status."""
-    last_count, last_time = None, clock()
-    rate = 0.0
+    last: tuple[int, float, float] | None = None  # expanded, walked, when
+    rate = walk_rate = 0.0
     while True:
         status = client.call("GET", f"/v1/campaigns/{cid}")
         now, expanded = clock(), status["counts"]["expanded"]
-        if last_count is not None and now > last_time:
-            rate = (expanded - last_count) / (now - last_time)
-        last_count, last_time = expanded, now
-        say(progress_line(status, rate, total))
+        walked = float(status.get("walked") or 0.0)
+        if last is not None and now > last[2]:
+            rate = (expanded - last[0]) / (now - last[2])
+            walk_rate = (walked - last[1]) / (now - last[2])
+        last = (expanded, walked, now)
+        say(progress_line(status, rate, walk_rate))
         if status["state"] in FINAL:
             return status
         sleep(every)
@@ -153,8 +156,7 @@ def run(
         answer = client.call("POST", "/v1/notifications/bulk", body)
         say(answer["campaign_id"])
         if watch:
-            listed = (body.get("target") or {}).get("user_ids")
-            follow(client, answer["campaign_id"], say, total=len(listed or ()) or None)
+            follow(client, answer["campaign_id"], say)
         return
     if action == "status":
         if watch:

@@ -14,11 +14,15 @@ owns, and the API shows their sum.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from datetime import datetime, time, tzinfo
 from typing import Any
 
+from pipeline.partitioning import partition_for
 from pipeline.throttle import next_wall_time
+from pipeline.topology import user_key
 from schemas.campaigns import (
     Audience,
     Campaign,
@@ -27,6 +31,11 @@ from schemas.campaigns import (
     Progress,
 )
 from schemas.records import NotificationRequest, Recipient
+from schemas.types import LISTED_ID_PATTERN
+
+LISTED_ID = re.compile(LISTED_ID_PATTERN)
+#: Bad lines an upload's error names at most.
+NAMED_ERRORS = 10
 
 #: Channel outcomes a campaign's counts add up (one per recipient and channel).
 OUTCOMES = (
@@ -93,12 +102,26 @@ def selects(audience: Audience, tags: Iterable[str]) -> bool:
     return False
 
 
-def inline_users(
-    audience: Audience, owns: Mapping[str, int], partition: int
-) -> list[str]:
-    """The listed users whose partition is ``partition``, in a stable order;
-    ``owns`` maps each user id to its partition."""
-    return sorted(u for u in audience.user_ids or () if owns[u] == partition)
+def list_position(cursor: str | None, upload_id: str) -> tuple[int, int]:
+    """Where a partition's walk of an uploaded list stands: (chunk, offset).
+
+    The cursor is ``<upload_id>:<chunk>:<offset>``. A cursor of another
+    upload (the segment's list was replaced meanwhile) starts the new list
+    over: its users already sent are duplicates for fanout, not second
+    messages.
+    """
+    if cursor is None:
+        return 0, 0
+    upload, _, rest = cursor.partition(":")
+    chunk, _, offset = rest.partition(":")
+    if upload != upload_id or not chunk.isdigit() or not offset.isdigit():
+        return 0, 0
+    return int(chunk), int(offset)
+
+
+def list_cursor(upload_id: str, chunk: int, offset: int) -> str:
+    """The cursor ``list_position`` reads."""
+    return f"{upload_id}:{chunk}:{offset}"
 
 
 def shown_state(
@@ -116,6 +139,31 @@ def shown_state(
     if asked.schedule_at is not None and now < asked.schedule_at:
         return "scheduled"
     return "expanding"
+
+
+def walked_share(progress: Iterable[Progress], partitions: int) -> float:
+    """How far the walk of every partition is, 0 to 1: a partition done
+    counts whole, one under way by what it looked at of its estimated size,
+    one not begun nothing."""
+    share = 0.0
+    for part in progress:
+        if part.done:
+            share += 1.0
+        elif part.walk_size:
+            share += min(1.0, part.looked_at / part.walk_size)
+    return min(1.0, share / partitions) if partitions else 0.0
+
+
+def audience_size(audience: Audience | None) -> int | None:
+    """Users the audience selects, when known ahead (a list); None for tags
+    or all, and for a segment not found."""
+    if audience is None:
+        return None
+    if audience.uploaded is not None:
+        return audience.uploaded.count
+    if audience.user_ids is not None:
+        return len(audience.user_ids)
+    return None
 
 
 def expands(campaign: Campaign, now: datetime) -> bool:
@@ -179,3 +227,65 @@ def summed(counts: Iterable[Mapping[str, int]]) -> dict[str, int]:
     for outcome in ("notifications", "opened", "clicked", "bounced", "retried"):
         shown[outcome] = total.get(outcome, 0)
     return shown
+
+
+@dataclass
+class UploadedIds:
+    """User ids read from an uploaded list, one per line (``text/plain``),
+    as they arrive. Blank lines are skipped, repeats kept once; a line that
+    is no user id is an error naming the line. A body is taken whole exactly
+    when it matches ``LISTED_ID_PATTERN`` (the OpenAPI document says so)."""
+
+    users: set[str] = field(default_factory=set)
+    errors: list[str] = field(default_factory=list)
+    bad: int = 0
+    lines: int = 0
+
+    def add(self, raw: bytes) -> None:
+        """Read one line of the upload (with or without its line break)."""
+        self.lines += 1
+        try:
+            text = raw.decode("utf-8").strip()
+        except UnicodeDecodeError:
+            self.error("not UTF-8")
+            return
+        if not text:
+            return
+        if LISTED_ID.match(text) is None:
+            self.error(f"{text[:40]!r} is not a user id (no '/', '{{' or '}}')")
+            return
+        self.users.add(text)
+
+    def error(self, why: str) -> None:
+        """Remember a bad line (the first few by number)."""
+        self.bad += 1
+        if len(self.errors) < NAMED_ERRORS:
+            self.errors.append(f"line {self.lines}: {why}")
+
+    def problem(self) -> str | None:
+        """What is wrong with the upload as a whole, if anything."""
+        if self.bad:
+            more = (
+                f" (and {self.bad - len(self.errors)} more)"
+                if self.bad > len(self.errors)
+                else ""
+            )
+            return "; ".join(self.errors) + more
+        if not self.users:
+            return "no user ids (one per line)"
+        return None
+
+
+def by_partition(
+    tenant: str, users: Iterable[str], partitions: int, size: int
+) -> dict[int, list[list[str]]]:
+    """The users split by the partition that holds each, sorted, in chunks
+    of ``size``: what each partition's owner expands from its own store."""
+    split: dict[int, list[str]] = {}
+    for user in users:
+        home = partition_for(user_key(tenant, user).encode(), partitions)
+        split.setdefault(home, []).append(user)
+    return {
+        home: [listed[i : i + size] for i in range(0, len(listed), size)]
+        for home, listed in ((h, sorted(u)) for h, u in sorted(split.items()))
+    }

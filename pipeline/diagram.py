@@ -39,6 +39,7 @@ AGENT_OUTPUTS: dict[str, tuple[str, ...]] = {
     "state.tenant_limits": (),
     "state.campaigns": (),
     "state.segments": (),
+    "state.segment_members": (),
     **{
         f"send.{channel}.{lane}": (
             "notify.events",
@@ -55,12 +56,18 @@ AGENT_OUTPUTS: dict[str, tuple[str, ...]] = {
 #: Tables each agent reads (dotted edges).
 AGENT_READS: dict[str, tuple[str, ...]] = {
     **{
-        f"{agent}.{lane}": ("profiles", "preferences", "devices", "tenant_limits")
+        f"{agent}.{lane}": (
+            "profiles",
+            "preferences",
+            "devices",
+            "tenant_limits",
+            *(("campaigns",) if agent == "fanout" else ()),
+        )
         for lane in LANES
         for agent in ("ingest", "fanout")
     },
     **{
-        f"send.{channel}.{lane}": ("suppressions",)
+        f"send.{channel}.{lane}": ("suppressions", "campaigns")
         for lane in LANES
         for channel in CHANNELS
     },
@@ -87,6 +94,7 @@ AGENT_TABLES: dict[str, tuple[str, ...]] = {
     "state.tenant_limits": ("tenant_limits",),
     "state.campaigns": ("campaigns",),
     "state.segments": ("segments",),
+    "state.segment_members": ("segment_members",),
     **{
         f"send.{channel}.{lane}": (
             "send_ledger",
@@ -107,7 +115,7 @@ AGENT_TABLES: dict[str, tuple[str, ...]] = {
 #: Timers drawn as boxes too: (tables read, tables written, topics written).
 TIMERS: dict[str, tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]] = {
     "campaigns.expand": (
-        ("campaigns", "segments", "profiles", "preferences"),
+        ("campaigns", "segments", "segment_members", "profiles", "preferences"),
         ("campaign_progress",),
         ("notify.requests.bulk",),
     ),

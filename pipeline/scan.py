@@ -43,3 +43,16 @@ def prefixed(
         if not raw_key.startswith(start):
             return
         yield store._decode_key(raw_key), raw_value
+
+
+def estimated_size(table: Any, partition: int) -> int | None:
+    """About how many entries ``table`` holds on ``partition`` (RocksDB's
+    own estimate, memtables included; exact for the memory store)."""
+    store = getattr(table, "data", table)
+    dbs = getattr(store, "_dbs", None)
+    if dbs is None:
+        return len(store)
+    db = dbs.get(partition)
+    if db is None:
+        return None
+    return int(db.property_int_value("rocksdb.estimate-num-keys") or 0)

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from pipeline.settings import LANES, Settings
-from schemas.campaigns import Campaign, Segment
+from schemas.campaigns import Campaign, MemberChunk, Segment
 from schemas.records import (
     CHANNELS,
     AcceptedRequest,
@@ -170,6 +170,17 @@ SEGMENTS = TopicSpec(
     compacted=True,
     description="Saved audiences of campaigns; the last record counts.",
 )
+SEGMENT_MEMBERS = TopicSpec(
+    name="notify.segments.members",
+    key="tenant/upload_id/partition/chunk (str)",
+    value="MemberChunk",
+    lane=None,
+    record=MemberChunk,
+    compacted=True,
+    description=(
+        "Uploaded user lists of segments, in chunks on the users' partitions."
+    ),
+)
 SUPPRESSIONS = TopicSpec(
     name="notify.suppressions",
     key="tenant/channel/address (str)",
@@ -215,6 +226,7 @@ ALL_TOPICS: tuple[TopicSpec, ...] = (
     TENANT_LIMITS,
     CAMPAIGNS,
     SEGMENTS,
+    SEGMENT_MEMBERS,
     SUPPRESSIONS,
     INBOX_READS,
     EVENTS,
@@ -250,6 +262,7 @@ class Topology:
         self.tenant_limits = self._bind(TENANT_LIMITS)
         self.campaigns = self._bind(CAMPAIGNS)
         self.segments = self._bind(SEGMENTS)
+        self.segment_members = self._bind(SEGMENT_MEMBERS)
         # The state agents read these topics as bytes and validate them, so a
         # bad record from another producer is dead-lettered, not skipped.
         # Keyed by the logical name, so callers need not know the prefix.
@@ -263,6 +276,7 @@ class Topology:
                 TENANT_LIMITS,
                 CAMPAIGNS,
                 SEGMENTS,
+                SEGMENT_MEMBERS,
                 SUPPRESSIONS,
             )
         }

@@ -45,6 +45,9 @@ FINAL_STATES = frozenset({"completed", "cancelled", "expired"})
 PRIORITY_WORDS = frozenset({"promotional", "transactional"})
 #: Most user ids a campaign or a segment may list inline.
 MAX_INLINE_USERS = 10_000
+#: User ids per stored chunk of an uploaded list, and most in one upload.
+UPLOAD_CHUNK = 1_000
+MAX_UPLOADED_USERS = 2_000_000
 
 
 def _integral(value: object) -> object:
@@ -65,6 +68,35 @@ Tags = Annotated[
 ]
 
 
+class Uploaded(Record):
+    """A list of user ids uploaded to a segment (``PUT /v1/segments/{id}/users``).
+
+    The list is not kept whole anywhere: each partition's users are written
+    in chunks onto that partition (``notify.segments.members``), so the
+    owner expands them from its own store like profiles.
+    """
+
+    upload_id: str
+    #: Distinct user ids in the list.
+    count: int
+    #: Partition number → chunks of the list on it (each ``UPLOAD_CHUNK`` ids).
+    chunks: dict[str, int]
+    uploaded_at: Instant
+
+
+class MemberChunk(Record):
+    """Up to ``UPLOAD_CHUNK`` user ids of an uploaded list, all on one
+    partition, sorted; ``deleted``: the list was replaced or its segment
+    deleted, and the chunk goes."""
+
+    tenant: str
+    upload_id: str
+    partition: int
+    chunk: int
+    users: list[str] = Field(default_factory=list)
+    deleted: bool = False
+
+
 class Audience(Record):
     """Who a campaign or a segment selects: exactly one of its fields."""
 
@@ -74,10 +106,12 @@ class Audience(Record):
     tags: Tags | None = None
     #: Every user of the tenant (every profile).
     all: Literal[True] | None = None
+    #: The users of a list uploaded to the segment (any number).
+    uploaded: Uploaded | None = None
 
     @model_validator(mode="after")
     def _one(self) -> Self:
-        given = [n for n in ("user_ids", "tags", "all") if getattr(self, n)]
+        given = [n for n in ("user_ids", "tags", "all", "uploaded") if getattr(self, n)]
         if len(given) != 1:
             raise ValueError("give exactly one of user_ids, tags, all")
         return self
@@ -236,6 +270,11 @@ class Progress(Record):
     targeted: int = 0
     expanded: int = 0
     done: bool = False
+    #: Entries the walk looked at so far (profiles, or listed users), and
+    #: about how many the partition holds (RocksDB's estimate): how far the
+    #: walk is when the audience is not known ahead.
+    looked_at: int = 0
+    walk_size: int | None = None
     updated_at: Instant
     #: The worker that expanded it last (its web address).
     by: str | None = None
@@ -275,6 +314,13 @@ class CampaignStatus(Record):
     partitions: int
     #: Which workers expanded how many partitions (its web address → count).
     expanded_by: dict[str, int] = Field(default_factory=dict)
+    #: Users the target selects, when known ahead (a list of user ids, inline
+    #: or uploaded); None for tags or all, known once every partition is
+    #: walked (``targeted`` then).
+    audience: int | None = None
+    #: How far the walk of every partition is, 0 to 1 (for tags or all:
+    #: profiles looked at against each partition's estimated size).
+    walked: float = 0.0
     counts: dict[str, int]
 
 

@@ -8,6 +8,10 @@ writes), each partition holding what its owner needs:
   the owner of each partition finds it in that partition's store.
 - ``segments``: ``tenant/segment_id`` → Segment, the same way from
   ``notify.segments``.
+- ``segment_members``: ``tenant/upload_id/partition/chunk`` → MemberChunk,
+  the users of an uploaded list that live on this partition, written from
+  ``notify.segments.members`` (the API sends each chunk to its users'
+  partition).
 - ``campaign_progress``: campaign id → Progress of this partition's
   expansion, written by its owner after each chunk's requests were
   acknowledged: a new owner (a rebalance, a restart) resumes from it.
@@ -22,7 +26,13 @@ asks each worker for the partitions it holds (``pipeline.api.campaigns``).
 from __future__ import annotations
 
 from pipeline.app import app
-from schemas.campaigns import Campaign, CampaignCounts, Progress, Segment
+from schemas.campaigns import (
+    Campaign,
+    CampaignCounts,
+    MemberChunk,
+    Progress,
+    Segment,
+)
 
 campaigns = app.Table(
     "campaigns",
@@ -37,6 +47,13 @@ segments = app.Table(
     value_type=Segment,
     partitions=app.settings.topic_partitions,
     help="Saved audiences on every partition, by tenant/segment_id.",
+)
+segment_members = app.Table(
+    "segment_members",
+    key_type=str,
+    value_type=MemberChunk,
+    partitions=app.settings.topic_partitions,
+    help="Uploaded user lists, each partition's users of a list in chunks.",
 )
 campaign_progress = app.Table(
     "campaign_progress",
@@ -57,3 +74,17 @@ campaign_counts = app.Table(
 def segment_key(tenant: str, segment_id: str) -> str:
     """The key of a tenant's segment."""
     return f"{tenant}/{segment_id}"
+
+
+def member_key(tenant: str, upload_id: str, partition: int, chunk: int) -> str:
+    """The key of one chunk of an uploaded list (zero-padded: in order)."""
+    return f"{tenant}/{upload_id}/{partition:04d}/{chunk:07d}"
+
+
+def campaign_cancelled(campaign_id: str | None) -> bool:
+    """True if ``campaign_id`` names a cancelled campaign: read from the copy
+    on the partition of the event being handled (every partition has one)."""
+    if campaign_id is None:
+        return False
+    found: Campaign | None = campaigns.get(campaign_id)
+    return found is not None and found.state == "cancelled"

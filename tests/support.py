@@ -303,12 +303,17 @@ def call(
     body: Any = None,
     *,
     key: str | None = DEV_KEY,
+    content_type: str = "application/json",
 ) -> Reply:
-    """One request to a worker's API on loopback."""
-    headers = {"Content-Type": "application/json"}
+    """One request to a worker's API on loopback (a ``bytes`` body as is)."""
+    headers = {"Content-Type": content_type}
     if key is not None:
         headers["Authorization"] = f"Bearer {key}"
-    data = json.dumps(body).encode() if body is not None else None
+    data = (
+        body
+        if isinstance(body, bytes)
+        else (json.dumps(body).encode() if body is not None else None)
+    )
     request = urllib.request.Request(  # noqa: S310 - loopback only
         f"http://127.0.0.1:{port}{path}", data=data, method=method, headers=headers
     )

@@ -1,15 +1,18 @@
 """The bulk API: campaigns and the segments they target.
 
-Campaigns and segments are records on compacted topics that every worker
-folds into global tables, so any worker answers for any campaign: its state
+Campaigns and segments are records written onto every partition of their
+compacted topics, so every worker holds a copy of each; a campaign's state
 and counts are the sum of every partition's checkpoint and outcome counts,
-which every worker holds too.
+which the workers ask each other for. An uploaded list is not copied: each
+partition gets only its own users.
 """
 
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections import Counter
+from collections.abc import Iterable
 from typing import Any
 
 from faust.web import Request, Response
@@ -22,14 +25,24 @@ from pipeline.api import auth
 from pipeline.api.accepted import Recent, freshest
 from pipeline.api.contract import Link, operation, route
 from pipeline.api.errors import ApiError, forbidden, not_found
-from pipeline.api.views import FORWARDED, ApiView, is_this_worker
+from pipeline.api.views import FORWARDED, ApiView, is_this_worker, native
 from pipeline.app import app
-from pipeline.campaigns import recipient_request, shown_state, summed
+from pipeline.campaigns import (
+    UploadedIds,
+    audience_size,
+    by_partition,
+    recipient_request,
+    shown_state,
+    summed,
+    walked_share,
+)
 from pipeline.ids import campaign_id
 from pipeline.streams import acting_for
 from pipeline.template_data import check_template_data
 from schemas.api import TenantQuery
 from schemas.campaigns import (
+    MAX_UPLOADED_USERS,
+    UPLOAD_CHUNK,
     Audience,
     AudienceBody,
     Campaign,
@@ -39,13 +52,16 @@ from schemas.campaigns import (
     CampaignParts,
     CampaignRequest,
     CampaignStatus,
+    MemberChunk,
     Segment,
+    Uploaded,
 )
-from schemas.types import PathSegment
+from schemas.types import LISTED_ID_PATTERN, PathSegment
 from tables.campaigns import (
     campaign_counts,
     campaign_progress,
     campaigns,
+    member_key,
     segment_key,
     segments,
 )
@@ -55,6 +71,9 @@ written_campaigns: Recent[Campaign] = Recent(limit=10_000)
 written_segments: Recent[Segment] = Recent(limit=10_000)
 
 CAMPAIGN_ID = {"campaign_id": PathSegment}
+#: What an uploaded list of user ids is sent as, and its largest size.
+UPLOAD_MEDIA = "text/plain"
+MAX_UPLOAD_BYTES = 256 * 2**20
 CAMPAIGN_LINK = Link(
     "getCampaign",
     {"campaign_id": "$response.body#/campaign_id"},
@@ -142,8 +161,21 @@ def status_of(campaign: Campaign, parts: dict[int, CampaignPart]) -> CampaignSta
         partitions_done=sum(1 for p in progress if p.done),
         partitions=partitions,
         expanded_by=dict(Counter(p.by for p in progress if p.by)),
+        audience=audience_size(target_audience(campaign)),
+        walked=walked_share(progress, partitions),
         counts=counts,
     )
+
+
+def target_audience(campaign: Campaign) -> Audience | None:
+    """The campaign's audience: its own, or its segment's as saved now."""
+    inline = campaign.request.target.audience()
+    if inline is not None:
+        return inline
+    segment_id = getattr(campaign.request.target, "segment_id", "")
+    key = segment_key(campaign.tenant, segment_id)
+    saved = freshest(broadcast_copy(segments, key), written_segments, key)
+    return None if saved is None or saved.deleted else saved.audience
 
 
 async def broadcast(topic: Any, key: str, value: Any) -> None:
@@ -301,8 +333,9 @@ class CampaignItem(CampaignView):
         errors=(404, 409),
     )
     async def delete(self, request: Request, campaign_id: str) -> Response:
-        """Expansion stops within a chunk on every worker; requests already
-        expanded go on (cancel one with ``DELETE /v1/notifications/{id}``)."""
+        """Expansion stops within a chunk on every worker, and requests
+        already expanded but not sent yet are cancelled where fanout or the
+        send stage meets them (their channels end ``cancelled``)."""
         return await self.change(
             request, campaign_id, "cancelled", ("scheduled", "expanding", "paused")
         )
@@ -366,8 +399,165 @@ class CampaignResume(CampaignView):
         return await self.change(request, campaign_id, "active", ("paused",))
 
 
+class SegmentStore(ApiView):
+    """Segments as this worker knows them, and their writes."""
+
+    def tenant(self, request: Request) -> str:
+        """The tenant acted for: the key's, or an admin's ``?tenant=``."""
+        principal = self.principal(request)
+        return principal.tenant_for(self.query(request, TenantQuery).tenant)
+
+    def saved(self, request: Request, segment_id: str) -> Segment | None:
+        """The tenant's segment as this worker knows it."""
+        key = segment_key(self.tenant(request), segment_id)
+        return freshest(broadcast_copy(segments, key), written_segments, key)
+
+    async def save(
+        self, request: Request, segment_id: str, audience: Audience, *, deleted: bool
+    ) -> Response:
+        """Produce the segment and remember it until the table has it; an
+        uploaded list it no longer names (replaced, or the segment deleted)
+        is dropped from every partition after."""
+        self.principal(request).require(auth.NOTIFY_SCOPE)
+        tenant = self.tenant(request)
+        key = segment_key(tenant, segment_id)
+        before = self.saved(request, segment_id)
+        segment = Segment(
+            segment_id=segment_id,
+            tenant=tenant,
+            audience=audience,
+            updated_at=app.clock.now(),
+            deleted=deleted,
+        )
+        await broadcast(app.topology.segments, key, segment)
+        written_segments.remember(key, segment)
+        old = before.audience.uploaded if before is not None else None
+        if old is not None and (deleted or audience.uploaded != old):
+            await drop_list(tenant, old)
+        return self.answer(segment, status=202)
+
+
+@route("/v1/segments/{segment_id}/users")
+class SegmentUsers(SegmentStore):
+    """A segment's audience as an uploaded list of user ids."""
+
+    @operation(
+        operation_id="uploadSegmentUsers",
+        summary="Save a segment as an uploaded list of user ids (one per line)",
+        status=202,
+        answer=Segment,
+        path={"segment_id": PathSegment},
+        query=TenantQuery,
+        body_text={UPLOAD_MEDIA: {"type": "string", "pattern": LISTED_ID_PATTERN}},
+    )
+    async def put(self, request: Request, segment_id: str) -> Response:
+        """A list too large to send inline: ``text/plain``, one user id per
+        line. Up to 2,000,000 distinct ids; blank lines are skipped and
+        repeats kept once; any bad line (a ``/``, ``{`` or ``}``) refuses the
+        whole list (422 naming the first lines). The list replaces the
+        segment's audience; each partition's users are stored on that
+        partition, where campaigns expand them."""
+        self.principal(request).require(auth.NOTIFY_SCOPE)
+        tenant = self.tenant(request)
+        media = native(request).content_type
+        if media != UPLOAD_MEDIA:
+            raise ApiError(
+                415,
+                "unsupported_media_type",
+                f"send the list as {UPLOAD_MEDIA}, one user id per line, not {media!r}",
+            )
+        ids = await read_upload(request)
+        uploaded = await store_list(tenant, ids.users)
+        return await self.save(
+            request, segment_id, Audience(uploaded=uploaded), deleted=False
+        )
+
+
+async def read_upload(request: Request) -> UploadedIds:
+    """The user ids of an upload, read line by line as they arrive (413 past
+    the limits, 422 naming bad lines)."""
+    ids = UploadedIds()
+    size = 0
+    too_large = ApiError(
+        413,
+        "too_large",
+        f"an upload takes at most {MAX_UPLOADED_USERS:,} user ids "
+        f"and {MAX_UPLOAD_BYTES // 2**20} MiB",
+    )
+    try:
+        async for line in native(request).content:
+            size += len(line)
+            if size > MAX_UPLOAD_BYTES:
+                raise too_large
+            ids.add(line)
+            if len(ids.users) > MAX_UPLOADED_USERS:
+                raise too_large
+    except ValueError as exc:  # a line past the reader's limit
+        raise ApiError(
+            422, "invalid_upload", f"line {ids.lines + 1}: {exc}", field="body"
+        ) from exc
+    problem = ids.problem()
+    if problem is not None:
+        raise ApiError(422, "invalid_upload", problem, field="body")
+    return ids
+
+
+async def store_list(tenant: str, users: set[str]) -> Uploaded:
+    """Write the users onto their partitions in chunks; once the broker has
+    every chunk, what the segment says of them."""
+    upload_id = "l_" + uuid.uuid4().hex
+    split = by_partition(tenant, users, app.settings.topic_partitions, UPLOAD_CHUNK)
+    await write_chunks(
+        MemberChunk(
+            tenant=tenant,
+            upload_id=upload_id,
+            partition=partition,
+            chunk=number,
+            users=chunk,
+        )
+        for partition, chunks in split.items()
+        for number, chunk in enumerate(chunks)
+    )
+    return Uploaded(
+        upload_id=upload_id,
+        count=len(users),
+        chunks={str(p): len(chunks) for p, chunks in split.items()},
+        uploaded_at=app.clock.now(),
+    )
+
+
+async def drop_list(tenant: str, uploaded: Uploaded) -> None:
+    """Drop every chunk of an uploaded list from its partition."""
+    await write_chunks(
+        MemberChunk(
+            tenant=tenant,
+            upload_id=uploaded.upload_id,
+            partition=int(part),
+            chunk=number,
+            deleted=True,
+        )
+        for part, count in uploaded.chunks.items()
+        for number in range(count)
+    )
+
+
+async def write_chunks(records: Iterable[MemberChunk]) -> None:
+    """Each chunk onto its own partition of ``notify.segments.members``;
+    return once the broker has them all."""
+    topic = app.topology.segment_members
+    pending = []
+    for record in records:
+        key = member_key(
+            record.tenant, record.upload_id, record.partition, record.chunk
+        )
+        pending.append(
+            await topic.send(key=key, value=record, partition=record.partition)
+        )
+    await asyncio.gather(*pending)
+
+
 @route("/v1/segments/{segment_id}")
-class SegmentView(ApiView):
+class SegmentView(SegmentStore):
     """A saved audience of a tenant's campaigns."""
 
     @operation(
@@ -416,31 +606,3 @@ class SegmentView(ApiView):
         if found is None or found.deleted:
             raise not_found(f"no segment {segment_id!r}")
         return await self.save(request, segment_id, found.audience, deleted=True)
-
-    def tenant(self, request: Request) -> str:
-        """The tenant acted for: the key's, or an admin's ``?tenant=``."""
-        principal = self.principal(request)
-        return principal.tenant_for(self.query(request, TenantQuery).tenant)
-
-    def saved(self, request: Request, segment_id: str) -> Segment | None:
-        """The tenant's segment as this worker knows it."""
-        key = segment_key(self.tenant(request), segment_id)
-        return freshest(broadcast_copy(segments, key), written_segments, key)
-
-    async def save(
-        self, request: Request, segment_id: str, audience: Audience, *, deleted: bool
-    ) -> Response:
-        """Produce the segment and remember it until the table has it."""
-        self.principal(request).require(auth.NOTIFY_SCOPE)
-        tenant = self.tenant(request)
-        key = segment_key(tenant, segment_id)
-        segment = Segment(
-            segment_id=segment_id,
-            tenant=tenant,
-            audience=audience,
-            updated_at=app.clock.now(),
-            deleted=deleted,
-        )
-        await broadcast(app.topology.segments, key, segment)
-        written_segments.remember(key, segment)
-        return self.answer(segment, status=202)

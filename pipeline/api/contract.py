@@ -57,6 +57,8 @@ class Operation:
     other: Mapping[int, str] = field(default_factory=dict)
     #: Request media types besides JSON (a provider's form posts).
     body_media: tuple[str, ...] = ()
+    #: A body that is text, not JSON (an upload): media type → its schema.
+    body_text: Mapping[str, dict[str, Any]] = field(default_factory=dict)
     links: Mapping[str, Link] = field(default_factory=dict)
 
     def adapters(self) -> dict[str, TypeAdapter[Any]]:

@@ -16,7 +16,7 @@ import html
 import logging
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Any, Literal, cast
+from typing import Any, Literal
 from urllib.parse import parse_qsl
 
 import orjson
@@ -28,7 +28,7 @@ from agents.send import tracking_signer
 from pipeline.api.accepted import freshest, written_preferences
 from pipeline.api.contract import Link, operation, route
 from pipeline.api.errors import ApiError, not_found
-from pipeline.api.views import USER_ID, ApiView, produce, tenant_of, user_route
+from pipeline.api.views import USER_ID, ApiView, native, produce, tenant_of, user_route
 from pipeline.app import app
 from pipeline.ids import event_id, parse_notification_id
 from pipeline.inbox import inbox_hub
@@ -69,11 +69,6 @@ RECEIPT_EVENTS = {
 GENERIC_MAX_AGE = 300
 #: The 1×1 transparent GIF an open pixel answers with.
 PIXEL = base64.b64decode("R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAIBRAA7")
-
-
-def native(request: Request) -> aioweb.Request:
-    """The aiohttp request Faust's aiohttp driver hands its views."""
-    return cast(aioweb.Request, request)
 
 
 @route(user_route("inbox"))

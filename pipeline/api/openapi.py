@@ -29,6 +29,8 @@ ERRORS = {
     403: "The key may not act for this tenant or lacks the scope.",
     404: "Nothing under this id.",
     409: "The idempotency key was used for a different request.",
+    413: "The body is larger than this operation takes.",
+    415: "The body's media type is not one this operation takes.",
     422: "A field is missing or wrong; `error.field` names it.",
     503: "Not ready: the worker is starting or stopping, or its partitions "
     "are being reassigned; retry after `Retry-After` seconds.",
@@ -101,6 +103,8 @@ def _errors(contract: Operation) -> list[int]:
         statuses |= {401, 403}
     if contract.body is not None:
         statuses |= {400, 422}
+    if contract.body_text:
+        statuses |= {413, 415, 422}
     if contract.path or contract.query is not None:
         statuses.add(422)
     return sorted(statuses)
@@ -160,6 +164,14 @@ def _operation(contract: Operation, doc: str | None) -> dict[str, Any]:
         for media in contract.body_media:
             content[media] = {"schema": {"type": "object"}}
         document["requestBody"] = {"required": True, "content": content}
+    elif contract.body_text:
+        document["requestBody"] = {
+            "required": True,
+            "content": {
+                media: {"schema": dict(schema)}
+                for media, schema in contract.body_text.items()
+            },
+        }
     return document
 
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import logging
 from datetime import timedelta
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, TypeVar, cast
 
 import orjson
+from aiohttp import web as aioweb
 from faust.exceptions import SameNode
 from faust.web import Request, Response, View
 from faust.web.exceptions import ServiceUnavailable
@@ -83,6 +84,11 @@ log = logging.getLogger(__name__)
 FORWARDED = "X-Notify-Forwarded"
 #: Set on a request sent to another lane's workers, so it is never sent on again.
 LANE_FORWARDED = "X-Notify-Lane-Forwarded"
+
+
+def native(request: Request) -> aioweb.Request:
+    """The aiohttp request Faust's aiohttp driver hands its views."""
+    return cast(aioweb.Request, request)
 
 
 def not_ready() -> ApiError:

@@ -27,14 +27,17 @@ import agents.send
 import agents.user_state
 import pipeline.actions
 import pipeline.status
+import tables.campaigns as campaign_tables
 from agents.ingest import accept
 from pipeline.app import app
+from pipeline.campaigns import recipient_request
 from pipeline.cancel import Cancellation
 from pipeline.clock import FrozenClock
 from pipeline.partitioning import partition_for
 from pipeline.providers.base import Outgoing, Sent
 from pipeline.providers.registry import Providers
 from pipeline.sweep import PartitionEvent
+from schemas.campaigns import Campaign, CampaignRequest, UsersTarget
 from schemas.records import (
     AcceptedRequest,
     DeliveryJob,
@@ -96,6 +99,8 @@ async def chain(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[dict[str, Any]
             "suppressions",
             "inbox",
             "failed_jobs",
+            "campaigns",
+            "campaign_counts",
         )
     }
     for module in (agents.fanout, agents.user_state, agents.send, pipeline.actions):
@@ -103,6 +108,8 @@ async def chain(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[dict[str, Any]
             if hasattr(module, name):
                 monkeypatch.setattr(module, name, table)
     monkeypatch.setattr(pipeline.status, "status", tables["status"])
+    monkeypatch.setattr(pipeline.status, "campaign_counts", tables["campaign_counts"])
+    monkeypatch.setattr(campaign_tables, "campaigns", tables["campaigns"])
     monkeypatch.setattr(agents.held.held_timer, "table", tables["held"])
     monkeypatch.setattr(agents.retry.retry_timer, "table", tables["retries"])
     monkeypatch.setattr(
@@ -270,3 +277,64 @@ async def test_a_cancel_before_fanout_stops_every_channel(
     assert current.channels == {"email": "cancelled"}
     assert chain["tables"]["held"] == {}
     chain["jobs"].assert_not_called()
+
+
+def campaign_of(state: str) -> Campaign:
+    """Campaign c_1 as every partition's copy holds it, in ``state``."""
+    asked = CampaignRequest(
+        idempotency_key="spring",
+        campaign_name="Spring",
+        type="order_shipped",
+        target=UsersTarget(user_ids=["u_991"]),
+        channels=["email"],
+        data={"order_id": 4412},
+    )
+    return Campaign(
+        campaign_id="c_1",
+        tenant="default",
+        request=asked,
+        body_hash="h",
+        state=state,  # type: ignore[arg-type]
+        created_at=NOW,
+        updated_at=NOW,
+    )
+
+
+def campaign_request() -> NotificationRequest:
+    """Campaign c_1's request for u_991, as its expansion produces it."""
+    return recipient_request(campaign_of("active"), "u_991")
+
+
+async def test_a_cancelled_campaign_stops_its_requests_still_on_their_way(
+    chain: dict[str, Any],
+) -> None:
+    """Expanded before its campaign was cancelled, a recipient's request is
+    cancelled when fanout reaches it: nothing queued, every channel
+    ``cancelled`` with the campaign named as the reason, and counted."""
+    chain["tables"]["campaigns"]["c_1"] = campaign_of("cancelled")
+    accepted = accept(campaign_request(), "notify.requests.bulk[1]@8", NOW)
+    await fanout(accepted)
+    current = chain["tables"]["status"][accepted.notification_id]
+    assert current.channels == {"email": "cancelled"}
+    [said] = [entry for entry in current.trail if entry.event_type == "cancelled"]
+    assert (said.channel, said.reason) == ("email", "campaign_cancelled")
+    chain["jobs"].assert_not_called()
+    counts = chain["tables"]["campaign_counts"]["c_1"].counts
+    assert counts["cancelled"] == 1 and counts.get("queued", 0) == 0
+
+
+async def test_a_campaign_cancelled_after_its_job_was_queued_sends_nothing(
+    chain: dict[str, Any],
+) -> None:
+    """Queued while the campaign ran, the job reaches the send agent after
+    the cancel: no ledger entry, no provider call, the channel cancelled."""
+    chain["tables"]["campaigns"]["c_1"] = campaign_of("active")
+    accepted = accept(campaign_request(), "notify.requests.bulk[1]@8", NOW)
+    await fanout(accepted)
+    [call] = chain["jobs"].call_args_list
+    chain["tables"]["campaigns"]["c_1"] = campaign_of("cancelled")
+    await send(call.kwargs["value"])
+    assert chain["sender"].calls == []
+    assert chain["tables"]["ledger"] == {}
+    current = chain["tables"]["status"][accepted.notification_id]
+    assert current.channels == {"email": "cancelled"}

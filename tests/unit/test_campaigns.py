@@ -11,15 +11,23 @@ import pytest
 
 from pipeline.campaigns import (
     Pacer,
+    UploadedIds,
+    audience_size,
+    by_partition,
     channel_deltas,
+    list_cursor,
+    list_position,
     local_schedule,
     recipient_request,
     selects,
     shown_state,
     summed,
+    walked_share,
 )
 from pipeline.errors import InvalidMessage
 from pipeline.ids import campaign_id
+from pipeline.partitioning import partition_for
+from pipeline.topology import user_key
 from schemas.campaigns import Audience, Campaign, CampaignRequest, Progress
 from schemas.decode import decode_object
 
@@ -167,3 +175,57 @@ def test_local_time_across_a_daylight_saving_gap() -> None:
     assert local_schedule(spring, ZoneInfo("Europe/Paris")) == datetime(
         2027, 3, 28, 1, 0, tzinfo=UTC
     )
+
+
+def test_an_upload_reads_one_id_per_line_and_names_bad_lines() -> None:
+    """Blank lines skipped, repeats kept once, the line breaks and spaces
+    around an id dropped; a bad line is named by its number."""
+    plain = UploadedIds()
+    for line in (b"u_1\n", b"  u_2 \r\n", b"\n", b"u_1\n", b"u 3"):
+        plain.add(line)
+    assert plain.users == {"u_1", "u_2", "u 3"} and plain.problem() is None
+    bad = UploadedIds()
+    for line in (b"u_1\n", b"a/b\n", b"\xff\n", *[b"{x}\n"] * 12):
+        bad.add(line)
+    problem = bad.problem()
+    assert problem is not None
+    assert problem.startswith("line 2: 'a/b' is not a user id")
+    assert "line 3: not UTF-8" in problem and problem.endswith("(and 4 more)")
+    assert UploadedIds().problem() == "no user ids (one per line)"
+
+
+def test_an_uploaded_list_is_split_by_partition_sorted_in_chunks() -> None:
+    """Every user lands once, on its own partition, in sorted chunks."""
+    users = [f"u_{n}" for n in range(2_345)]
+    split = by_partition("acme", users, 8, 100)
+    seen = []
+    for home, chunks in split.items():
+        flat = [u for chunk in chunks for u in chunk]
+        assert flat == sorted(flat)
+        assert all(len(chunk) <= 100 for chunk in chunks)
+        for user in flat:
+            assert partition_for(user_key("acme", user).encode(), 8) == home
+        seen.extend(flat)
+    assert sorted(seen) == sorted(users)
+
+
+def test_a_list_cursor_resumes_its_own_upload_and_restarts_another() -> None:
+    """The cursor names the upload: a replaced list is walked from its start."""
+    assert list_position(None, "l_1") == (0, 0)
+    assert list_position(list_cursor("l_1", 3, 250), "l_1") == (3, 250)
+    assert list_position(list_cursor("l_1", 3, 250), "l_2") == (0, 0)
+    assert list_position("default/u_9", "l_1") == (0, 0)  # a profile cursor
+
+
+def test_the_walk_share_counts_done_partitions_whole_and_others_by_size() -> None:
+    """Two of four partitions done, one half walked, one not begun: 62.5%."""
+    at = datetime(2026, 12, 5, tzinfo=UTC)
+    parts = [
+        Progress(done=True, updated_at=at),
+        Progress(done=True, updated_at=at),
+        Progress(looked_at=500, walk_size=1_000, updated_at=at),
+    ]
+    assert walked_share(parts, 4) == 0.625
+    assert walked_share([Progress(looked_at=9, walk_size=0, updated_at=at)], 1) == 0
+    assert audience_size(Audience(tags=["a"])) is None
+    assert audience_size(Audience(user_ids=["u_1", "u_2"])) == 2
