@@ -33,6 +33,7 @@ import tempfile
 import threading
 import time
 import urllib.request
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -104,20 +105,24 @@ def accounted(shown: dict[str, Any], audience: list[str], stack: Stack) -> str:
     counts = shown["counts"]
     outcomes = ("queued", "sent", "failed", "suppressed", "throttled", "deferred")
     added = sum(counts[o] for o in outcomes)
-    calls = stack.emulators.sendgrid.calls
-    reached = {call.target for call in calls.calls}
     wanted = {f"{uid}@example.com" for uid in audience}
+    # The critical lane's requests go through the same emulator: left out.
+    called = Counter(
+        call.target
+        for call in stack.emulators.sendgrid.calls.calls
+        if call.target in wanted
+    )
+    reached = set(called)
+    duplicates = sum(n - 1 for n in called.values())
     problems = []
     if not counts["targeted"] == counts["expanded"] == len(audience):
         problems.append(f"targeted {counts['targeted']}, expanded {counts['expanded']}")
     if added != len(audience):
         problems.append(f"outcomes add up to {added}: {counts}")
     if reached != wanted:
-        problems.append(
-            f"{len(wanted - reached)} never called, {len(reached - wanted)} unknown"
-        )
-    if calls.duplicates:
-        problems.append(f"{calls.duplicates} duplicate provider calls")
+        problems.append(f"{len(wanted - reached)} never called")
+    if duplicates:
+        problems.append(f"{duplicates} duplicate provider calls")
     if problems:
         raise AssertionError("; ".join(problems))
     return (
@@ -191,8 +196,6 @@ def measure(
             time.sleep(0.5)
         lane.join(timeout=900)
         assert expanded_at is not None  # noqa: S101 - completed before all sent
-        time.sleep(3.0)  # a second call to anybody would come now
-        check = accounted(api(port, "GET", f"/v1/campaigns/{cid}"), audience, stack)
         per = bulk_workers
         print(  # noqa: T201
             f"\ncampaign of {users:,} recipients (email), {per} bulk worker(s):\n"
@@ -200,9 +203,11 @@ def measure(
             f"recipients/s ({users / expanded_at / per:,.0f} per worker)\n"
             f"  all sent in {sent_at:,.1f} s: {users / sent_at:,.0f} delivered/s "
             f"({users / sent_at / per:,.0f} per worker)\n"
-            + check
-            + critical_line(latencies, rate)
+            + critical_line(latencies, rate),
+            flush=True,
         )
+        time.sleep(3.0)  # a second call to anybody would come now
+        print(accounted(api(port, "GET", f"/v1/campaigns/{cid}"), audience, stack))  # noqa: T201
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -34,6 +34,7 @@ DISCOVER = [
     "pipeline.api.lifecycle",
     "pipeline.api.campaigns",
     "pipeline.api.delivery",
+    "pipeline.api.analytics",
     "pipeline.api.docs",
 ]
 

@@ -36,6 +36,11 @@ class Client:
 
     def call(self, method: str, path: str, body: Any = None) -> dict[str, Any]:
         """The JSON answer; CampaignCliError with the API's error otherwise."""
+        answer: dict[str, Any] = json.loads(self.raw(method, path, body))
+        return answer
+
+    def raw(self, method: str, path: str, body: Any = None) -> bytes:
+        """The answer's bytes; CampaignCliError with the API's error otherwise."""
         data = json.dumps(body).encode() if body is not None else None
         request = urllib.request.Request(  # noqa: S310 - the operator's own API URL
             self.api.rstrip("/") + path,
@@ -47,8 +52,9 @@ class Client:
             },
         )
         try:
-            with urllib.request.urlopen(request, timeout=30) as answer:  # noqa: S310
-                return json.loads(answer.read())
+            with urllib.request.urlopen(request, timeout=120) as answer:  # noqa: S310
+                body_read: bytes = answer.read()
+                return body_read
         except urllib.error.HTTPError as error:
             raw = error.read()
             try:

@@ -4,16 +4,40 @@ from __future__ import annotations
 
 import asyncio
 import os
+import urllib.parse
 
+import click
 from faust.cli import AppCommand, argument, option
 
 from pipeline import campaign_cli as campaigns
 from pipeline import dlq as deadletters
 from pipeline.admin import ensure_topics
+from pipeline.analytics.funnel import table as funnel_table
 from pipeline.app import app
 from pipeline.broker import EmbeddedBroker
 from pipeline.diagram import mermaid
 from pipeline.topology import DEADLETTER, topic_name
+
+
+def api_client(
+    api: str | None, key: str | None, *, admin: bool = False
+) -> campaigns.Client:
+    """A client of a worker's API: ``--api`` (default: this machine's worker)
+    with ``--key`` (default NOTIFY_API_KEY, else the dev or admin key)."""
+    settings = app.settings
+    fallback = settings.admin_api_key if admin else settings.dev_api_key
+    return campaigns.Client(
+        api=api or f"http://127.0.0.1:{settings.web_port}",
+        key=key or os.environ.get("NOTIFY_API_KEY") or fallback.get_secret_value(),
+    )
+
+
+API_OPTION = option(
+    "--api",
+    default=None,
+    help="A worker's API (default: this machine's, on NOTIFY_WEB_PORT).",
+)
+KEY_OPTION = option("--key", default=None, help="API key (default: NOTIFY_API_KEY).")
 
 
 @app.command()
@@ -129,16 +153,8 @@ async def dlq(
     argument("action", metavar="create|status|cancel|pause|resume"),
     argument("target", metavar="BODY.json|-|CAMPAIGN_ID"),
     option("--follow", is_flag=True, help="status/create: a live progress bar."),
-    option(
-        "--api",
-        default=None,
-        help="A worker's API (default: this machine's, on NOTIFY_WEB_PORT).",
-    ),
-    option(
-        "--key",
-        default=None,
-        help="API key (default: NOTIFY_API_KEY, else the dev key).",
-    ),
+    API_OPTION,
+    KEY_OPTION,
 )
 async def campaign(
     self: AppCommand,
@@ -156,13 +172,7 @@ async def campaign(
     notify campaign status c_... [--follow]
     notify campaign cancel|pause|resume c_...
     """
-    settings = app.settings
-    client = campaigns.Client(
-        api=api or f"http://127.0.0.1:{settings.web_port}",
-        key=key
-        or os.environ.get("NOTIFY_API_KEY")
-        or settings.dev_api_key.get_secret_value(),
-    )
+    client = api_client(api, key)
     try:
         await asyncio.to_thread(
             campaigns.run, client, action, target, self.say, watch=follow
@@ -170,3 +180,84 @@ async def campaign(
     except campaigns.CampaignCliError as exc:
         self.stderr.write(f"notify campaign: {exc}\n")
         raise SystemExit(1) from exc
+
+
+@app.command()
+async def sink(self: AppCommand) -> None:
+    """Run the ClickHouse sink: notify.events into notif_events, in batches.
+
+    It owns the analytics store (with the in-process chDB store, the only
+    process that may open it) and answers the workers' analytics queries on
+    NOTIFY_SINK_PORT. Stops on Ctrl-C or SIGTERM after inserting what it holds.
+    """
+    from pipeline.analytics import service  # chDB loads only in this process
+
+    await service.main(app.settings)
+
+
+@app.command(
+    argument("query"),
+    option(
+        "--format",
+        "fmt",
+        default="PrettyCompact",
+        help="A ClickHouse output format: PrettyCompact, TabSeparated, CSV, JSON...",
+    ),
+    API_OPTION,
+    KEY_OPTION,
+)
+async def sql(
+    self: AppCommand, query: str, fmt: str, api: str | None, key: str | None
+) -> None:
+    """Run read-only SQL on the analytics store and print the answer.
+
+    \b
+    notify sql "SELECT event_type, count() FROM notif_events GROUP BY event_type"
+    """
+    client = api_client(api, key, admin=True)
+    try:
+        answer = await asyncio.to_thread(
+            client.raw, "POST", "/v1/analytics/sql", {"sql": query, "format": fmt}
+        )
+    except campaigns.CampaignCliError as exc:
+        self.stderr.write(f"notify sql: {exc}\n")
+        raise SystemExit(1) from exc
+    self.say(answer.decode().rstrip("\n"))
+
+
+@app.command(
+    option("--campaign", "campaign_id", required=True, help="The campaign id."),
+    option("--since", default="7d", help="How far back: 7d, 24h, 30m."),
+    option(
+        "--by",
+        default="channel",
+        type=click.Choice(["channel", "variant", "template", "type"]),
+        help="Break the funnel down by this.",
+    ),
+    API_OPTION,
+    KEY_OPTION,
+)
+async def funnel(
+    self: AppCommand,
+    campaign_id: str,
+    since: str,
+    by: str,
+    api: str | None,
+    key: str | None,
+) -> None:
+    """A campaign's funnel: sent, delivered, opened, clicked, with rates and
+    the accepted→sent latency percentiles (A/B variants side by side with
+    --by variant)."""
+    client = api_client(api, key)
+    query = urllib.parse.urlencode(
+        {"campaign_id": campaign_id, "since": since, "by": by}
+    )
+    try:
+        report = await asyncio.to_thread(
+            client.call, "GET", f"/v1/analytics/funnel?{query}"
+        )
+    except campaigns.CampaignCliError as exc:
+        self.stderr.write(f"notify funnel: {exc}\n")
+        raise SystemExit(1) from exc
+    self.say(f"campaign {campaign_id}, last {since}, by {by}:")
+    self.say(funnel_table(report["rows"], by))

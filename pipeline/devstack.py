@@ -236,6 +236,7 @@ def main(argv: list[str] | None = None) -> int:
     ).start()
     stop = threading.Event()
     worker: subprocess.Popen[bytes] | None = None
+    sink: subprocess.Popen[bytes] | None = None
     threads: list[threading.Thread] = []
     emulators = EmulatorStack(
         data_dir / "emulators", f"http://127.0.0.1:{base.web_port}"
@@ -258,9 +259,20 @@ def main(argv: list[str] | None = None) -> int:
             **emulators.env(),
         }
         worker_log = data_dir / "worker.log"
+        sink_log = data_dir / "sink.log"
+        notify = str(Path(sys.executable).parent / "notify")
+        # The sink owns the in-process analytics store (chDB under the data dir).
+        with sink_log.open("ab") as output:
+            sink = subprocess.Popen(  # noqa: S603
+                [notify, "sink"],
+                env=env,
+                stdout=output,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         with worker_log.open("ab") as output:
             worker = subprocess.Popen(  # noqa: S603
-                [str(Path(sys.executable).parent / "notify"), "worker", "-l", "info"],
+                [notify, "worker", "-l", "info"],
                 env=env,
                 stdout=output,
                 stderr=subprocess.STDOUT,
@@ -307,6 +319,8 @@ def main(argv: list[str] | None = None) -> int:
                     "notify-pipeline is running (Ctrl-C stops everything)",
                     f"  broker        {broker.url}   log {data_dir / 'broker.log'}",
                     f"  worker        pid {worker.pid}   log {worker_log}",
+                    f"  sink          pid {sink.pid}   log {sink_log}   "
+                    f"(notify.events -> ClickHouse, chDB under {data_dir / 'clickhouse'})",
                     f"  health        {web}/health",
                     f"  API           {web}/openapi.json",
                     f"  API docs      {web}/docs",
@@ -318,6 +332,9 @@ def main(argv: list[str] | None = None) -> int:
                     f"  an inbox      curl -H 'Authorization: Bearer {api_key}' "
                     f"{web}/v1/users/u_000/inbox",
                     "  dead letters  notify dlq list",
+                    '  analytics     notify sql "SELECT event_type, count() FROM '
+                    'notif_events GROUP BY event_type"',
+                    "  a funnel      notify funnel --campaign 1042 --by variant",
                     f"  a status      curl -H 'Authorization: Bearer {api_key}' "
                     f"{web}/v1/notifications/<id>",
                     "  demo traffic  "
@@ -335,6 +352,9 @@ def main(argv: list[str] | None = None) -> int:
         while not stop.wait(10):
             if worker.poll() is not None:
                 say(f"worker exited with {worker.returncode}; see {worker_log}")
+                return 1
+            if sink.poll() is not None:
+                say(f"sink exited with {sink.returncode}; see {sink_log}")
                 return 1
             say(
                 "  events so far: "
@@ -357,6 +377,9 @@ def main(argv: list[str] | None = None) -> int:
             thread.join(max(0.0, deadline - time.monotonic()))
         if worker is not None:
             terminate(worker, 30)
+        if sink is not None:
+            say("stopping sink")
+            terminate(sink, 30)
         say("stopping broker")
         broker.stop()
         emulators.stop()

@@ -101,6 +101,31 @@ class Settings(BaseSettings):
         "",
         description="clickhouse-connect DSN; empty = in-process chDB under data_dir.",
     )
+    sink_port: int = Field(
+        6070,
+        ge=0,
+        le=65535,
+        description="Port of `notify sink`'s own web server (its status, and the "
+        "queries of an in-process chDB store, which only its process may open); "
+        "binds web_host.",
+    )
+    sink_url: str = Field(
+        "",
+        description="Where workers reach `notify sink` for analytics queries when "
+        "the store is in-process chDB; empty = http://<web_host>:<sink_port>.",
+    )
+    sink_batch_rows: int = Field(
+        10_000,
+        ge=1,
+        le=1_000_000,
+        description="Most events the sink inserts into ClickHouse in one batch.",
+    )
+    sink_batch_seconds: float = Field(
+        1.0,
+        gt=0,
+        le=60,
+        description="Longest the sink holds events before inserting them.",
+    )
     lanes: str = Field(
         "critical,bulk",
         description="Lanes this worker runs agents for: `critical`, `bulk` or both.",
@@ -350,6 +375,11 @@ class Settings(BaseSettings):
     def bootstrap_servers(self) -> str:
         """The broker URL as a plain ``host:port,host:port`` list for clients."""
         return bootstrap_servers(self.broker_url)
+
+    @property
+    def resolved_sink_url(self) -> str:
+        """Where the sink process answers analytics queries."""
+        return self.sink_url or f"http://{self.web_host}:{self.sink_port}"
 
     @property
     def resolved_clickhouse_dsn(self) -> str:

@@ -215,6 +215,8 @@ class WorkerProcess:
         env = {**os.environ, **self.env}
         env["NOTIFY_WEB_PORT"] = str(self.web_port)
         env["NOTIFY_WEB_HOST"] = "127.0.0.1"
+        # Never the sink of a stack running on this machine's default port.
+        env.setdefault("NOTIFY_SINK_URL", f"http://127.0.0.1:{free_port()}")
         argv = [
             str(BIN / "faust"),
             "-A",
@@ -281,6 +283,63 @@ class WorkerProcess:
         """Wait for the worker to exit by itself; return its exit code."""
         assert self.process is not None
         return self.process.wait(timeout)
+
+
+@dataclass
+class SinkProcess:
+    """A real ``notify sink`` subprocess: the analytics store's owner."""
+
+    env: dict[str, str]
+    log_path: Path
+    port: int = field(default_factory=free_port)
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        """Where it answers (what workers get as NOTIFY_SINK_URL)."""
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> SinkProcess:
+        """Start it on loopback."""
+        env = {**os.environ, **self.env}
+        env["NOTIFY_SINK_PORT"] = str(self.port)
+        env["NOTIFY_WEB_HOST"] = "127.0.0.1"
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                [str(BIN / "notify"), "sink"],
+                cwd=REPO,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        return self
+
+    def health(self) -> dict[str, Any] | None:
+        """Its ``/health`` figures, or None while it does not answer."""
+        try:
+            with urllib.request.urlopen(f"{self.url}/health", timeout=2) as answer:  # noqa: S310
+                return json.loads(answer.read())  # type: ignore[no-any-return]
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            return None
+
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        """Until it answers (its schema applied, its loop running)."""
+
+        def ready() -> bool:
+            assert self.process is not None
+            if self.process.poll() is not None:
+                tail = self.log_path.read_text(errors="replace")[-3000:]
+                raise AssertionError(f"notify sink exited:\n{tail}")
+            return self.health() is not None
+
+        wait_for(ready, timeout=timeout, interval=0.2)
+
+    def stop(self, timeout: float = 30.0) -> int | None:
+        """SIGTERM (it inserts what it holds) and wait."""
+        if self.process is None:
+            return None
+        return terminate(self.process, timeout)
 
 
 DEV_KEY = "nk_dev_default_key_for_local_use_only"

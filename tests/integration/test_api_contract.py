@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import hypothesis
@@ -25,6 +26,7 @@ from tests.conftest import WorkerFactory
 from tests.support import (
     ADMIN_KEY,
     BrokerUnderTest,
+    SinkProcess,
     Topics,
     WorkerProcess,
     call,
@@ -99,13 +101,30 @@ HTTP_METHODS = frozenset({"get", "put", "post", "delete", "patch", "head", "opti
 
 @pytest.fixture
 def worker(
-    broker: BrokerUnderTest, topics: Topics, start_worker: WorkerFactory
+    broker: BrokerUnderTest,
+    topics: Topics,
+    start_worker: WorkerFactory,
+    tmp_path: Path,
 ) -> Iterator[WorkerProcess]:
-    """One ready worker running both lanes, on this test's own topics."""
+    """One ready worker running both lanes, on this test's own topics, and
+    the sink that owns the analytics store its /v1/analytics calls reach."""
     topics.create(broker.url)
-    started = start_worker()
-    started.wait_ready(timeout=90)
-    yield started
+    sink = SinkProcess(
+        env={
+            "NOTIFY_BROKER_URL": broker.url,
+            "NOTIFY_APP_ID": unique("contract"),
+            "NOTIFY_TOPIC_PREFIX": topics.prefix,
+            "NOTIFY_DATA_DIR": str(tmp_path / "sink"),
+        },
+        log_path=tmp_path / "sink.log",
+    ).start()
+    try:
+        started = start_worker(notify_sink_url=sink.url)
+        sink.wait_ready(timeout=90)
+        started.wait_ready(timeout=90)
+        yield started
+    finally:
+        sink.stop()
 
 
 @pytest.fixture
@@ -175,7 +194,17 @@ def contract_config(
                     "include-path-regex": "/stream$",
                     "request-timeout": STREAM_SECONDS,
                     "generation": {"max-examples": STREAM_EXAMPLES},
-                }
+                },
+                {
+                    # Whether a string is a query is ClickHouse's to judge: a
+                    # schema-valid body may be refused, 422 with its message.
+                    "include-operation-id": "analyticsSql",
+                    "checks": {
+                        "positive_data_acceptance": {
+                            "expected-statuses": ["2XX", "401", "403", "422", "503"]
+                        }
+                    },
+                },
             ],
         }
     )

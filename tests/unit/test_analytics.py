@@ -1,0 +1,202 @@
+"""The sink's rows, the store's schema and deduplication (chDB in-process),
+and the funnel's query and its reading."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import orjson
+import pytest
+from clickhouse_connect.driver.client import Client
+
+from pipeline.analytics import funnel
+from pipeline.analytics.rows import Batch
+from pipeline.analytics.store import (
+    COLUMNS,
+    Reader,
+    connect,
+    ddl_files,
+    insert_events,
+    migrate,
+    statements,
+)
+from pipeline.settings import Settings
+
+
+def event(n: int, **fields: Any) -> bytes:
+    """An event as the stages write it onto notify.events."""
+    return orjson.dumps(
+        {
+            "event_id": f"e_{n}",
+            "event_type": "sent",
+            "ts": "2026-12-05T03:00:00.250000Z",
+            "stage": "send.email",
+            "notification_id": f"n_{n}",
+            "tenant": "acme",
+            "user_id": f"u_{n}",
+            "campaign_id": "1042",
+            "channel": "email",
+            "attempt": 1,
+            **fields,
+        }
+    )
+
+
+def test_a_batch_is_built_column_by_column_and_refuses_what_is_no_event() -> None:
+    """Absent fields are '', times are epoch milliseconds, the digest is read
+    from a digested event's reason; a message that is not an event is kept
+    aside with why, its offset still counted."""
+    batch = Batch()
+    batch.add(0, 7, b"k", event(1))
+    batch.add(
+        0,
+        8,
+        b"k",
+        event(
+            2,
+            event_type="digested",
+            reason="digest n_9",
+            until="2026-12-05T04:00:00+00:00",
+        ),
+    )
+    batch.add(1, 3, b"k", b"{not json")
+    batch.add(1, 4, b"k", orjson.dumps({"event_id": "e_3", "event_type": "sent"}))
+    batch.add(1, 5, b"k", event(4, ts="2026-12-05T03:00:00"))  # no offset
+    assert batch.rows == 2 and len(batch) == 5
+    assert batch.offsets == {0: (7, 8), 1: (3, 5)}
+    columns = dict(zip(COLUMNS, batch.in_order(), strict=True))
+    assert columns["event_id"] == ["e_1", "e_2"]
+    assert columns["provider"] == ["", ""]
+    assert columns["ts"] == [1796439600250, 1796439600250]
+    assert columns["until"] == [None, 1796443200000]
+    assert columns["digest"] == ["", "n_9"]
+    assert columns["kafka_offset"] == [7, 8]
+    reasons = [reason for *_, reason in batch.rejected]
+    assert reasons[0].startswith("not an event")
+    assert reasons[1] == "no ts"
+    assert "no UTC offset" in reasons[2]
+
+
+def test_the_token_names_the_offsets_and_the_events() -> None:
+    """The same messages give the same token; the same offsets holding other
+    events (a topic made anew) another."""
+    one, same, other = Batch(), Batch(), Batch()
+    for batch, n in ((one, 1), (same, 1), (other, 2)):
+        batch.add(0, 10, None, event(n))
+    assert one.token("t") == same.token("t") != other.token("t")
+
+
+def test_ddl_files_are_numbered_and_split_into_statements() -> None:
+    """Every file has a version; comments go, statements split on ';'."""
+    versions = [version for version, _ in ddl_files()]
+    assert versions == sorted(set(versions)) and versions[0] == 1
+    text = "-- a comment; not a statement\nCREATE TABLE a (x UInt8) ENGINE = Memory;\n\nSELECT 1;\n"
+    assert list(statements(text)) == [
+        "CREATE TABLE a (x UInt8) ENGINE = Memory",
+        "SELECT 1",
+    ]
+
+
+@pytest.fixture(scope="module")
+def stores(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Client, Reader]]:
+    """chDB in-process (one directory per test process: chDB allows one): a
+    writer, and a reader as the sink's queries use."""
+    settings = Settings(data_dir=tmp_path_factory.mktemp("analytics"))
+    client = connect(settings)
+    migrate(client)
+    reader = Reader.open(settings)
+    yield client, reader
+    reader.close()
+    client.close()
+
+
+def read_only(reader: Reader, sql: str, fmt: str = "PrettyCompact") -> bytes:
+    """The reader's answer."""
+    return reader.query(sql, fmt)
+
+
+def test_the_schema_is_applied_once_and_each_event_kept_once(
+    stores: tuple[Client, Reader],
+) -> None:
+    """The DDL went in at the first start only; a batch inserted twice
+    (same token) and an event said again in another batch are one row each
+    in notif_events; the reader refuses a write."""
+    store, reader = stores
+    applied = orjson.loads(reader.query("SELECT name FROM schema_versions", "JSON"))
+    assert [row["name"] for row in applied["data"]] == [p.name for _, p in ddl_files()]
+    assert migrate(store) == []
+    batch = Batch()
+    for n in range(3):
+        batch.add(0, n, None, event(n))
+    insert_events(store, batch.in_order(), batch.token("t"))
+    insert_events(store, batch.in_order(), batch.token("t"))
+    again = Batch()
+    again.add(0, 99, None, event(1))  # e_1 once more, at another offset
+    insert_events(store, again.in_order(), again.token("t"))
+    rows = orjson.loads(
+        read_only(reader, "SELECT count() AS n FROM notif_events", "JSON")
+    )
+    assert rows["data"] == [{"n": 3}]
+    raw = orjson.loads(
+        read_only(reader, "SELECT count() AS n FROM notif_events_log", "JSON")
+    )
+    assert raw["data"][0]["n"] <= 4  # the repeated block never went in
+    with pytest.raises(Exception, match="readonly"):
+        read_only(reader, "INSERT INTO notif_events_log (event_id) VALUES ('x')")
+
+
+def test_the_funnel_query_runs_and_reads_per_recipient_channel(
+    stores: tuple[Client, Reader],
+) -> None:
+    """Two recipients sent, one delivered and opened twice (one open), by
+    variant: the counts, the rates and the latency from accepted."""
+    store, reader = stores
+    batch = Batch()
+    rows = [
+        ("a1", "n_a", "accepted", None, None, "2026-12-05T03:00:00Z"),
+        ("a2", "n_a", "sent", "email", "B", "2026-12-05T03:00:00.400Z"),
+        ("a3", "n_a", "delivered", "email", None, "2026-12-05T03:00:01Z"),
+        ("a4", "n_a", "opened", "email", None, "2026-12-05T03:00:02Z"),
+        ("a5", "n_a", "opened", "email", None, "2026-12-05T03:00:03Z"),
+        ("b1", "n_b", "accepted", None, None, "2026-12-05T03:00:00Z"),
+        ("b2", "n_b", "sent", "email", "A", "2026-12-05T03:00:00.200Z"),
+    ]
+    for offset, (eid, nid, kind, channel, variant, ts) in enumerate(rows):
+        batch.add(
+            0,
+            offset,
+            None,
+            orjson.dumps(
+                {
+                    "event_id": eid,
+                    "notification_id": nid,
+                    "event_type": kind,
+                    "channel": channel,
+                    "variant": variant,
+                    "ts": ts,
+                    "tenant": "t1",
+                    "campaign_id": "c_f",
+                    "stage": "x",
+                }
+            ),
+        )
+    insert_events(store, batch.in_order(), batch.token("t"))
+    # The window is counted back from now: these events are old.
+    sql = funnel.funnel_sql("t1", "c_f", "52w", "variant").replace(
+        "now64(3)", "toDateTime64('2026-12-06 00:00:00', 3, 'UTC')"
+    )
+    found = funnel.funnel_rows(orjson.loads(read_only(reader, sql, "JSON")))
+    assert [(r["key"], r["sent"], r["delivered"], r["opened"]) for r in found] == [
+        ("A", 1, 0, 0),
+        ("B", 1, 1, 1),
+    ]
+    assert found[1]["open_rate"] == 100.0 and found[0]["open_rate"] is None
+    assert found[1]["latency_ms"]["p50"] == 400.0
+
+
+def test_a_duration_is_checked_and_a_literal_quoted() -> None:
+    assert funnel.seconds("7d") == 604_800 and funnel.seconds("90s") == 90
+    with pytest.raises(ValueError, match="duration"):
+        funnel.seconds("7 days")
+    assert funnel.literal("it's \\ odd") == "'it\\'s \\\\ odd'"
