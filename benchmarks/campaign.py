@@ -32,6 +32,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.error
 import urllib.request
 from collections import Counter
 from pathlib import Path
@@ -184,7 +185,13 @@ def measure(
         expanded_at = None
         while True:
             stack.alive()
-            shown = api(port, "GET", f"/v1/campaigns/{cid}")
+            try:
+                shown = api(port, "GET", f"/v1/campaigns/{cid}")
+            except urllib.error.HTTPError as refused:
+                if refused.code != 503:  # 503: partitions moving (a rebalance)
+                    raise
+                time.sleep(0.5)
+                continue
             now = time.monotonic() - started
             if expanded_at is None and shown["state"] == "completed":
                 expanded_at = now
