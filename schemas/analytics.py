@@ -77,3 +77,12 @@ class FunnelReport(Record):
     since: str
     by: str
     rows: list[FunnelRow] = Field(default_factory=list)
+
+
+class ReplaySpan(Record):
+    """One partition's range of the events topic to insert again."""
+
+    topic: NonBlank
+    partition: Annotated[int, Field(ge=0)]
+    start: Annotated[int, Field(ge=0)]
+    end: Annotated[int, Field(ge=0)]

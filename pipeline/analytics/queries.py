@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import urllib.error
+import urllib.request
 
 import aiohttp
 import orjson
@@ -67,3 +69,34 @@ async def run(
         raise StoreUnavailable(
             f"the analytics store's owner (`notify sink`) does not answer at {url}: {exc}"
         ) from exc
+
+
+def read_query(settings: Settings, sql: str, fmt: str) -> bytes:
+    """``run`` for a command-line process (blocking, no event loop)."""
+    if not embedded(settings):
+        reader = Reader.open(settings)
+        try:
+            return reader.query(sql, fmt)
+        except Exception as exc:  # noqa: BLE001 - ClickHouse's own message
+            raise QueryFailed(str(exc)[:2000]) from exc
+        finally:
+            reader.close()
+    url = settings.resolved_sink_url.rstrip("/") + "/query"
+    request = urllib.request.Request(  # noqa: S310 - the deployment's own sink
+        url,
+        data=orjson.dumps({"sql": sql, "format": fmt}),
+        method="POST",
+        headers={
+            "Authorization": f"Bearer {settings.admin_api_key.get_secret_value()}"
+        },
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=120) as answer:  # noqa: S310
+            body: bytes = answer.read()
+            return body
+    except urllib.error.HTTPError as error:
+        raise QueryFailed(error.read()[:2000].decode(errors="replace")) from None
+    except OSError as error:
+        raise StoreUnavailable(
+            f"`notify sink` does not answer at {url}: {error}"
+        ) from None

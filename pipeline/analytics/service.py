@@ -5,7 +5,9 @@ and serves, on ``NOTIFY_SINK_PORT``:
 
 - ``GET /health``: rows inserted, batches, the last error, committed offsets;
 - ``POST /query`` (the admin key): ``{"sql", "format"}`` answered read-only
-  in that ClickHouse output format. Workers pass their ``/v1/analytics``
+  in that ClickHouse output format;
+- ``POST /replay`` (the admin key): ``{"topic", "partition", "start",
+  "end"}``, that range of the events topic inserted again. Workers pass their ``/v1/analytics``
   calls on to it when the store is in-process chDB, which no other process
   may open; against a ClickHouse server they query it themselves.
 
@@ -22,11 +24,13 @@ import threading
 
 from aiohttp import web
 
+from pipeline.analytics.backfill import insert_span
 from pipeline.analytics.sink import Sink
 from pipeline.analytics.store import Reader, connect, media_type, migrate
 from pipeline.errors import InvalidMessage
+from pipeline.replay import Span
 from pipeline.settings import Settings
-from schemas.analytics import SqlQuery
+from schemas.analytics import ReplaySpan, SqlQuery
 from schemas.decode import decode
 
 log = logging.getLogger(__name__)
@@ -101,12 +105,32 @@ class SinkService:
             return error(400, "query_failed", str(exc)[:2000])
         return web.Response(body=answer, content_type=media_type(fmt), charset="utf-8")
 
+    async def replay(self, request: web.Request) -> web.Response:
+        """Insert one partition's range of the events topic again (``notify
+        replay --into clickhouse`` with the in-process store)."""
+        refused = admin_only(self.settings, request)
+        if refused is not None:
+            return refused
+        try:
+            asked = decode(ReplaySpan, await request.read())
+        except InvalidMessage as exc:
+            return error(422, "invalid_span", exc.reason)
+        span = Span(asked.partition, asked.start, asked.end)
+        try:
+            rows, rejected = await asyncio.to_thread(
+                insert_span, self.settings, self.writer, asked.topic, span
+            )
+        except Exception as exc:  # noqa: BLE001 - reported to the caller
+            return error(503, "replay_failed", f"{type(exc).__name__}: {exc}"[:2000])
+        return web.json_response({"rows": rows, "rejected": rejected})
+
     async def serve(self, stop: asyncio.Event) -> None:
         """Run until ``stop``: the sink thread and the web server."""
         self.thread.start()
         application = web.Application()
         application.router.add_get("/health", self.health)
         application.router.add_post("/query", self.query)
+        application.router.add_post("/replay", self.replay)
         runner = web.AppRunner(application, access_log=None)
         await runner.setup()
         site = web.TCPSite(runner, self.settings.web_host, self.settings.sink_port)

@@ -13,6 +13,7 @@ import re
 import subprocess
 import urllib.request
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -273,7 +274,7 @@ def test_a_malformed_event_is_dead_lettered_with_its_bytes(
     marker = unique("bad")
     good = {
         "event_id": f"e_{marker}",
-        "event_type": "accepted",
+        "event_type": "opened",
         "ts": "2026-12-05T03:00:00Z",
         "stage": "ingest",
         "tenant": "default",
@@ -306,3 +307,192 @@ def test_a_malformed_event_is_dead_lettered_with_its_bytes(
         timeout=30,
     )
     assert sink.health()["rejected"] >= 1  # type: ignore[index]
+
+
+def notify_here(
+    analytics: tuple[EmulatorStack, WorkerProcess, SinkProcess, Topics],
+    broker: BrokerUnderTest,
+    tmp_path: Path,
+    *args: str,
+) -> subprocess.CompletedProcess[str]:
+    """Run ``notify ARGS`` on this deployment's settings (broker, topics, sink)."""
+    _, _, sink, topics = analytics
+    return subprocess.run(
+        [str(BIN / "notify"), *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+        env={
+            "PATH": str(BIN),
+            "NOTIFY_BROKER_URL": broker.url,
+            "NOTIFY_TOPIC_PREFIX": topics.prefix,
+            "NOTIFY_SINK_URL": sink.url,
+            "NOTIFY_DATA_DIR": str(tmp_path),
+        },
+    )
+
+
+def by_type(worker: WorkerProcess) -> dict[str, int]:
+    """Events per type in notif_events."""
+    rows = sql(
+        worker,
+        "SELECT event_type, count() AS n FROM notif_events GROUP BY event_type",
+    )
+    return {row["event_type"]: int(row["n"]) for row in rows}
+
+
+def test_replays_change_no_count_and_call_no_provider(
+    analytics: tuple[EmulatorStack, WorkerProcess, SinkProcess, Topics],
+    broker: BrokerUnderTest,
+    tmp_path: Path,
+) -> None:
+    """After a completed run: the events replayed into ClickHouse twice
+    change no count; the requests replayed into the pipeline reach nobody
+    again (the emulator's calls stay as they were); a dry run reports who
+    would get what and sends nothing."""
+    stack, worker, _, _ = analytics
+    opted_out = unique("fo")
+    email = {"email": f"{opted_out}@example.com"}
+    assert call(worker.web_port, "PUT", f"/v1/users/{opted_out}", email).status == 202
+    prefs = {"channels": {"email": False}}
+    put = call(worker.web_port, "PUT", f"/v1/users/{opted_out}/preferences", prefs)
+    assert put.status == 202
+    wait_for(
+        lambda: (
+            call(worker.web_port, "GET", f"/v1/users/{opted_out}/preferences")
+            .body.get("channels", {})
+            .get("email")
+            is False
+        ),
+        timeout=30,
+    )
+
+    def requests_again(*extra: str) -> subprocess.CompletedProcess[str]:
+        """``notify replay`` of the critical requests into the pipeline."""
+        return notify_here(
+            analytics,
+            broker,
+            tmp_path,
+            "replay",
+            "--topic",
+            "notify.requests.critical",
+            "--from",
+            "0",
+            "--into",
+            "pipeline",
+            *extra,
+        )
+
+    calls = stack.sendgrid.calls
+    wait_for(lambda: calls.delivered >= 4, timeout=60)  # the first test's emails
+    before_calls = calls.delivered
+    before = wait_for(lambda: by_type(worker) or None, timeout=30)
+    for _ in range(2):
+        done = notify_here(
+            analytics,
+            broker,
+            tmp_path,
+            "replay",
+            "--topic",
+            "notify.events",
+            "--from",
+            "0",
+            "--into",
+            "clickhouse",
+        )
+        assert done.returncode == 0, done.stderr
+        assert "replayed" in done.stdout
+        assert by_type(worker) == before
+    dry = requests_again("--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    # The first test's four users would get their email again (nothing
+    # stops a dry run's decision but the preferences): each one listed.
+    assert re.search(r"\b4\s+email would_send\b", dry.stdout), dry.stdout
+    # Now the opted-out user: a dry run with a request of theirs on the range.
+    body = {
+        "idempotency_key": unique("k"),
+        "recipient": {"user_id": opted_out},
+        "type": "order_shipped",
+        "channels": ["email"],
+        "data": {"order_id": 7, "tracking_url": "https://shop.example.com/t/7"},
+        "priority": "transactional",
+    }
+    nid = call(worker.web_port, "POST", "/v1/notifications", body).body[
+        "notification_id"
+    ]
+    wait_for(
+        lambda: (
+            call(worker.web_port, "GET", f"/v1/notifications/{nid}").body.get("status")
+            == "suppressed"
+        ),
+        timeout=30,
+    )
+    dry = requests_again("--dry-run", "--json")
+    assert dry.returncode == 0, dry.stderr
+    decided = [
+        orjson.loads(line) for line in dry.stdout.splitlines() if line.startswith("{")
+    ]
+    mine = [d for d in decided if d["user_id"] == opted_out]
+    assert [(d["channel"], d["outcome"]) for d in mine] == [("email", "suppressed")]
+    assert calls.delivered == before_calls + 0  # the dry runs sent nothing
+    driven = requests_again()
+    assert driven.returncode == 0, driven.stderr
+    replayed = int(re.search(r"replayed (\d+) records", driven.stdout).group(1))  # type: ignore[union-attr]
+    assert replayed == 5
+    # Each replayed request is decided again: a duplicate of the first.
+    wait_for(
+        lambda: (
+            by_type(worker).get("deduplicated", 0)
+            >= before.get("deduplicated", 0) + replayed
+        ),
+        timeout=60,
+        interval=1.0,
+    )
+    assert calls.delivered == before_calls  # nobody received anything again
+    # The no-loss check passes on all of it...
+    checked = notify_here(
+        analytics, broker, tmp_path, "reconcile", "--since", "1h", "--grace", "1s"
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert " 0 missing, 0 doubled" in checked.stdout
+    # ...and fails on a notification whose outcome never came (accepted and
+    # queued, ten minutes ago, then nothing).
+    lost = f"n_{unique('lost')}"
+    at = (datetime.now(UTC) - timedelta(minutes=10)).isoformat()
+    produce(
+        broker.bootstrap,
+        analytics[3]("notify.events"),
+        [
+            (
+                lost.encode(),
+                orjson.dumps(
+                    {
+                        "event_id": f"e_{lost}_{kind}",
+                        "event_type": kind,
+                        "ts": at,
+                        "stage": "test",
+                        "notification_id": lost,
+                        "tenant": "default",
+                        "channel": channel,
+                    }
+                ),
+            )
+            for kind, channel in (("accepted", None), ("queued", "email"))
+        ],
+    )
+    wait_for(
+        lambda: (
+            sql(
+                worker,
+                f"SELECT count() AS n FROM notif_events WHERE notification_id = '{lost}'",  # noqa: S608
+            )
+            == [{"n": 2}]
+        ),
+        timeout=30,
+    )
+    failed = notify_here(
+        analytics, broker, tmp_path, "reconcile", "--since", "1h", "--grace", "1s"
+    )
+    assert failed.returncode == 1, failed.stdout + failed.stderr
+    assert f"missing  {lost} email: queued" in failed.stdout

@@ -200,3 +200,50 @@ def test_a_duration_is_checked_and_a_literal_quoted() -> None:
     with pytest.raises(ValueError, match="duration"):
         funnel.seconds("7 days")
     assert funnel.literal("it's \\ odd") == "'it\\'s \\\\ odd'"
+
+
+def test_reconcile_sorts_done_pending_missing_and_doubled() -> None:
+    """Each channel needs one outcome; waiting for a due time is pending;
+    a failure then a send (an operator's retry) is one outcome."""
+    from datetime import UTC, datetime
+
+    from pipeline.analytics.reconcile import classify, report
+
+    def row(
+        nid: str, channel: str, kinds: list[str], last: str, until: str = ""
+    ) -> dict[str, Any]:
+        return {
+            "notification_id": nid,
+            "channel": channel,
+            "kinds": kinds,
+            "last_kind": last,
+            "waits_until": until or None,
+        }
+
+    rows = [
+        row("n_ok", "", ["accepted"], "accepted"),
+        row("n_ok", "email", ["queued", "sent", "delivered"], "delivered"),
+        row("n_ok", "push", ["suppressed"], "suppressed"),
+        row("n_wait", "sms", ["deferred"], "deferred", "2026-12-05 09:00:00.000"),
+        row("n_lost", "email", ["queued"], "queued"),
+        row("n_two", "email", ["sent", "suppressed"], "sent"),
+        row("n_retry", "email", ["failed", "dead_lettered", "sent"], "sent"),
+        row("n_none", "", ["accepted"], "accepted"),
+        row("n_dup", "", ["accepted", "deduplicated"], "deduplicated"),
+    ]
+    found = classify(rows, datetime(2026, 12, 5, 3, tzinfo=UTC))
+    assert found.notifications == 7 and found.channels == 6
+    assert found.done == 3
+    assert [(f.notification_id, f.channel) for f in found.pending] == [
+        ("n_wait", "sms")
+    ]
+    assert found.pending[0].due == datetime(2026, 12, 5, 9, tzinfo=UTC)
+    assert [(f.notification_id, f.channel) for f in found.missing] == [
+        ("n_lost", "email"),
+        ("n_none", "-"),
+    ]
+    assert [f.notification_id for f in found.doubled] == ["n_two"]
+    assert not found.ok
+    assert report(found)[0] == (
+        "7 notifications, 6 channels: 3 done, 1 pending, 2 missing, 1 doubled"
+    )
