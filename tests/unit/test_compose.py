@@ -756,3 +756,28 @@ def test_compose_runs_the_embedded_broker_kafka_version(compose: Compose) -> Non
     pinned = re.search(r"<kafka.version>([^<]+)</kafka.version>", pom)
     assert pinned is not None, "broker/pom.xml pins no kafka.version"
     assert compose["services"]["kafka"]["image"] == f"apache/kafka:{pinned.group(1)}"
+
+
+SINK_ARGV = ("notify", "sink")
+
+
+def test_one_sink_inserts_into_the_stacks_clickhouse(
+    compose: Compose, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One service runs `notify sink`, with production settings whose broker
+    and ClickHouse are the stack's, the workers' app id (its group is
+    `<app id>-sink`) and a health check on its own port."""
+    sinks = {
+        name: container_env(service, image_of(service, REPO))
+        for name, service in services_running(compose, REPO, SINK_ARGV).items()
+    }
+    assert len(sinks) == 1, sinks
+    [(name, env)] = sinks.items()
+    assert settings_problems(name, env, monkeypatch) == []
+    assert broker_problems(compose, name, env) == []
+    assert clickhouse_problems(compose, name, env) == []
+    settings = settings_from_env(env, monkeypatch)
+    workers = [settings_from_env(e, monkeypatch) for e in worker_envs(compose).values()]
+    assert {w.app_id for w in workers} == {settings.app_id}
+    probe = " ".join(compose["services"][name]["healthcheck"]["test"])
+    assert "NOTIFY_SINK_PORT" in probe and "/health" in probe
