@@ -52,6 +52,10 @@ STAGE = "sink"
 MAX_BACKOFF = 30.0
 
 
+class SinkStopped(RuntimeError):
+    """Asked to stop while an insert kept failing: its batch is not committed."""
+
+
 @dataclass
 class SinkStats:
     """What the sink did, for its status endpoint and logs."""
@@ -186,6 +190,9 @@ class Sink:
                         self.stats.last_error,
                         delay,
                     )
+                    if self.stopping.is_set():
+                        # Not committed: read and inserted again after a restart.
+                        raise SinkStopped("stopped while ClickHouse was down") from exc
                     if not paused and self.consumer is not None:
                         paused = self.consumer.assignment()
                         self.consumer.pause(paused)
@@ -201,11 +208,13 @@ class Sink:
 
     def _wait(self, seconds: float) -> None:
         """Sleep, polling the paused consumer so it stays in its group."""
-        deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline:
+        left = seconds
+        while left > 0:
             if self.consumer is not None:
                 self.consumer.poll(0)
-            self.sleep(min(0.2, max(0.0, deadline - time.monotonic())))
+            step = min(0.2, left)
+            self.sleep(step)
+            left -= step
 
     def _dead_letter(self, batch: Batch) -> None:
         assert self.producer is not None  # noqa: S101 - set by run()

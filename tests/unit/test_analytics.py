@@ -247,3 +247,62 @@ def test_reconcile_sorts_done_pending_missing_and_doubled() -> None:
     assert report(found)[0] == (
         "7 notifications, 6 channels: 3 done, 1 pending, 2 missing, 1 doubled"
     )
+
+
+class FlakyStore:
+    """A ClickHouse that refuses the first ``failures`` inserts."""
+
+    def __init__(self, failures: int) -> None:
+        self.failures = failures
+        self.inserted: list[int] = []
+
+    def insert(self, table: str, columns: list[list[Any]], **_: Any) -> None:
+        if self.failures:
+            self.failures -= 1
+            raise ConnectionError("ClickHouse is down")
+        self.inserted.append(len(columns[0]))
+
+
+class RecordingConsumer:
+    """What the sink asks of its consumer while it waits and after."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+        self.committed: list[tuple[int, int]] = []
+
+    def assignment(self) -> list[str]:
+        return ["notify.events[0]"]
+
+    def pause(self, partitions: list[str]) -> None:
+        self.calls.append("pause")
+
+    def resume(self, partitions: list[str]) -> None:
+        self.calls.append("resume")
+
+    def poll(self, timeout: float) -> None:
+        self.calls.append("poll")
+
+    def commit(self, *, offsets: list[Any], asynchronous: bool) -> None:
+        self.committed.extend((o.partition, o.offset) for o in offsets)
+
+
+def test_an_outage_pauses_reading_retries_and_commits_only_after_the_insert() -> None:
+    """Two failed inserts: the partitions are paused (the topic backs up, not
+    memory), the consumer is polled to keep its group, the insert is tried
+    again with growing waits, and the offsets are committed once it went."""
+    from pipeline.analytics.sink import Sink
+
+    store = FlakyStore(failures=2)
+    waits: list[float] = []
+    sink = Sink(Settings(), store, topic="notify.events", sleep=waits.append)  # type: ignore[arg-type]
+    consumer = RecordingConsumer()
+    sink.consumer = consumer  # type: ignore[assignment]
+    for offset in range(3):
+        sink.batch.add(0, offset, None, event(offset))
+    sink.flush()
+    assert store.inserted == [3]
+    assert sink.stats.failures == 2 and sink.stats.rows == 3
+    assert consumer.calls[0] == "pause" and consumer.calls[-1] == "resume"
+    assert "poll" in consumer.calls
+    assert consumer.committed == [(0, 3)]
+    assert sum(waits) == pytest.approx(0.5 + 1.0)  # 0.5 s, then 1 s
