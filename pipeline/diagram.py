@@ -122,8 +122,14 @@ TIMERS: dict[str, tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]] = {
 }
 
 
+#: Processes that are not Faust agents: (topic read, store written, note).
+PROCESSES: dict[str, tuple[str, str, str]] = {
+    "notify sink": ("notify.events", "ClickHouse notif_events", "batch consumer"),
+}
+
+
 def _node(name: str) -> str:
-    return name.replace(".", "_").replace("-", "_")
+    return name.replace(".", "_").replace("-", "_").replace(" ", "_")
 
 
 def agent_inputs(app: faust.App) -> dict[str, list[str]]:
@@ -185,4 +191,9 @@ def mermaid(app: faust.App) -> str:
             edges.append(f"    {timer} --> {_id('table_' + table)}[({table})]")
         for topic in outputs:
             edges.append(f"    {timer} --> {_id(topic)}")
+    for name, (topic, store, note) in PROCESSES.items():
+        process = _id("process_" + name)
+        lines.append(f'    {process}[["{name} ({note})"]]')
+        edges.append(f"    {_id(topic)} --> {process}")
+        edges.append(f"    {process} --> {_id('store_' + store)}[({store})]")
     return "\n".join(dict.fromkeys(lines + edges))
