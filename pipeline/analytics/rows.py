@@ -35,13 +35,25 @@ def epoch_ms(text: Any) -> int:
     return int(moment.timestamp() * 1000)
 
 
+#: Largest attempt number the column holds (UInt16).
+MAX_ATTEMPT = 65_535
+
+
 def problem(event: Any) -> str | None:
-    """Why a decoded message is not an event, if it is not."""
+    """Why a decoded message is not an event, if it is not (a value the
+    table's columns cannot hold included: it would fail its whole batch)."""
     if not isinstance(event, dict):
         return "not a JSON object"
     for name in ("event_id", "event_type", "ts"):
         if not isinstance(event.get(name), str) or not event[name]:
             return f"no {name}"
+    attempt = event.get("attempt")
+    if attempt is not None and (
+        not isinstance(attempt, int)
+        or isinstance(attempt, bool)
+        or not 0 <= attempt <= MAX_ATTEMPT
+    ):
+        return f"attempt {attempt!r} is not a number from 0 to {MAX_ATTEMPT}"
     return None
 
 
@@ -89,10 +101,7 @@ class Batch:
         said = event.get("reason") or ""
         digested = event["event_type"] == "digested" and said.startswith(DIGEST_REASON)
         columns["digest"].append(said[len(DIGEST_REASON) :] if digested else "")
-        attempt = event.get("attempt")
-        columns["attempt"].append(
-            attempt if isinstance(attempt, int) and attempt >= 0 else 0
-        )
+        columns["attempt"].append(event.get("attempt") or 0)
         columns["until"].append(until)
         columns["ts"].append(ts)
         columns["kafka_partition"].append(partition)

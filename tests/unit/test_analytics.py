@@ -63,8 +63,9 @@ def test_a_batch_is_built_column_by_column_and_refuses_what_is_no_event() -> Non
     batch.add(1, 3, b"k", b"{not json")
     batch.add(1, 4, b"k", orjson.dumps({"event_id": "e_3", "event_type": "sent"}))
     batch.add(1, 5, b"k", event(4, ts="2026-12-05T03:00:00"))  # no offset
-    assert batch.rows == 2 and len(batch) == 5
-    assert batch.offsets == {0: (7, 8), 1: (3, 5)}
+    batch.add(1, 6, b"k", event(5, attempt=70_000))  # UInt16 holds no such
+    assert batch.rows == 2 and len(batch) == 6
+    assert batch.offsets == {0: (7, 8), 1: (3, 6)}
     columns = dict(zip(COLUMNS, batch.in_order(), strict=True))
     assert columns["event_id"] == ["e_1", "e_2"]
     assert columns["provider"] == ["", ""]
@@ -76,6 +77,7 @@ def test_a_batch_is_built_column_by_column_and_refuses_what_is_no_event() -> Non
     assert reasons[0].startswith("not an event")
     assert reasons[1] == "no ts"
     assert "no UTC offset" in reasons[2]
+    assert reasons[3].startswith("attempt 70000 is not a number")
 
 
 def test_the_token_names_the_offsets_and_the_events() -> None:
@@ -256,11 +258,11 @@ class FlakyStore:
         self.failures = failures
         self.inserted: list[int] = []
 
-    def insert(self, table: str, columns: list[list[Any]], **_: Any) -> None:
+    def insert_arrow(self, table: str, block: Any, **_: Any) -> None:
         if self.failures:
             self.failures -= 1
             raise ConnectionError("ClickHouse is down")
-        self.inserted.append(len(columns[0]))
+        self.inserted.append(block.num_rows)
 
 
 class RecordingConsumer:
