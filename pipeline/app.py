@@ -157,6 +157,11 @@ def create_app(
     app.sensors.add(app.commit_guard)
     web.register(app)
     app.task(_restore_root_log_level)
+
+    async def _arm_commit_guard() -> None:
+        app.commit_guard.arm(settings.crash_grace)
+
+    app.task(_arm_commit_guard)
     return app
 
 

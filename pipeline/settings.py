@@ -101,6 +101,14 @@ class Settings(BaseSettings):
         "",
         description="clickhouse-connect DSN; empty = in-process chDB under data_dir.",
     )
+    crash_grace: float = Field(
+        5.0,
+        gt=0,
+        le=300,
+        description="Seconds a worker whose commit guard tripped (a failed produce, "
+        "an agent's crash) gets to stop before it exits hard; nothing is committed "
+        "after the trip, so its input is redone by the next owner.",
+    )
     sink_port: int = Field(
         6070,
         ge=0,

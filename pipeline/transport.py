@@ -23,6 +23,8 @@ import asyncio
 import heapq
 import itertools
 import logging
+import os
+import threading
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -38,6 +40,8 @@ log = logging.getLogger(__name__)
 
 #: How long a commit waits for buffered table updates to reach the producer.
 BUFFER_DRAIN_TIMEOUT = 10.0
+#: The exit status of a worker whose commit guard tripped.
+TRIPPED_EXIT = 70
 
 
 class CommitGuard(Sensor):
@@ -47,6 +51,13 @@ class CommitGuard(Sensor):
         super().__init__(**kwargs)
         self._app = app
         self.failure: BaseException | None = None
+        #: Seconds a tripped worker gets to stop before it exits hard; None
+        #: outside a running worker (``arm``), where a trip only records.
+        self.grace: float | None = None
+
+    def arm(self, grace: float) -> None:
+        """In a running worker: a trip ends the process within ``grace`` s."""
+        self.grace = grace
 
     def trip(self, reason: BaseException) -> None:
         """Refuse all further offset commits and crash the worker."""
@@ -58,6 +69,14 @@ class CommitGuard(Sensor):
                 reason,
             )
             asyncio.ensure_future(self._app.crash(reason))
+            if self.grace is not None:
+                # Faust's stop waits out the broker's timeouts (a frozen
+                # broker: half a minute). Nothing is committed after a trip,
+                # so an exit as abrupt as a SIGKILL loses nothing; a thread,
+                # so a blocked loop cannot hold it.
+                timer = threading.Timer(self.grace, _exit_tripped, (reason,))
+                timer.daemon = True
+                timer.start()
 
     @contextmanager
     def watching(self, source: str) -> Iterator[None]:
@@ -75,6 +94,14 @@ class CommitGuard(Sensor):
         """A produce failed: Faust would drop the record, so trip."""
         log.error("produce failed: %r", exc)
         self.trip(exc)
+
+
+def _exit_tripped(reason: BaseException) -> None:
+    log.critical(
+        "still stopping after the commit guard tripped; exiting now: %r", reason
+    )
+    logging.shutdown()
+    os._exit(TRIPPED_EXIT)
 
 
 class ProducerBuffer(faust_producer.ProducerBuffer):

@@ -38,7 +38,7 @@ pytestmark = pytest.mark.integration
 
 #: Generated cases per operation in the fuzzing phase, positive and negative
 #: together; the coverage phase adds its own boundary cases on top.
-EXAMPLES_PER_OPERATION = 25
+EXAMPLES_PER_OPERATION = 20
 #: Scenarios of the stateful run, and the calls each may chain through links.
 STATEFUL_SCENARIOS = 15
 STATEFUL_STEPS = 6

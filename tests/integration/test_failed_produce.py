@@ -14,7 +14,7 @@ from tests.support import Topics, WorkerProcess, produce, read_until, unique
 
 pytestmark = pytest.mark.integration
 
-REQUESTS = 6_000
+REQUESTS = 3_000
 
 
 class AllAccepted:
@@ -77,7 +77,7 @@ def test_failed_produce_stops_the_worker_and_loses_nothing(
             read_until(
                 broker.bootstrap,
                 [topics("notify.events")],
-                lambda kept: len(kept) >= 1_500,
+                lambda kept: len(kept) >= 750,
                 timeout=90,
             )
             broker.pause()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import shutil
 import time
 from collections import Counter
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,32 @@ from tests.support import (
 )
 
 pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def shared(
+    broker: BrokerUnderTest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[WorkerProcess, Topics]]:
+    """One worker on topics of its own for the tests that kill nothing (each
+    reads only its own notifications' events)."""
+    topics = Topics.fresh()
+    topics.create(broker.url)
+    directory = tmp_path_factory.mktemp("scheduler")
+    worker = WorkerProcess(
+        app="pipeline.app",
+        env={
+            "NOTIFY_BROKER_URL": broker.url,
+            "NOTIFY_APP_ID": unique("sched"),
+            "NOTIFY_DATA_DIR": str(directory / "worker"),
+            "NOTIFY_TOPIC_PREFIX": topics.prefix,
+        },
+        log_path=directory / "worker.log",
+    ).start()
+    try:
+        worker.wait_ready(timeout=90)
+        yield worker, topics
+    finally:
+        worker.stop()
 
 
 def post(worker: WorkerProcess, user: str, at: datetime, **extra: Any) -> str:
@@ -81,12 +108,10 @@ def events_of(
 
 
 def test_a_scheduled_notification_is_sent_when_due_and_never_before(
-    broker: BrokerUnderTest, topics: Topics, start_worker: WorkerFactory
+    broker: BrokerUnderTest, shared: tuple[WorkerProcess, Topics]
 ) -> None:
     """schedule_at 4 s ahead: deferred at once, queued and sent no earlier."""
-    topics.create(broker.url)
-    worker = start_worker()
-    worker.wait_ready(timeout=90)
+    worker, topics = shared
     due = datetime.now(UTC) + timedelta(seconds=4)
     nid = post(worker, unique("u"), due)
     assert wait_for(lambda: in_app_state(worker, nid) == "deferred", timeout=10)
@@ -144,14 +169,12 @@ def test_pending_items_survive_sigkill_and_a_wiped_store_and_go_out_once(
 
 
 def test_a_cancel_before_sending_holds_and_after_sending_is_refused(
-    broker: BrokerUnderTest, topics: Topics, start_worker: WorkerFactory
+    broker: BrokerUnderTest, shared: tuple[WorkerProcess, Topics]
 ) -> None:
     """DELETE of a notification scheduled 4 s ahead: cancelled, its status and
     notify.events say so, and it is not sent when due. DELETE of one already
     sent: 409 naming the channel sent."""
-    topics.create(broker.url)
-    worker = start_worker()
-    worker.wait_ready(timeout=90)
+    worker, topics = shared
     due = datetime.now(UTC) + timedelta(seconds=4)
     nid = post(worker, unique("u"), due)
     assert wait_for(lambda: in_app_state(worker, nid) == "deferred", timeout=10)
@@ -196,13 +219,11 @@ def quiet_until_next_minute() -> tuple[dict[str, str], datetime]:
 
 
 def test_a_quiet_hours_deferral_is_sent_when_the_quiet_hours_end(
-    broker: BrokerUnderTest, topics: Topics, start_worker: WorkerFactory
+    broker: BrokerUnderTest, shared: tuple[WorkerProcess, Topics]
 ) -> None:
     """A notification in the user's quiet hours waits for their end (up to a
     minute here), then goes; not before."""
-    topics.create(broker.url)
-    worker = start_worker()
-    worker.wait_ready(timeout=90)
+    worker, topics = shared
     user = unique("u")
     quiet, end = quiet_until_next_minute()
     prefs = {"quiet_hours": quiet, "timezone": "UTC"}

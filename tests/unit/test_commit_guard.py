@@ -10,6 +10,7 @@ from unittest.mock import AsyncMock, MagicMock
 import pytest
 from faust.types import TP
 
+import pipeline.transport
 from pipeline.app import NotifyApp, create_app
 from pipeline.settings import Settings
 from pipeline.streams import flush_durably
@@ -52,6 +53,32 @@ async def test_the_guard_trips_once(app: NotifyApp) -> None:
     crash = app.crash
     assert isinstance(crash, AsyncMock)
     assert crash.call_count == 1
+
+
+async def test_a_running_worker_that_tripped_exits_within_its_grace(
+    app: NotifyApp, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Outside a worker a trip only records; armed (a running worker), it
+    also starts a timer that ends the process after the grace, whatever
+    Faust's stop still waits for."""
+    started: list[tuple[float, object, tuple[object, ...]]] = []
+
+    class Timer:
+        def __init__(self, delay: float, fn: object, args: tuple[object, ...]) -> None:
+            started.append((delay, fn, args))
+            self.daemon = False
+
+        def start(self) -> None:
+            assert self.daemon  # never holds the interpreter's exit
+
+    monkeypatch.setattr(pipeline.transport.threading, "Timer", Timer)
+    app.commit_guard.trip(RuntimeError("unarmed"))
+    assert started == []
+    app.commit_guard.failure = None
+    app.commit_guard.arm(2.5)
+    reason = RuntimeError("armed")
+    app.commit_guard.trip(reason)
+    assert started == [(2.5, pipeline.transport._exit_tripped, (reason,))]
 
 
 async def test_no_commit_while_table_updates_are_still_buffered(
