@@ -144,7 +144,9 @@ def sink_rate(settings: Settings, client: object, count: int) -> float:
     return count / elapsed
 
 
-def replay_rate(settings: Settings, topic: str, count: int, workdir: Path) -> float:
+def replay_rate(
+    settings: Settings, client: object, topic: str, count: int, workdir: Path
+) -> float:
     """Replay every event into ClickHouse: rows/s."""
     from pipeline.replay import Checkpoint, Progress, consumer_for
 
@@ -154,7 +156,7 @@ def replay_rate(settings: Settings, topic: str, count: int, workdir: Path) -> fl
     checkpoint = Checkpoint(workdir / "replay.json", ranges)
     progress = Progress(sum(s.size for s in ranges), lambda _line: None)
     started = time.perf_counter()
-    to_clickhouse(settings, topic, ranges, checkpoint, progress)
+    to_clickhouse(settings, topic, ranges, checkpoint, progress, client)  # type: ignore[arg-type]
     return count / (time.perf_counter() - started)
 
 
@@ -233,15 +235,19 @@ def main(argv: list[str] | None = None) -> int:
             sunk = sink_rate(settings, client, produced)
             count_sql = "SELECT count() AS n FROM notif_events"
             before = reader.query(count_sql, "JSON")
-            replayed = replay_rate(settings, topic, produced, workdir)
-            after = reader.query(count_sql, "JSON")
-            same = orjson.loads(before)["data"] == orjson.loads(after)["data"]
             print(  # noqa: T201
-                f"\n{produced:,} events on notify.events ({settings.topic_partitions} partitions):\n"
+                f"\n{produced:,} events on notify.events "
+                f"({settings.topic_partitions} partitions):\n"
                 f"  floor (consume + decode)      {raw:>10,.0f} rows/s\n"
                 f"  columns alone (insert)        {alone:>10,.0f} rows/s\n"
                 f"  sink, end to end              {sunk:>10,.0f} rows/s  "
-                f"{sunk / raw:.2f}x the floor (target 150,000 rows/s)\n"
+                f"{sunk / raw:.2f}x the floor (target 150,000 rows/s)",
+                flush=True,
+            )
+            replayed = replay_rate(settings, client, topic, produced, workdir)
+            after = reader.query(count_sql, "JSON")
+            same = orjson.loads(before)["data"] == orjson.loads(after)["data"]
+            print(  # noqa: T201
                 f"  replay into ClickHouse        {replayed:>10,.0f} rows/s  "
                 f"{replayed / raw:.2f}x the floor (target 0.8x); counts unchanged: {same}",
                 flush=True,

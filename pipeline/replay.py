@@ -43,6 +43,8 @@ from pipeline.settings import Settings
 REPLAYED_FROM = "notify.replayed_from"
 #: Records read per chunk (a checkpoint after each).
 CHUNK = 10_000
+#: Records fetched per call while reading a range.
+READ_BATCH = 5_000
 
 
 class ReplayError(Exception):
@@ -138,30 +140,32 @@ def spans(
 def read(
     consumer: Consumer, topic: str, span: Span, timeout: float = 60.0
 ) -> Iterator[Message]:
-    """Every record of ``span``, in offset order (gaps of compaction skipped)."""
+    """Every record of ``span``, in offset order (gaps of compaction
+    skipped), fetched in batches."""
     if span.size == 0:
         return
     consumer.assign([TopicPartition(topic, span.partition, span.start)])
     deadline = time.monotonic() + timeout
     try:
         while True:
-            message = consumer.poll(0.2)
-            if message is None:
+            messages = consumer.consume(num_messages=READ_BATCH, timeout=0.2)
+            if not messages:
                 if time.monotonic() > deadline:
                     raise ReplayError(f"{topic}[{span.partition}] stalled at a read")
                 continue
-            error = message.error()
-            if error is not None:
-                if error.code() == KafkaError._PARTITION_EOF:
-                    return
-                raise ReplayError(f"reading {topic}[{span.partition}]: {error}")
-            offset = int(message.offset() or 0)
-            if offset >= span.end:
-                return
             deadline = time.monotonic() + timeout
-            yield message
-            if offset + 1 >= span.end:
-                return
+            for message in messages:
+                error = message.error()
+                if error is not None:
+                    if error.code() == KafkaError._PARTITION_EOF:
+                        return
+                    raise ReplayError(f"reading {topic}[{span.partition}]: {error}")
+                offset = int(message.offset() or 0)
+                if offset >= span.end:
+                    return
+                yield message
+                if offset + 1 >= span.end:
+                    return
     finally:
         consumer.unassign()
 

@@ -10,6 +10,7 @@ from datetime import datetime
 from typing import Any
 
 import orjson
+from clickhouse_connect.driver.client import Client
 from confluent_kafka import Consumer, Producer
 
 from pipeline.replay import (
@@ -40,6 +41,8 @@ from pipeline.topology import (
 )
 
 Say = Callable[[str], None]
+#: Offsets per call when the sink process inserts a replayed range.
+SINK_CHUNK = 100_000
 
 
 def broker_topic(settings: Settings, name: str) -> str:
@@ -108,24 +111,37 @@ def to_clickhouse(
     left: list[Span],
     checkpoint: Checkpoint,
     progress: Progress,
+    store: Client | None = None,
 ) -> None:
-    """Insert each chunk again: through the sink when it owns the store."""
+    """Insert each chunk again: into ``store`` (a client of this process's
+    own), else through the sink when it owns the chDB store, else into the
+    ClickHouse server."""
     from pipeline.analytics.store import connect, embedded
 
-    client = None if embedded(settings) else connect(settings)
+    own = store is None and not embedded(settings)
+    client = connect(settings) if own else store
     try:
         for span in left:
-            for piece in chunks(span):
-                if client is None:
+            if client is None:
+                # The sink owns the store: a range per call, 100,000 at most.
+                for piece in chunks(span, SINK_CHUNK):
                     sink_replay(settings, topic, piece)
-                else:
-                    from pipeline.analytics.backfill import insert_span
+                    checkpoint.save(piece.partition, piece.end)
+                    progress.add(piece.size)
+                continue
+            from pipeline.analytics.backfill import insert_span
 
-                    insert_span(settings, client, topic, piece)
-                checkpoint.save(piece.partition, piece.end)
-                progress.add(piece.size)
+            def inserted(
+                next_offset: int, count: int, partition: int = span.partition
+            ) -> None:
+                checkpoint.save(partition, next_offset)
+                progress.add(count)
+
+            # One pass over the partition's range; a checkpoint per batch.
+            insert_span(settings, client, topic, span, inserted)
+            checkpoint.save(span.partition, span.end)
     finally:
-        if client is not None:
+        if own and client is not None:
             client.close()
 
 
