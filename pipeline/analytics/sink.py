@@ -207,11 +207,15 @@ class Sink:
         self.stats.last_error = None
 
     def _wait(self, seconds: float) -> None:
-        """Sleep, polling the paused consumer so it stays in its group."""
+        """Sleep, polling the paused consumer so it stays in its group. A
+        message it still hands over (fetched before the pause) joins the
+        next batch: dropped, the next commit would pass over it."""
         left = seconds
         while left > 0:
             if self.consumer is not None:
-                self.consumer.poll(0)
+                message = self.consumer.poll(0)
+                if message is not None:
+                    self._take(message)
             step = min(0.2, left)
             self.sleep(step)
             left -= step

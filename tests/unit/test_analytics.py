@@ -268,10 +268,6 @@ class FlakyStore:
 class RecordingConsumer:
     """What the sink asks of its consumer while it waits and after."""
 
-    def __init__(self) -> None:
-        self.calls: list[str] = []
-        self.committed: list[tuple[int, int]] = []
-
     def assignment(self) -> list[str]:
         return ["notify.events[0]"]
 
@@ -281,8 +277,14 @@ class RecordingConsumer:
     def resume(self, partitions: list[str]) -> None:
         self.calls.append("resume")
 
-    def poll(self, timeout: float) -> None:
+    def __init__(self, late: list[Any] | None = None) -> None:
+        self.calls: list[str] = []
+        self.committed: list[tuple[int, int]] = []
+        self.late = late or []  # fetched before the pause, handed over after
+
+    def poll(self, timeout: float) -> Any:
         self.calls.append("poll")
+        return self.late.pop(0) if self.late else None
 
     def commit(self, *, offsets: list[Any], asynchronous: bool) -> None:
         self.committed.extend((o.partition, o.offset) for o in offsets)
@@ -297,7 +299,26 @@ def test_an_outage_pauses_reading_retries_and_commits_only_after_the_insert() ->
     store = FlakyStore(failures=2)
     waits: list[float] = []
     sink = Sink(Settings(), store, topic="notify.events", sleep=waits.append)  # type: ignore[arg-type]
-    consumer = RecordingConsumer()
+
+    class Late:
+        """A message the paused consumer still hands over."""
+
+        def error(self) -> None:
+            return None
+
+        def partition(self) -> int:
+            return 0
+
+        def offset(self) -> int:
+            return 3
+
+        def key(self) -> None:
+            return None
+
+        def value(self) -> bytes:
+            return event(3)
+
+    consumer = RecordingConsumer(late=[Late()])
     sink.consumer = consumer  # type: ignore[assignment]
     for offset in range(3):
         sink.batch.add(0, offset, None, event(offset))
@@ -307,4 +328,6 @@ def test_an_outage_pauses_reading_retries_and_commits_only_after_the_insert() ->
     assert consumer.calls[0] == "pause" and consumer.calls[-1] == "resume"
     assert "poll" in consumer.calls
     assert consumer.committed == [(0, 3)]
+    # The message handed over during the wait is in the next batch, not lost.
+    assert sink.batch.offsets == {0: (3, 3)} and sink.batch.rows == 1
     assert sum(waits) == pytest.approx(0.5 + 1.0)  # 0.5 s, then 1 s
