@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import urllib.error
-import urllib.request
 from collections import Counter
 from collections.abc import Callable
 from datetime import datetime
@@ -153,27 +152,19 @@ def sink_replay(settings: Settings, topic: str, span: Span) -> dict[str, Any]:
         "start": span.start,
         "end": span.end,
     }
-    url = settings.resolved_sink_url.rstrip("/") + "/replay"
-    request = urllib.request.Request(  # noqa: S310 - the deployment's own sink
-        url,
-        data=orjson.dumps(body),
-        method="POST",
-        headers={
-            "Authorization": f"Bearer {settings.admin_api_key.get_secret_value()}",
-            "Content-Type": "application/json",
-        },
-    )
+    from pipeline.analytics.queries import sink_post
+
     try:
-        with urllib.request.urlopen(request, timeout=600) as answer:  # noqa: S310
-            result: dict[str, Any] = orjson.loads(answer.read())
-            return result
+        result: dict[str, Any] = orjson.loads(sink_post(settings, "/replay", body, 600))
+        return result
     except urllib.error.HTTPError as error:
         raise ReplayError(
             f"the sink refused: {error.code} {error.read()[:300]!r}"
         ) from None
     except OSError as error:
         raise ReplayError(
-            f"`notify sink` owns the analytics store and does not answer at {url}: {error}"
+            "`notify sink` owns the analytics store and does not answer at "
+            f"{settings.resolved_sink_url}: {error}"
         ) from None
 
 
@@ -207,6 +198,7 @@ def missing_report(
     settings: Settings, consumer: Consumer, topic: str, found: list[Span], say: Say
 ) -> None:
     """How many of the range's events ``notif_events`` lacks (nothing written)."""
+    from pipeline.analytics.funnel import literal
     from pipeline.analytics.queries import read_query
 
     total = present = 0
@@ -220,9 +212,7 @@ def missing_report(
                     continue
             if not ids:
                 continue
-            listed = ",".join(
-                "'" + i.replace("\\", "\\\\").replace("'", "\\'") + "'" for i in ids
-            )
+            listed = ",".join(literal(i) for i in ids)
             sql = f"SELECT uniqExact(event_id) AS n FROM notif_events_log WHERE event_id IN ({listed})"  # noqa: S608 - quoted ids
             answer = orjson.loads(read_query(settings, sql, "JSON"))
             total += len(set(ids))

@@ -11,7 +11,8 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cached_property
@@ -340,6 +341,31 @@ class SinkProcess:
         if self.process is None:
             return None
         return terminate(self.process, timeout)
+
+
+@contextmanager
+def module_worker(
+    broker_url: str, directory: Path, name: str
+) -> Iterator[tuple[WorkerProcess, Topics]]:
+    """One ready worker on topics of its own, for a module's tests that kill
+    nothing and each read only their own records; stopped afterwards."""
+    topics = Topics.fresh()
+    topics.create(broker_url)
+    worker = WorkerProcess(
+        app="pipeline.app",
+        env={
+            "NOTIFY_BROKER_URL": broker_url,
+            "NOTIFY_APP_ID": unique(name),
+            "NOTIFY_DATA_DIR": str(directory / "worker"),
+            "NOTIFY_TOPIC_PREFIX": topics.prefix,
+        },
+        log_path=directory / "worker.log",
+    ).start()
+    try:
+        worker.wait_ready(timeout=90)
+        yield worker, topics
+    finally:
+        worker.stop()
 
 
 DEV_KEY = "nk_dev_default_key_for_local_use_only"

@@ -81,22 +81,28 @@ def read_query(settings: Settings, sql: str, fmt: str) -> bytes:
             raise QueryFailed(str(exc)[:2000]) from exc
         finally:
             reader.close()
-    url = settings.resolved_sink_url.rstrip("/") + "/query"
-    request = urllib.request.Request(  # noqa: S310 - the deployment's own sink
-        url,
-        data=orjson.dumps({"sql": sql, "format": fmt}),
-        method="POST",
-        headers={
-            "Authorization": f"Bearer {settings.admin_api_key.get_secret_value()}"
-        },
-    )
     try:
-        with urllib.request.urlopen(request, timeout=120) as answer:  # noqa: S310
-            body: bytes = answer.read()
-            return body
+        return sink_post(settings, "/query", {"sql": sql, "format": fmt}, 120)
     except urllib.error.HTTPError as error:
         raise QueryFailed(error.read()[:2000].decode(errors="replace")) from None
     except OSError as error:
         raise StoreUnavailable(
-            f"`notify sink` does not answer at {url}: {error}"
+            f"`notify sink` does not answer at {settings.resolved_sink_url}: {error}"
         ) from None
+
+
+def sink_post(settings: Settings, path: str, body: object, timeout: float) -> bytes:
+    """POST ``body`` to the sink process with the admin key, from a command
+    line (blocking); urllib's errors as they come."""
+    request = urllib.request.Request(  # noqa: S310 - the deployment's own sink
+        settings.resolved_sink_url.rstrip("/") + path,
+        data=orjson.dumps(body),
+        method="POST",
+        headers={
+            "Authorization": f"Bearer {settings.admin_api_key.get_secret_value()}",
+            "Content-Type": "application/json",
+        },
+    )
+    with urllib.request.urlopen(request, timeout=timeout) as answer:  # noqa: S310
+        read: bytes = answer.read()
+        return read

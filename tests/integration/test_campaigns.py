@@ -29,6 +29,7 @@ from tests.support import (
     Topics,
     WorkerProcess,
     call,
+    module_worker,
     produce,
     read_until,
     unique,
@@ -44,24 +45,10 @@ def shared(
 ) -> Iterator[tuple[WorkerProcess, Topics]]:
     """One worker on topics of its own for the tests that kill nothing: each
     targets its own tag, list or campaign, so they share it."""
-    topics = Topics.fresh()
-    topics.create(broker.url)
-    directory = tmp_path_factory.mktemp("campaigns")
-    worker = WorkerProcess(
-        app="pipeline.app",
-        env={
-            "NOTIFY_BROKER_URL": broker.url,
-            "NOTIFY_APP_ID": unique("camp"),
-            "NOTIFY_DATA_DIR": str(directory / "worker"),
-            "NOTIFY_TOPIC_PREFIX": topics.prefix,
-        },
-        log_path=directory / "worker.log",
-    ).start()
-    try:
-        worker.wait_ready(timeout=90)
-        yield worker, topics
-    finally:
-        worker.stop()
+    with module_worker(
+        broker.url, tmp_path_factory.mktemp("campaigns"), "camp"
+    ) as shared:
+        yield shared
 
 
 def add_users(

@@ -25,6 +25,7 @@ from tests.support import (
     Topics,
     WorkerProcess,
     call,
+    module_worker,
     read_until,
     unique,
     wait_for,
@@ -39,24 +40,10 @@ def shared(
 ) -> Iterator[tuple[WorkerProcess, Topics]]:
     """One worker on topics of its own for the tests that kill nothing (each
     reads only its own notifications' events)."""
-    topics = Topics.fresh()
-    topics.create(broker.url)
-    directory = tmp_path_factory.mktemp("scheduler")
-    worker = WorkerProcess(
-        app="pipeline.app",
-        env={
-            "NOTIFY_BROKER_URL": broker.url,
-            "NOTIFY_APP_ID": unique("sched"),
-            "NOTIFY_DATA_DIR": str(directory / "worker"),
-            "NOTIFY_TOPIC_PREFIX": topics.prefix,
-        },
-        log_path=directory / "worker.log",
-    ).start()
-    try:
-        worker.wait_ready(timeout=90)
-        yield worker, topics
-    finally:
-        worker.stop()
+    with module_worker(
+        broker.url, tmp_path_factory.mktemp("scheduler"), "sched"
+    ) as shared:
+        yield shared
 
 
 def post(worker: WorkerProcess, user: str, at: datetime, **extra: Any) -> str:
