@@ -14,7 +14,7 @@ from pipeline import dlq as deadletters
 from pipeline.admin import ensure_topics
 from pipeline.analytics.funnel import table as funnel_table
 from pipeline.app import app
-from pipeline.broker import EmbeddedBroker
+from pipeline.broker import EmbeddedBroker, EmbeddedCluster
 from pipeline.diagram import mermaid
 from pipeline.topology import DEADLETTER, topic_name
 
@@ -57,19 +57,37 @@ async def diagram(self: AppCommand) -> None:
 
 @app.command(
     option("--port", type=int, default=0, help="Loopback port (0: pick a free one)."),
+    option(
+        "--nodes",
+        type=int,
+        default=1,
+        help="Nodes (3: a cluster with three replicas of every topic and "
+        "min.insync.replicas 2, as in production).",
+    ),
 )
-async def broker(self: AppCommand, port: int) -> None:
-    """Run the embedded Apache Kafka broker (one KRaft node) until Ctrl-C."""
+async def broker(self: AppCommand, port: int, nodes: int) -> None:
+    """Run the embedded Apache Kafka broker (KRaft) until Ctrl-C."""
     workdir = app.settings.data_dir / "broker"
-    log_path = workdir / "broker.log"
-    with EmbeddedBroker(
-        port=port or None, data_dir=workdir, log_path=log_path
-    ) as running:
-        self.say(
-            f"Kafka broker listening (started in {running.started_in:.1f} s): "
-            f"export NOTIFY_BROKER_URL={running.url}"
+    running: EmbeddedBroker | EmbeddedCluster
+    if nodes > 1:
+        if port:
+            raise SystemExit("notify broker: --port is for one node; a cluster picks")
+        running = EmbeddedCluster(nodes, data_dir=workdir)
+        logs = ", ".join(
+            str(workdir / f"node-{n}" / "broker.log") for n in range(1, nodes + 1)
         )
-        self.say(f"broker log: {log_path} (pid {running.pid}, parent {os.getpid()})")
+        replicas = f" NOTIFY_TOPIC_REPLICATION_FACTOR={nodes}"
+    else:
+        running = EmbeddedBroker(
+            port=port or None, data_dir=workdir, log_path=workdir / "broker.log"
+        )
+        logs, replicas = str(workdir / "broker.log"), ""
+    with running:
+        self.say(
+            f"Kafka listening (started in {running.started_in or 0:.1f} s): "
+            f"export NOTIFY_BROKER_URL={running.url}{replicas}"
+        )
+        self.say(f"broker log: {logs} (parent {os.getpid()})")
         stop = asyncio.Event()
         try:
             await stop.wait()
