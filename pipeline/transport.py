@@ -30,6 +30,13 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
+from aiokafka.errors import (
+    KafkaConnectionError,
+    NodeNotReadyError,
+    RequestTimedOutError,
+)
+from aiokafka.protocol.metadata import MetadataRequest
+from faust.exceptions import NotReady
 from faust.sensors import Sensor
 from faust.transport import producer as faust_producer
 from faust.transport.drivers import aiokafka as aiokafka_driver
@@ -242,6 +249,29 @@ class Producer(aiokafka_driver.Producer):
 class Consumer(aiokafka_driver.Consumer):
     """aiokafka consumer whose commits wait until earlier sends are durable."""
 
+    async def seek_wait(self, partitions: Mapping[TP, int]) -> None:
+        """Seek changelog partitions before reading them into tables.
+
+        Faust's recovery is the only caller. It seeks to the earliest offset
+        minus one; while a just-created replicated changelog has no leader
+        yet the earliest offset is unknown (-1) and Faust asks for -2, which
+        the client refuses, crashing the worker as it starts. Reading such a
+        partition from its beginning is always right (the table is rebuilt
+        whole), so an unknown position is read from 0.
+        """
+        fixed = {
+            tp: offset if offset is not None and offset >= 0 else 0
+            for tp, offset in partitions.items()
+        }
+        unknown = sorted(
+            str(tp)
+            for tp, offset in partitions.items()
+            if offset is None or offset < -1
+        )
+        if unknown:
+            log.warning("reading changelogs from their start: %s", ", ".join(unknown))
+        await super().seek_wait(fixed)
+
     async def _commit(self, offsets: Mapping[TP, int]) -> bool:
         # The commit path flushed the producer just before this, but that
         # flush gives up after a while; the offsets must never cover table
@@ -254,8 +284,61 @@ class Consumer(aiokafka_driver.Consumer):
         return await super()._commit(offsets)
 
 
+#: What a broker that is down (or just came back) answers; worth another try.
+BROKER_DOWN = (NodeNotReadyError, KafkaConnectionError, RequestTimedOutError)
+#: Tries to create a topic while brokers come and go, a second apart.
+CREATE_TOPIC_TRIES = 30
+
+
 class Transport(aiokafka_driver.Transport):
-    """Faust's aiokafka transport with the guarded consumer."""
+    """Faust's aiokafka transport with the guarded consumer, and topic
+    creation that survives a broker of the cluster being down."""
 
     Consumer = Consumer
     Producer = Producer
+
+    async def _get_controller_node(
+        self, owner: Any, client: Any, timeout: int = 30000
+    ) -> int | None:
+        """The node to send CreateTopics to, asked of any broker that answers.
+
+        Faust asks only the first broker of its metadata: with that broker
+        down, a worker starting then stops with NodeNotReadyError. Each is
+        tried in turn (a KRaft broker forwards CreateTopics to the active
+        controller and names a live broker as "controller")."""
+        last: Exception | None = None
+        for broker in client.cluster.brokers():
+            try:
+                waited = await owner.wait(
+                    client.send(broker.nodeId, MetadataRequest([])), timeout=timeout
+                )
+            except BROKER_DOWN as exc:
+                last = exc
+                continue
+            if waited.stopped:
+                return None
+            return int(waited.result.controller_id)
+        raise NotReady(f"no broker answered a metadata request: {last!r}")
+
+    async def _really_create_topic(
+        self,
+        owner: Any,
+        client: Any,
+        topic: str,
+        partitions: int,
+        replication: int,
+        **kwargs: Any,
+    ) -> None:
+        """Faust's topic creation, tried again while a broker is down."""
+        for attempt in itertools.count(1):
+            try:
+                await super()._really_create_topic(
+                    owner, client, topic, partitions, replication, **kwargs
+                )
+                return
+            except (*BROKER_DOWN, NotReady) as exc:
+                if attempt >= CREATE_TOPIC_TRIES or owner.should_stop:
+                    raise
+                log.warning("creating topic %s: %r; trying again", topic, exc)
+                client.force_metadata_update()
+                await asyncio.sleep(1.0)

@@ -6,6 +6,7 @@ import logging
 from datetime import timedelta
 from typing import Annotated, Any, TypeVar, cast
 
+import aiohttp
 import orjson
 from aiohttp import web as aioweb
 from faust.exceptions import SameNode
@@ -189,19 +190,28 @@ class ApiView(View):
         if body is not None:
             headers["Content-Type"] = "application/json"
         url = URL(str(base)).with_path(request.url.path).with_query(request.url.query)
-        async with app.http_client.request(
-            request.method, url, data=body, headers=headers
-        ) as response:
-            return self.bytes(
-                await response.read(),
-                content_type=response.content_type,
-                status=response.status,
-                headers={
-                    k: v
-                    for k, v in response.headers.items()
-                    if k in ("Idempotent-Replayed", "Retry-After")
-                },
+        try:
+            async with app.http_client.request(
+                request.method, url, data=body, headers=headers
+            ) as response:
+                return self.bytes(
+                    await response.read(),
+                    content_type=response.content_type,
+                    status=response.status,
+                    headers={
+                        k: v
+                        for k, v in response.headers.items()
+                        if k in ("Idempotent-Replayed", "Retry-After")
+                    },
+                )
+        except (aiohttp.ClientError, TimeoutError):
+            # The owner died or is restarting: its partitions move to another
+            # worker within the session timeout. A retry with the same
+            # idempotency key is safe whether or not the owner accepted it.
+            log.warning(
+                "%s %s: owner %s did not answer", request.method, url.path, base
             )
+            raise ServiceUnavailable() from None
 
     async def forward_to_owner(
         self, table: str, key: str, request: Request, raw: bytes
@@ -226,6 +236,11 @@ class ApiView(View):
             return await app.router.route_req(table, key, self.web, request)
         except SameNode:
             return None
+        except (aiohttp.ClientError, TimeoutError):
+            log.warning(
+                "%s %s: its owner did not answer", request.method, request.url.path
+            )
+            raise ServiceUnavailable() from None
 
 
 def is_this_worker(url: URL | str) -> bool:
