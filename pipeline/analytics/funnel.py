@@ -23,7 +23,7 @@ STEPS = ("sent", "delivered", "opened", "clicked")
 def seconds(since: str) -> int:
     """``7d`` in seconds."""
     if re.match(SINCE_PATTERN, since) is None:
-        raise ValueError(f"{since!r} is not a duration like 7d, 24h, 30m")
+        raise ValueError(f"{since!r} is not a duration like 7d, 24h, 30m, 45s")
     return int(since[:-1]) * UNITS[since[-1]]
 
 
