@@ -297,8 +297,11 @@ def fan_out(
         if unreachable is not None and verdict.outcome != "expire":
             verdict, stage = Verdict(outcome="suppress", reason=unreachable), "enrich"
         if verdict.outcome == "deliver" and request.priority != "critical":
+            # Caps and buckets are read at the look's own time, so a redo of
+            # this look (a crash before the commit, in a later minute) takes
+            # the decision the first attempt took, not a new one.
             refused = throttled(
-                accepted, request, channel, state, result, catalogue, now
+                accepted, request, channel, state, result, catalogue, look
             )
             if refused is not None and refused.outcome == "defer":
                 verdict, stage = refused, "throttle"

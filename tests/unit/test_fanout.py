@@ -380,6 +380,29 @@ def test_a_redelivered_request_is_not_counted_twice() -> None:
     assert again.throttle == first.throttle
 
 
+def test_a_redo_in_a_later_minute_takes_the_first_attempts_decision() -> None:
+    """The second promotional of a minute is throttled; the worker dies
+    before its commit and the redo runs in the next minute, where the cap
+    has room: it is throttled again (caps are read at the look's time), not
+    sent beside the ``throttled`` the first attempt already said."""
+    first, second = run_campaigns(2, timedelta(seconds=10))
+    assert outcomes(second)["email"] == ("throttled", "cap promotional/minute 1")
+    state = UserState(
+        profile=PROFILE,
+        devices=DEVICES,
+        throttle=first.throttle,  # type: ignore[attr-defined]
+        seen=second.seen,  # type: ignore[attr-defined]
+    )
+    later = NOW + timedelta(seconds=10) + timedelta(minutes=1)
+    redo = fan_out(campaign(1), state, CATALOGUE, later)
+    assert redo.jobs == []
+    assert outcomes(redo)["email"] == ("throttled", "cap promotional/minute 1")
+    assert [e.event_id for e in redo.events] == [
+        e.event_id
+        for e in second.events  # type: ignore[attr-defined]
+    ]
+
+
 def test_a_send_no_cap_counts_leaves_the_throttle_state_alone() -> None:
     """A transactional push and email: no default cap counts them, so the
     user's throttle entry is neither read nor rewritten for them."""
