@@ -29,11 +29,13 @@ When the load is in and every notification has settled, the run checks:
   ``notif_events``);
 - ``notify reconcile`` (the command, as an operator runs it) finds nothing
   missing or doubled and exits 0;
-- the emulators saw no duplicate provider call (same idempotency id and
-  target accepted twice);
+- no API request was refused;
 
-and prints the outcomes, the kills, the duplicate calls and the
-accepted→sent latency (p50, p99, worst). It exits non-zero if a check fails.
+and prints the outcomes, the kills, the duplicate provider calls the
+emulators saw (the same idempotency id and target accepted twice: a call
+whose result was not recorded before a SIGKILL is made again, by design) and
+the accepted→sent latency (p50, p99, worst). It exits non-zero if a check
+fails.
 Bounded in count and time; everything binds loopback and stops itself.
 
     python -m benchmarks.chaos [--requests 100000] [--users 2000]
@@ -163,13 +165,15 @@ class Result:
 
     @property
     def ok(self) -> bool:
-        """Nothing lost, nothing doubled, nobody called twice."""
+        """Every request accepted, every notification with exactly one
+        outcome per channel, no API request refused. Duplicate provider calls
+        are counted, not failed: a call whose result was not recorded before
+        a SIGKILL is made again, with the same provider idempotency id."""
         return (
             not self.not_accepted
             and self.reconcile_exit == 0
             and not self.missing
             and not self.doubled
-            and not sum(self.duplicates.values())
             and not self.api_refused
         )
 
@@ -202,7 +206,7 @@ class Result:
             f"p99 {latency.get('p99', 0):,.0f} ms, worst {latency.get('max', 0):,.0f} ms",
             f"time                   load {self.load_seconds:.1f} s, settled "
             f"{self.settle_seconds:.1f} s after it",
-            "NO LOSS, NO DUPLICATE" if self.ok else "FAILED",
+            "NOTHING LOST, NOTHING DOUBLED" if self.ok else "FAILED",
         ]
 
 

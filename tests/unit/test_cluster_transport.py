@@ -112,3 +112,33 @@ async def test_topic_creation_is_tried_again_while_a_broker_is_down(
     await app.transport._really_create_topic(owner, client, "t", 4, 3)
     assert attempts.await_count == 3
     assert client.force_metadata_update.call_count == 2
+
+
+async def test_no_commit_passes_a_record_this_worker_did_not_process(
+    app: NotifyApp, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After a rebalance a prefetched later record was acknowledged first:
+    nothing is committed until every record from where reading began is
+    acknowledged (Faust skipped its own check when the committed offset was
+    0 or unknown, and let one unprocessed record through otherwise)."""
+    tp = TP("notify.deliveries.email.critical", 0)
+
+    async def committed(self: Any) -> dict[TP, int | None]:
+        return {tp: None}
+
+    async def earliest(self: Any, *tps: TP) -> dict[TP, int]:
+        return dict.fromkeys(tps, 0)
+
+    monkeypatch.setattr(aiokafka_driver.Consumer, "seek_to_committed", committed)
+    monkeypatch.setattr(aiokafka_driver.Consumer, "earliest_offsets", earliest)
+    consumer = app.consumer
+    await consumer.perform_seek()
+    consumer._acked[tp].extend(range(40, 79))
+    assert consumer._new_offset(tp) is None  # 0..39 not processed
+    consumer._acked[tp].extend(range(40))
+    assert consumer._new_offset(tp) == 79
+    consumer._committed_offset[tp] = 79
+    consumer._acked[tp].extend([80, 81])  # 79 unprocessed: Faust would pass it
+    assert consumer._new_offset(tp) is None
+    consumer._acked[tp].append(79)
+    assert consumer._new_offset(tp) == 82
