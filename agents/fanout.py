@@ -297,11 +297,8 @@ def fan_out(
         if unreachable is not None and verdict.outcome != "expire":
             verdict, stage = Verdict(outcome="suppress", reason=unreachable), "enrich"
         if verdict.outcome == "deliver" and request.priority != "critical":
-            # Caps and buckets are read at the look's own time, so a redo of
-            # this look (a crash before the commit, in a later minute) takes
-            # the decision the first attempt took, not a new one.
             refused = throttled(
-                accepted, request, channel, state, result, catalogue, look
+                accepted, request, channel, state, result, catalogue, cap_time(accepted)
             )
             if refused is not None and refused.outcome == "defer":
                 verdict, stage = refused, "throttle"
@@ -521,6 +518,20 @@ def looked_at(
     if seen is not None and seen.source == accepted.source:
         return seen.first_seen
     return now
+
+
+def cap_time(accepted: AcceptedRequest) -> datetime:
+    """When caps and buckets read this look: its due time if released from
+    a schedule, else when the request was accepted.
+
+    Both travel in the record, so a redo of the look (a crash before the
+    commit, perhaps in a later minute, perhaps with the table writes of the
+    first attempt lost while its events went out) takes the decision the
+    first attempt took instead of a new one.
+    """
+    if accepted.held_key is not None:
+        return time_at(due_ms(accepted.held_key))
+    return accepted.accepted_at
 
 
 def hold_until(
