@@ -70,7 +70,8 @@ from benchmarks.run import REPO, _start, _stop, _stop_on_signals
 from pipeline.admin import ensure_topics
 from pipeline.analytics import reconcile as check
 from pipeline.analytics.queries import read_query
-from pipeline.broker import EmbeddedCluster, free_port
+from pipeline.broker import EmbeddedCluster, free_ports
+from pipeline.devstack import healthy
 from pipeline.emulators.stack import EmulatorStack
 from pipeline.ids import notification_id
 from pipeline.partitioning import partition_for
@@ -298,15 +299,6 @@ def produce_population(bootstrap: str, settings: Settings, users: int) -> None:
         raise RuntimeError("the user population was not acknowledged")
 
 
-def distinct_ports(count: int) -> list[int]:
-    """``count`` free loopback ports, no two the same."""
-    ports: list[int] = []
-    while len(ports) < count:
-        if (port := free_port()) not in ports:
-            ports.append(port)
-    return ports
-
-
 def say(line: str) -> None:
     """Print a line now (the run is long; a pipe would hold it)."""
     print(line, flush=True)
@@ -351,14 +343,7 @@ class Worker:
 
     def ready(self) -> bool:
         """Its ``/health`` says ready (tables recovered, agents running)."""
-        try:
-            connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=2)
-            connection.request("GET", "/health")
-            body = connection.getresponse().read()
-            connection.close()
-            return bool(orjson.loads(body).get("ready"))
-        except (OSError, http.client.HTTPException, ValueError):
-            return False
+        return healthy(self.port)
 
     def wait_ready(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -458,7 +443,7 @@ class Chaos:
     def start(self) -> None:
         self.say("starting a three-broker Kafka cluster ...")
         self.cluster.start()
-        ports = distinct_ports(3)
+        ports = free_ports(3)
         self.sink_port = ports[0]
         settings = self.settings()
         ensure_topics(settings)

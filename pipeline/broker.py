@@ -76,6 +76,16 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(sock.getsockname()[1])
 
 
+def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
+    """``count`` free ports on ``host``, no two the same (the kernel may hand
+    a just-released port out again)."""
+    ports: list[int] = []
+    while len(ports) < count:
+        if (port := free_port(host)) not in ports:
+            ports.append(port)
+    return ports
+
+
 def java_binary() -> str:
     """The ``java`` to run the broker with: ``$JAVA_HOME/bin/java``, else PATH's."""
     home = os.environ.get("JAVA_HOME")
@@ -544,18 +554,11 @@ class EmbeddedCluster(_Started):
             raise ValueError("a cluster has at least one node")
         root = data_dir or Path(tempfile.mkdtemp(prefix="notify-kafka-"))
         self._temporary = None if data_dir else root
-        ports: set[int] = set()
-
-        def fresh_port() -> int:
-            while (port := free_port(host)) in ports:
-                pass
-            ports.add(port)
-            return port
-
+        ports = iter(free_ports(2 * size, host))
         self.nodes = [
             EmbeddedBroker(
-                port=fresh_port(),
-                controller_port=fresh_port(),
+                port=next(ports),
+                controller_port=next(ports),
                 host=host,
                 data_dir=root / f"node-{n}",
                 heap=heap,
