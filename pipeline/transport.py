@@ -277,6 +277,33 @@ class Consumer(aiokafka_driver.Consumer):
         self._began_at = began
         return committed
 
+    async def on_partitions_assigned(
+        self, assigned: set[TP], generation_id: int = 0
+    ) -> None:
+        """Take the partitions paused, and forget where reading stood on them.
+
+        Faust makes every assigned partition active here and pauses them a
+        few awaits later, until recovery is done. A worker's first
+        assignment comes with the flow running: a fetch in that window
+        returned records that the pause then discarded (Faust pauses only
+        its own view, the client's position had moved past them). Recovery
+        ends with a seek to the committed offsets, which brings such records
+        back, except on a partition nothing was committed on yet: there
+        they were never read (the chaos run's restarted worker began
+        partitions at offset 25). Paused from the start, no record is
+        fetched for them before recovery resumes them.
+
+        Faust also drops a fetched record below the partition's last read
+        offset (read already). A revocation clears that offset, but the
+        fetch loop, woken from a full stream buffer by the revocation, sets
+        it once more to a record it never handed over; reading here begins
+        afresh instead.
+        """
+        self._paused_partitions.update(assigned)
+        for tp in assigned:
+            self._read_offset.pop(tp, None)
+        await super().on_partitions_assigned(assigned, generation_id)
+
     def _new_offset(self, tp: TP) -> int | None:
         """The offset to commit for ``tp``, or None to commit nothing yet.
 

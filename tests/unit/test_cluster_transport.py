@@ -142,3 +142,36 @@ async def test_no_commit_passes_a_record_this_worker_did_not_process(
     assert consumer._new_offset(tp) is None
     consumer._acked[tp].append(79)
     assert consumer._new_offset(tp) == 82
+
+
+async def test_an_assignment_is_paused_and_forgets_where_reading_stood(
+    app: NotifyApp, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An assigned partition stays paused until recovery resumes it (a fetch
+    before Faust's own pause lost its records on a partition with no
+    commit); and the fetch loop's read offset, set once more after a
+    revocation cleared it, does not make the next assignment drop records."""
+    tp, other = TP("notify.requests.bulk", 0), TP("notify.requests.bulk", 1)
+    calls: list[set[TP]] = []
+
+    async def parent_assigned(
+        self: Any, assigned: set[TP], generation_id: int = 0
+    ) -> None:
+        calls.append(set(assigned))
+
+    monkeypatch.setattr(
+        aiokafka_driver.Consumer, "on_partitions_assigned", parent_assigned
+    )
+    consumer = app.consumer
+    consumer._read_offset[tp] = 500  # the stale write after the revocation
+    consumer._read_offset[other] = 7
+    await consumer.on_partitions_assigned({tp}, 3)
+    assert consumer._read_offset[tp] is None  # the next record read is kept
+    assert consumer._read_offset[other] == 7
+    assert calls == [{tp}]
+    # Nothing is fetched for it until recovery resumes it.
+    assert tp in consumer._paused_partitions
+    consumer._set_active_tps({tp})
+    assert tp not in consumer._get_active_partitions()
+    consumer.resume_partitions({tp})
+    assert tp in consumer._get_active_partitions()
