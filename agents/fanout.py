@@ -41,7 +41,7 @@ from pipeline.policy import (
 from pipeline.status import batch as status_batch
 from pipeline.status import current as status_now
 from pipeline.status import record
-from pipeline.streams import BATCH_WINDOW, acting_for, batches
+from pipeline.streams import BATCH_WINDOW, acting_for, batches, send_effect, state_first
 from pipeline.throttle import Send, admit, counted, scopes_of
 from pipeline.topology import user_key
 from schemas.records import (
@@ -298,7 +298,7 @@ def fan_out(
             verdict, stage = Verdict(outcome="suppress", reason=unreachable), "enrich"
         if verdict.outcome == "deliver" and request.priority != "critical":
             refused = throttled(
-                accepted, request, channel, state, result, catalogue, cap_time(accepted)
+                accepted, request, channel, state, result, catalogue, look
             )
             if refused is not None and refused.outcome == "defer":
                 verdict, stage = refused, "throttle"
@@ -508,30 +508,20 @@ def looked_at(
     """When this look at the request is due, the same however often it is redelivered.
 
     A look released by the timer is due at its held entry's time; a first
-    look, when the request first claimed its idempotency key. So a Kafka
-    redelivery of either (a crash, a rebalance) holds the request under the
-    same key, due at the same time, and emits the same ``deferred`` events,
-    instead of a second held entry beside the first.
+    look, when the request first claimed its idempotency key. Caps and
+    buckets are read at this time, so a Kafka redelivery of either (a crash
+    before the commit, perhaps in a later minute; a second copy of the
+    request from a redone ingest, with an ``accepted_at`` of its own) takes
+    the decisions the first look took: the same held key, due at the same
+    time, the same cap windows. `pipeline.streams.state_first` makes sure a
+    redo finds the first look's idempotency entry. Expiry is read at the
+    real time: nothing goes out past it, redo or not.
     """
     if accepted.held_key is not None:
         return time_at(due_ms(accepted.held_key))
     if seen is not None and seen.source == accepted.source:
         return seen.first_seen
     return now
-
-
-def cap_time(accepted: AcceptedRequest) -> datetime:
-    """When caps and buckets read this look: its due time if released from
-    a schedule, else when the request was accepted.
-
-    Both travel in the record, so a redo of the look (a crash before the
-    commit, perhaps in a later minute, perhaps with the table writes of the
-    first attempt lost while its events went out) takes the decision the
-    first attempt took instead of a new one.
-    """
-    if accepted.held_key is not None:
-        return time_at(due_ms(accepted.held_key))
-    return accepted.accepted_at
 
 
 def hold_until(
@@ -684,7 +674,7 @@ async def handle(
     if result.digest is not None and dkey is not None:
         digests[dkey] = result.digest
     for job in result.jobs:
-        topology.deliveries[(job.channel, lane)].send_soon(key=key, value=job)
+        send_effect(topology.deliveries[(job.channel, lane)], key, job)
     if accepted.held_key is not None:  # released by the timer: this look ends it
         held_timer.done(accepted.held_key)
     for waiting in (result.held, result.scheduled, result.digest_release):
@@ -709,12 +699,14 @@ BATCH = 500
 
 
 async def handle_batch(events: Sequence[EventT], lane: str, window: timedelta) -> None:
-    """Decide a batch; each notification's status is written once for it."""
-    with status_batch():
-        for stream_event in events:
-            accepted: AcceptedRequest = stream_event.value  # type: ignore[assignment]
-            with acting_for(stream_event):
-                await handle(accepted, lane, window)
+    """Decide a batch; each notification's status is written once for it, and
+    its jobs and events leave once its table writes are durable."""
+    async with state_first(app):
+        with status_batch():
+            for stream_event in events:
+                accepted: AcceptedRequest = stream_event.value  # type: ignore[assignment]
+                with acting_for(stream_event):
+                    await handle(accepted, lane, window)
 
 
 def _make_agent(lane: str) -> None:

@@ -25,7 +25,7 @@ from pipeline.errors import InvalidMessage
 from pipeline.ids import notification_id
 from pipeline.partitioning import partition_for
 from pipeline.status import batch as status_batch
-from pipeline.streams import BATCH_WINDOW, acting_for, batches
+from pipeline.streams import BATCH_WINDOW, acting_for, batches, state_first
 from pipeline.template_data import check_template_data
 from pipeline.topology import user_key
 from schemas.decode import decode
@@ -118,10 +118,13 @@ def _make_agent(lane: str) -> None:
         async for events in batches(stream, BATCH, BATCH_WINDOW[lane]):
             # Anything but an invalid message (a decision) is a bug: Faust would
             # ack the batch as the agent dies; the guard keeps it uncommitted.
-            with app.commit_guard.watching(source_of(events[-1])), status_batch():
-                for event in events:
-                    with acting_for(event):
-                        await handle(event, lane, window)
+            # Decided in place (fanout's stages): acted on once durable.
+            with app.commit_guard.watching(source_of(events[-1])):
+                async with state_first(app):
+                    with status_batch():
+                        for event in events:
+                            with acting_for(event):
+                                await handle(event, lane, window)
 
     ingest.__doc__ = (
         f"Validate {lane}-lane requests; decide those on their user's partition, "

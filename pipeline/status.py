@@ -26,7 +26,7 @@ from faust.types import EventT
 from pipeline.app import app
 from pipeline.campaigns import channel_deltas
 from pipeline.ids import event_id
-from pipeline.streams import acting_for
+from pipeline.streams import acting_for, send_effect
 from schemas.campaigns import CampaignCounts
 from schemas.records import NotificationEvent, NotificationStatus, TrailEntry
 from tables.campaigns import campaign_counts
@@ -305,8 +305,9 @@ def current(nid: str) -> NotificationStatus | None:
 
 
 def emit(event: NotificationEvent) -> None:
-    """Put ``event`` on ``notify.events`` (buffered, as ``record`` explains)."""
-    app.topology.events.send_soon(key=event.notification_id, value=event)
+    """Put ``event`` on ``notify.events`` (buffered, as ``record`` explains;
+    inside `pipeline.streams.state_first` once the batch's state is durable)."""
+    send_effect(app.topology.events, event.notification_id, event)
 
 
 def record(event: NotificationEvent) -> None:

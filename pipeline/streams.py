@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import weakref
 from collections.abc import AsyncIterator, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import asynccontextmanager, contextmanager
+from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
 from faust.streams import _current_event
@@ -16,6 +17,7 @@ from mode.utils.futures import notify
 
 if TYPE_CHECKING:
     import faust
+    from faust.types import TopicT
 
     from pipeline.transport import Producer
 
@@ -57,6 +59,51 @@ async def flush_durably(app: faust.App, timeout: float = FLUSH_TIMEOUT) -> None:
     problem = await producer.durable(timeout)
     if problem is not None:
         raise RuntimeError(problem)
+
+
+#: Records held back until the batch's table writes are durable (`state_first`).
+_outbox: ContextVar[list[tuple[TopicT, Any, Any]] | None] = ContextVar(
+    "outbox", default=None
+)
+
+
+def send_effect(topic: TopicT, key: Any, value: Any) -> None:
+    """Send a record that acts on a decision (an event, a delivery job).
+
+    Inside `state_first` it leaves only once the batch's table writes are
+    durable; elsewhere at once. Either way through Faust's send buffer: a
+    commit waits until it is flushed, a failed send trips the commit guard.
+    """
+    held = _outbox.get()
+    if held is None:
+        topic.send_soon(key=key, value=value)
+    else:
+        held.append((topic, key, value))
+
+
+@asynccontextmanager
+async def state_first(app: faust.App) -> AsyncIterator[None]:
+    """Decide a batch, then make its table writes durable, then act on them.
+
+    A worker killed after a batch's jobs and events went out but before its
+    offsets were committed decides the batch again. Had its table writes
+    (the idempotency entry with the time of the first look, the caps it
+    counted) been lost while its effects survived, the redo could decide
+    otherwise: a notification throttled once and sent the second time. With
+    the writes durable before any effect leaves, a redo always finds them,
+    and takes the same decisions. Costs one acknowledgement wait per batch.
+    If the batch raises, nothing it held is sent.
+    """
+    held: list[tuple[TopicT, Any, Any]] = []
+    token = _outbox.set(held)
+    try:
+        yield
+    finally:
+        _outbox.reset(token)
+    if held:
+        await flush_durably(app)
+        for topic, key, value in held:
+            topic.send_soon(key=key, value=value)
 
 
 def batches(

@@ -310,17 +310,39 @@ def refilled(current: BucketState, bucket: Bucket, now: datetime) -> float:
     return min(float(bucket.burst), current.tokens + elapsed * bucket.rate)
 
 
-def counted(state: ThrottleState, send: Send, limits: Limits) -> ThrottleState:
-    """The state once the send went out (idempotent).
+#: How long a cap window is kept once it ended. A look taken again late (a
+#: second copy of a request from a redone ingest, after the user's next
+#: window opened) still finds the window it was judged in, and the same
+#: answer, instead of an empty window that admits it.
+KEEP_ENDED = timedelta(minutes=15)
 
-    Windows that have ended are dropped, so the state stays as small as the
-    caps' limits.
-    """
-    live = {
-        window_key(cap, period_start(send.now, cap.period, send.zone))
-        for cap in limits.caps
+
+def kept_windows(
+    state: ThrottleState, caps: Sequence[Cap], now: datetime, zone: tzinfo
+) -> dict[str, list[str]]:
+    """The state's windows of ``caps`` that are current at ``now`` or ended
+    less than `KEEP_ENDED` before; the others are dropped, so the state stays
+    as small as the caps' limits allow."""
+    oldest = {
+        cap.name: period_start(now - KEEP_ENDED, cap.period, zone) for cap in caps
     }
-    windows = {key: list(ids) for key, ids in state.caps.items() if key in live}
+    windows: dict[str, list[str]] = {}
+    for key, ids in state.caps.items():
+        name, _, start = key.partition("@")
+        if name not in oldest:
+            continue
+        try:
+            began = datetime.strptime(start, "%Y-%m-%dT%H:%MZ").replace(tzinfo=UTC)
+        except ValueError:
+            continue  # not a key `window_key` writes
+        if began >= oldest[name]:
+            windows[key] = list(ids)
+    return windows
+
+
+def counted(state: ThrottleState, send: Send, limits: Limits) -> ThrottleState:
+    """The state once the send went out (idempotent)."""
+    windows = kept_windows(state, limits.caps, send.now, send.zone)
     for _, key, member in send.windows(limits.caps):
         used = windows.setdefault(key, [])
         if member not in used:

@@ -8,7 +8,7 @@ from agents.fanout import SCHEDULED, UserState, fan_out, may_count
 from agents.ingest import accept
 from pipeline.due import due_ms, time_at
 from pipeline.policy import TypeCatalogue
-from pipeline.throttle import Cap
+from pipeline.throttle import KEEP_ENDED, Cap
 from schemas.records import (
     AcceptedRequest,
     DeviceSet,
@@ -384,27 +384,54 @@ def test_a_redelivered_request_is_not_counted_twice() -> None:
     assert again.throttle == first.throttle
 
 
-def test_a_redo_in_a_later_minute_takes_the_first_attempts_decision() -> None:
-    """The second promotional of a minute is throttled; the worker dies
-    after its events went out and before its table writes did (its
-    idempotency entry is lost), and the redo runs in the next minute, where
-    the cap has room: it is throttled again (caps are read at the time the
-    request was accepted), not sent beside the ``throttled`` already said."""
-    first, second = run_campaigns(2, timedelta(seconds=10))
+def test_a_redo_in_a_later_minute_takes_the_first_looks_decision() -> None:
+    """The second promotional of a minute is throttled, the third (next
+    minute) sent. The worker dies after the batch's events went out and
+    before its offsets were committed; its table writes were made durable
+    first (``state_first``), so the redo, another minute later and on a
+    second copy of the request accepted anew (a redone ingest), finds the
+    first look's idempotency entry and the window that throttled it: it is
+    throttled again, not sent beside the ``throttled`` already said. The
+    first, redone too, is still admitted by the window that counted it."""
+    first, second, third = run_campaigns(3, timedelta(seconds=40))
     assert outcomes(second)["email"] == ("throttled", "cap promotional/minute 1")
-    state = UserState(
-        profile=PROFILE,
-        devices=DEVICES,
-        throttle=first.throttle,  # type: ignore[attr-defined]
-    )
-    later = NOW + timedelta(seconds=10) + timedelta(minutes=1)
-    redo = fan_out(campaign(1, NOW + timedelta(seconds=10)), state, CATALOGUE, later)
-    assert redo.jobs == []
-    assert outcomes(redo)["email"] == ("throttled", "cap promotional/minute 1")
-    assert [e.event_id for e in redo.events] == [
-        e.event_id
-        for e in second.events  # type: ignore[attr-defined]
+    assert len(third.jobs) == 1  # type: ignore[attr-defined]
+    later = NOW + timedelta(minutes=2, seconds=10)
+    for n, look in ((1, second), (0, first)):
+        copy = campaign(n, later)  # accepted_at: the redo's own time
+        seen = look.seen  # type: ignore[attr-defined]
+        state = UserState(
+            profile=PROFILE,
+            devices=DEVICES,
+            seen=live_entry(seen.dumps(), later, DAY),
+            throttle=third.throttle,  # type: ignore[attr-defined]
+        )
+        redo = fan_out(copy, state, CATALOGUE, later)
+        assert outcomes(redo) == outcomes(look)
+        assert len(redo.jobs) == len(look.jobs)  # type: ignore[attr-defined]
+        assert [e.event_id for e in redo.events] == [
+            e.event_id
+            for e in look.events  # type: ignore[attr-defined]
+        ]
+
+
+def test_a_cap_window_is_kept_a_while_after_it_ends() -> None:
+    """Windows that ended within ``KEEP_ENDED`` stay in the user's state (a
+    late redo is judged by them); older ones are dropped."""
+    first, _, third = run_campaigns(3, timedelta(seconds=40))
+    windows = sorted(third.throttle.caps)  # type: ignore[attr-defined]
+    assert [w for w in windows if w.startswith("promotional/minute")] == [
+        "promotional/minute@2026-11-21T12:00Z",
+        "promotional/minute@2026-11-21T12:01Z",
     ]
+    much_later = NOW + KEEP_ENDED + timedelta(minutes=2)
+    state = UserState(profile=PROFILE, devices=DEVICES, throttle=third.throttle)  # type: ignore[attr-defined]
+    result = fan_out(campaign(9, much_later), state, CATALOGUE, much_later)
+    assert [
+        w
+        for w in result.throttle.caps
+        if w.startswith("promotional/minute")  # type: ignore[union-attr]
+    ] == ["promotional/minute@2026-11-21T12:17Z"]
 
 
 def test_a_send_no_cap_counts_leaves_the_throttle_state_alone() -> None:
