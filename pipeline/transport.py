@@ -26,7 +26,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
@@ -42,6 +42,8 @@ from faust.transport import producer as faust_producer
 from faust.transport.drivers import aiokafka as aiokafka_driver
 from faust.types import TP, AppT, ProducerT
 from faust.types.tuples import FutureMessage
+
+from pipeline.reading import HiddenReadOffsets, OffsetSet
 
 log = logging.getLogger(__name__)
 
@@ -255,6 +257,77 @@ class Consumer(aiokafka_driver.Consumer):
         #: Per partition, the offset this worker began reading at (the group's
         #: committed offset when the partition was assigned, 0 included).
         self._began_at: dict[TP, int] = {}
+        # What is dropped and what is a gap is decided in `getmany`.
+        self._read_offset = HiddenReadOffsets()
+        #: Per partition, the offsets handed to the streams since it was assigned.
+        self._handed: dict[TP, OffsetSet] = {}
+        #: Per partition, the last offset the fetcher gave since its last seek.
+        self._last: dict[TP, int] = {}
+        #: The partitions the batch being handed over may hand over (live).
+        self._batch_active: set[TP] | None = None
+
+    async def _wait_next_records(
+        self, timeout: float
+    ) -> tuple[Mapping[TP, Any] | None, set[TP] | None]:
+        records, active = await super()._wait_next_records(timeout)
+        self._batch_active = active
+        return records, None  # `getmany` below filters, rewinding what it holds back
+
+    async def getmany(self, timeout: float) -> AsyncIterator[tuple[TP, Any]]:
+        """The fetched records to hand to the streams, each at most once per
+        assignment, with the offsets that do not exist counted as gaps.
+
+        - A record of a partition paused while its batch was handed over
+          (recovery, a rebalance) is held back, and the partition sought back
+          to it: it is fetched again once resumed. Faust dropped it, with the
+          client's position past it.
+        - A record handed over already since the partition was last sought
+          (fetched again after a seek back, by a batch that was being handed
+          over during the seek) is not handed over twice.
+        - A jump between two records the fetcher gave with no seek between
+          them skips offsets that hold no record (compaction, transaction
+          markers): a gap, which commits may pass. A jump after a seek is no
+          gap: the records before it come, or came, on their own.
+        """
+        held_back: set[TP] = set()
+        async for tp, message in super().getmany(timeout):
+            offset: int = message.offset
+            active = self._batch_active
+            if active is not None and tp not in active:
+                if tp not in self._buffered_partitions:
+                    if tp not in held_back and tp in self.assignment():
+                        held_back.add(tp)
+                        await self.seek(tp, offset)
+                    continue
+            last = self._last.get(tp)
+            self._last[tp] = offset
+            handed = self._handed.setdefault(tp, OffsetSet())
+            if offset in handed:
+                continue
+            if (
+                last is not None
+                and offset > last + 1
+                and self.app.topics.acks_enabled_for(message.topic)
+            ):
+                await self._add_gap(tp, last + 1, offset - 1)
+            handed.add(offset)
+            yield tp, message
+
+    async def seek(self, partition: TP, offset: int) -> None:
+        await super().seek(partition, offset)
+        self._sought(partition)
+
+    def _sought(self, tp: TP) -> None:
+        """Reading ``tp`` starts again where it was sought: what was handed
+        over before may not have reached a stream (one skips records while
+        recovery holds the flow), so it is handed over again from there."""
+        self._handed.pop(tp, None)
+        self._last.pop(tp, None)
+
+    async def on_partitions_revoked(self, revoked: set[TP]) -> None:
+        for tp in revoked:
+            self._sought(tp)
+        await super().on_partitions_revoked(revoked)
 
     async def seek_to_committed(self) -> Mapping[TP, int]:
         committed = await super().seek_to_committed()
@@ -274,7 +347,14 @@ class Consumer(aiokafka_driver.Consumer):
                 )
             else:
                 began.update({tp: at for tp, at in earliest.items() if at is not None})
+                # Reading begins there, whatever was fetched before (the
+                # client seeks only partitions with a commit above 0).
+                for tp in fresh:
+                    if tp in began:
+                        await self._seek(tp, began[tp])
         self._began_at = began
+        for tp in committed:
+            self._sought(tp)
         return committed
 
     async def on_partitions_assigned(
@@ -302,6 +382,7 @@ class Consumer(aiokafka_driver.Consumer):
         self._paused_partitions.update(assigned)
         for tp in assigned:
             self._read_offset.pop(tp, None)
+            self._sought(tp)
         await super().on_partitions_assigned(assigned, generation_id)
 
     def _new_offset(self, tp: TP) -> int | None:
@@ -345,6 +426,8 @@ class Consumer(aiokafka_driver.Consumer):
         if unknown:
             log.warning("reading changelogs from their start: %s", ", ".join(unknown))
         await super().seek_wait(fixed)
+        for tp in fixed:
+            self._sought(tp)
 
     async def _commit(self, offsets: Mapping[TP, int]) -> bool:
         # The commit path flushed the producer just before this, but that

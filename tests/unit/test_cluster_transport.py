@@ -131,8 +131,16 @@ async def test_no_commit_passes_a_record_this_worker_did_not_process(
 
     monkeypatch.setattr(aiokafka_driver.Consumer, "seek_to_committed", committed)
     monkeypatch.setattr(aiokafka_driver.Consumer, "earliest_offsets", earliest)
+    sought: list[tuple[TP, int]] = []
+
+    async def seek(self: Any, partition: TP, offset: int) -> None:
+        sought.append((partition, offset))
+
+    monkeypatch.setattr(aiokafka_driver.Consumer, "_seek", seek)
     consumer = app.consumer
     await consumer.perform_seek()
+    # Reading begins at the log's start, whatever was fetched before.
+    assert sought == [(tp, 0)]
     consumer._acked[tp].extend(range(40, 79))
     assert consumer._new_offset(tp) is None  # 0..39 not processed
     consumer._acked[tp].extend(range(40))
@@ -166,8 +174,8 @@ async def test_an_assignment_is_paused_and_forgets_where_reading_stood(
     consumer._read_offset[tp] = 500  # the stale write after the revocation
     consumer._read_offset[other] = 7
     await consumer.on_partitions_assigned({tp}, 3)
-    assert consumer._read_offset[tp] is None  # the next record read is kept
-    assert consumer._read_offset[other] == 7
+    assert consumer._read_offset.get(tp) is None  # the next record read is kept
+    assert consumer._read_offset.get(other) == 7
     assert calls == [{tp}]
     # Nothing is fetched for it until recovery resumes it.
     assert tp in consumer._paused_partitions
