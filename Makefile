@@ -51,8 +51,10 @@ lint: install
 typecheck: install
 	$(BIN)/mypy
 
+# Two processes, whole files to each (a file's worker or broker fixture is
+# started once): most integration tests wait on a broker or a worker.
 pytest: install
-	$(BIN)/pytest
+	$(BIN)/pytest -n 2 --dist loadfile
 
 bench: install
 	$(BIN)/python -m benchmarks.run

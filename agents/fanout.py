@@ -701,7 +701,7 @@ BATCH = 500
 async def handle_batch(events: Sequence[EventT], lane: str, window: timedelta) -> None:
     """Decide a batch; each notification's status is written once for it, and
     its jobs and events leave once its table writes are durable."""
-    async with state_first(app):
+    async with state_first(app, events):
         with status_batch():
             for stream_event in events:
                 accepted: AcceptedRequest = stream_event.value  # type: ignore[assignment]

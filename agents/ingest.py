@@ -120,7 +120,7 @@ def _make_agent(lane: str) -> None:
             # ack the batch as the agent dies; the guard keeps it uncommitted.
             # Decided in place (fanout's stages): acted on once durable.
             with app.commit_guard.watching(source_of(events[-1])):
-                async with state_first(app):
+                async with state_first(app, events):
                     with status_batch():
                         for event in events:
                             with acting_for(event):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import weakref
 from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
@@ -20,6 +21,8 @@ if TYPE_CHECKING:
     from faust.types import TopicT
 
     from pipeline.transport import Producer
+
+log = logging.getLogger(__name__)
 
 #: How long a durable flush may wait for Faust's send buffer to empty.
 FLUSH_TIMEOUT = 10.0
@@ -61,6 +64,13 @@ async def flush_durably(app: faust.App, timeout: float = FLUSH_TIMEOUT) -> None:
         raise RuntimeError(problem)
 
 
+def of_this_generation(app: faust.App, events: Sequence[EventT]) -> bool:
+    """True if every event of a batch was read in the group's current
+    generation: its partitions are still this worker's to decide."""
+    current = app.consumer_generation_id
+    return all(e.message.generation_id == current for e in events)
+
+
 #: Records held back until the batch's table writes are durable (`state_first`).
 _outbox: ContextVar[list[tuple[TopicT, Any, Any]] | None] = ContextVar(
     "outbox", default=None
@@ -82,7 +92,7 @@ def send_effect(topic: TopicT, key: Any, value: Any) -> None:
 
 
 @asynccontextmanager
-async def state_first(app: faust.App) -> AsyncIterator[None]:
+async def state_first(app: faust.App, events: Sequence[EventT]) -> AsyncIterator[None]:
     """Decide a batch, then make its table writes durable, then act on them.
 
     A worker killed after a batch's jobs and events went out but before its
@@ -92,7 +102,14 @@ async def state_first(app: faust.App) -> AsyncIterator[None]:
     otherwise: a notification throttled once and sent the second time. With
     the writes durable before any effect leaves, a redo always finds them,
     and takes the same decisions. Costs one acknowledgement wait per batch.
-    If the batch raises, nothing it held is sent.
+
+    If the batch raises, nothing it held is sent. Nor if the group moved on
+    while it was decided (``events`` of an earlier generation): a rebalance
+    does not wait for the batches in hand, and the partitions' next owner,
+    perhaps another worker that recovered their tables without this batch's
+    writes, decides the same requests again; two answers about one
+    notification (``queued`` here, ``throttled`` there) must not both go
+    out. `batches` then acknowledges none of the batch, so it is redone.
     """
     held: list[tuple[TopicT, Any, Any]] = []
     token = _outbox.set(held)
@@ -102,6 +119,14 @@ async def state_first(app: faust.App) -> AsyncIterator[None]:
         _outbox.reset(token)
     if held:
         await flush_durably(app)
+        if not of_this_generation(app, events):
+            log.info(
+                "the group moved on during a batch of %d: its %d effects are "
+                "dropped, the partitions' owner decides it again",
+                len(events),
+                len(held),
+            )
+            return
         for topic, key, value in held:
             topic.send_soon(key=key, value=value)
 
@@ -176,8 +201,11 @@ async def _batches(  # noqa: C901 - one state machine, kept whole
             try:
                 yield list(events)
             finally:
-                for event in events:
-                    await stream.ack(event)
+                # A batch read before the group moved on is not acknowledged:
+                # the partitions' owner in the new generation redoes it.
+                if of_this_generation(stream.app, events):
+                    for event in events:
+                        await stream.ack(event)
                 events.clear()
                 started.clear()
                 notify(consuming)

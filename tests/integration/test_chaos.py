@@ -10,7 +10,6 @@ idempotency key.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -18,17 +17,9 @@ import pytest
 from benchmarks.chaos import Chaos, Plan
 from pipeline.settings import Settings
 
-pytestmark = [
-    pytest.mark.integration,
-    # Red today: input committed without being processed, and redone
-    # decisions that differ (benchmarks/README.md, "Under fire"). It also
-    # takes 5 to 8 minutes on two cores, against a suite near its 15-minute
-    # budget. NOTIFY_CHAOS=1 runs it.
-    pytest.mark.skipif(
-        not os.environ.get("NOTIFY_CHAOS"),
-        reason="known red, 5-8 min (issue 15): set NOTIFY_CHAOS=1 to run it",
-    ),
-]
+# Five to eight minutes on two cores: it starts first in its test process
+# (the suite runs in two, by file) while the other process takes the rest.
+pytestmark = [pytest.mark.integration, pytest.mark.longest]
 
 
 def test_nothing_is_lost_or_sent_twice_while_workers_and_a_broker_die(
