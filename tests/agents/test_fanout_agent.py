@@ -15,7 +15,6 @@ import agents.ingest  # noqa: F401 - registers the agents
 import agents.receipts  # noqa: F401 - registers the agents
 import agents.user_state
 import pipeline.status
-import pipeline.streams
 from agents.ingest import accept
 from pipeline.app import app
 from pipeline.clock import FrozenClock
@@ -76,9 +75,6 @@ def wired(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
             sends[channel] = MagicMock()
             monkeypatch.setattr(topic, "send_soon", sends[channel])
     monkeypatch.setattr(app, "clock", FrozenClock(NOW))
-    # A batch's effects wait for its table writes to be acknowledged; no
-    # producer runs here (the mocks above take the records at once).
-    monkeypatch.setattr(pipeline.streams, "flush_durably", AsyncMock())
     yield {"tables": tables, "sends": sends}
 
 
