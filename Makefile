@@ -54,7 +54,7 @@ typecheck: install
 # Two processes, whole files to each (a file's worker or broker fixture is
 # started once): most integration tests wait on a broker or a worker.
 pytest: install
-	$(BIN)/pytest -n 2 --dist loadfile
+	$(BIN)/pytest -n 2 --dist loadfile --no-loadscope-reorder
 
 bench: install
 	$(BIN)/python -m benchmarks.run
