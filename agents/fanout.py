@@ -219,6 +219,7 @@ def fan_out(
     wait: timedelta = timedelta(0),
     cancelled: NotificationStatus | None = None,
     campaign_cancelled: bool = False,
+    prior: NotificationStatus | None = None,
 ) -> Fanout:
     """Decide one accepted request: dedup, reachability, preferences, per channel.
 
@@ -227,6 +228,8 @@ def fan_out(
     to ``wait`` in all (``hold_until``). ``cancelled`` is the status of a
     notification cancelled before this look: every channel ends ``cancelled``;
     so does every channel of a request whose campaign was cancelled.
+    ``prior`` is the notification's status before this look: a channel it
+    shows decided keeps that decision (`redo`).
     """
     request = request or accepted.notification()
     duplicate, seen = check_idempotency(accepted, request, state.seen, now)
@@ -256,9 +259,16 @@ def fan_out(
                 )
             )
         return result
-    if collected(accepted, request, state, catalogue, now, result):
-        return result
     channels = resolve_channels(request, catalogue)
+    done = [c for c in channels if decided(prior, c)]
+    if done:
+        for channel in done:
+            redo(accepted, request, channel, prior, state, now, result)
+        channels = [c for c in channels if c not in done]
+        if not channels:
+            return result
+    elif collected(accepted, request, state, catalogue, now, result):
+        return result
     # For a user no table knows: the channels that need its state (not in-app).
     waiting = (
         []
@@ -349,6 +359,61 @@ def fan_out(
     if deferred:
         result.scheduled = scheduled_request(accepted, deferred)
     return result
+
+
+#: What fanout says of a channel; a look taken again says it again.
+DECISIONS = frozenset({"queued", "suppressed", "throttled", "expired", "digested"})
+
+
+def decided(prior: NotificationStatus | None, channel: str) -> bool:
+    """True if an earlier look decided ``channel`` (anything but held)."""
+    if prior is None:
+        return False
+    return prior.channels.get(channel, "deferred") != "deferred"  # type: ignore[call-overload]
+
+
+def redo(
+    accepted: AcceptedRequest,
+    request: NotificationRequest,
+    channel: str,
+    prior: NotificationStatus | None,
+    state: UserState,
+    now: datetime,
+    result: Fanout,
+) -> None:
+    """Say again what an earlier look decided for ``channel``, instead of
+    deciding it anew.
+
+    A look is taken again when a worker dies after the batch's table writes
+    and before its offsets were committed, or when a rebalance hands the
+    batch to another worker; by then a user's profile or devices may have
+    arrived, a cap window may have filled, a day may have ended, and a new
+    decision could contradict the first (``suppressed`` then ``sent``). The
+    status, written before any effect of the first look left
+    (`pipeline.streams.state_first`), holds that decision: its event goes
+    out again (same id, the same content), and a job still only queued is
+    queued again (the send ledger keeps it to one send per target).
+    """
+    assert prior is not None  # noqa: S101 - decided() said so
+    entries = [
+        e for e in prior.trail if e.channel == channel and e.event_type in DECISIONS
+    ]
+    if entries:
+        last = entries[-1]
+        said = event(
+            accepted,
+            request,
+            last.event_type,
+            last.stage,
+            last.ts,
+            channel=channel,
+            reason=last.reason,
+            error=last.error,
+            until=last.until,
+        ).model_copy(update={"event_id": last.event_id})
+        result.events.append(said)
+    if prior.channels.get(channel) == "queued":  # type: ignore[call-overload]
+        result.jobs.append(delivery_job(accepted, request, channel, state, now))
 
 
 def collected(
@@ -663,6 +728,7 @@ async def handle(
         wait,
         cancelled,
         campaign_cancelled(request.campaign_id),
+        prior=current,
     )
     # Outputs go through Faust's send buffer, as table updates do: a commit
     # waits until the buffer is flushed, and a failed send trips the commit

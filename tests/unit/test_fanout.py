@@ -8,6 +8,7 @@ from agents.fanout import SCHEDULED, UserState, fan_out, may_count
 from agents.ingest import accept
 from pipeline.due import due_ms, time_at
 from pipeline.policy import TypeCatalogue
+from pipeline.status import fold
 from pipeline.throttle import KEEP_ENDED, Cap
 from schemas.records import (
     AcceptedRequest,
@@ -456,3 +457,35 @@ def test_the_throttle_state_is_read_only_for_requests_a_limit_may_count() -> Non
     everything = TenantLimits(tenant="default", rate="10/minute burst 5")
     push = base.model_copy(update={"channels": ["push"]})
     assert may_count(push, CATALOGUE, everything)  # a tenant's bucket counts all
+
+
+def test_a_look_taken_again_keeps_what_the_first_look_decided() -> None:
+    """The first look suppressed push (no device yet) and SMS (no phone) and
+    queued email; the worker died before its commit, the user's devices and
+    phone arrived meanwhile, and the look is taken again: push and SMS stay
+    suppressed (the same events, not ``sent`` beside ``suppressed``), email
+    is queued again with its job (the ledger keeps it to one send)."""
+    request = accepted(channels=["push", "email", "sms"])
+    emailable = UserState(profile=UserProfile(user_id="u1", email="u1@example.com"))
+    first = fan_out(request, emailable, CATALOGUE, NOW)
+    assert outcomes(first) == {
+        "push": ("suppressed", "no_active_device"),
+        "email": ("queued", None),
+        "sms": ("suppressed", "no_phone"),
+    }
+    prior = None
+    for said in first.events:
+        prior = fold(prior, said)
+    later = NOW + timedelta(seconds=30)
+    redo = fan_out(request, REACHABLE, CATALOGUE, later, prior=prior)
+    assert [e.event_id for e in redo.events] == [e.event_id for e in first.events]
+    assert [e.model_dump() for e in redo.events[1:]] == [
+        e.model_dump() for e in first.events[1:]
+    ]
+    assert [job.channel for job in redo.jobs] == ["email"]
+    # Once the email went out, a look taken again queues nothing.
+    sent = fold(
+        prior,
+        first.events[2].model_copy(update={"event_type": "sent", "event_id": "e_sent"}),
+    )
+    assert fan_out(request, REACHABLE, CATALOGUE, later, prior=sent).jobs == []
