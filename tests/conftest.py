@@ -79,9 +79,3 @@ def start_worker(
     yield start
     for worker in started:
         worker.stop()
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """The longest tests first: the suite runs in two processes, a file to
-    each at a time, and one that started last would run on alone."""
-    items.sort(key=lambda item: item.get_closest_marker("longest") is None)

@@ -17,8 +17,8 @@ import pytest
 from benchmarks.chaos import Chaos, Plan
 from pipeline.settings import Settings
 
-# Five to eight minutes on two cores: it starts first in its test process
-# (the suite runs in two, by file) while the other process takes the rest.
+# About five minutes on two cores: `make test` runs it alone, after the rest
+# of the suite (beside it, the workers starved and never settled).
 pytestmark = [pytest.mark.integration, pytest.mark.longest]
 
 
