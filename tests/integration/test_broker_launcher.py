@@ -11,6 +11,7 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from pipeline.broker import BrokerStartError, EmbeddedBroker, EmbeddedCluster
+from tests.support import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -41,7 +42,15 @@ def test_a_cluster_keeps_every_acknowledged_record_through_a_node_loss(
     with EmbeddedCluster(3, data_dir=tmp_path) as cluster:
         admin = AdminClient({"bootstrap.servers": cluster.bootstrap})
         admin.create_topics([NewTopic("kept", 2)])["kept"].result(30)
-        partition = admin.list_topics("kept", timeout=10).topics["kept"].partitions[0]
+        # A just-created topic's partitions reach every node's metadata a
+        # moment later (on a loaded machine, seconds).
+        partitions = wait_for(
+            lambda: (
+                admin.list_topics("kept", timeout=10).topics["kept"].partitions or None
+            ),
+            timeout=30,
+        )
+        partition = partitions[0]
         assert sorted(partition.replicas) == [1, 2, 3]
         producer = Producer({"bootstrap.servers": cluster.bootstrap, "acks": "all"})
         failed: list[object] = []
