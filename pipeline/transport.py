@@ -259,7 +259,8 @@ class Consumer(aiokafka_driver.Consumer):
         self._began_at: dict[TP, int] = {}
         # What is dropped and what is a gap is decided in `getmany`.
         self._read_offset = HiddenReadOffsets()
-        #: Per partition, the offsets handed to the streams since it was assigned.
+        #: Per partition, the offsets handed to the streams since it was last
+        #: sought (or assigned).
         self._handed: dict[TP, OffsetSet] = {}
         #: Per partition, the last offset the fetcher gave since its last seek.
         self._last: dict[TP, int] = {}
@@ -274,8 +275,9 @@ class Consumer(aiokafka_driver.Consumer):
         return records, None  # `getmany` below filters, rewinding what it holds back
 
     async def getmany(self, timeout: float) -> AsyncIterator[tuple[TP, Any]]:
-        """The fetched records to hand to the streams, each at most once per
-        assignment, with the offsets that do not exist counted as gaps.
+        """The fetched records to hand to the streams, each at most once
+        since its partition was last sought, with the offsets that do not
+        exist counted as gaps.
 
         - A record of a partition paused while its batch was handed over
           (recovery, a rebalance) is held back, and the partition sought back
