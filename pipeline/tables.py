@@ -4,6 +4,8 @@ Faust encodes a ``str`` table key as JSON (``"n_1"`` with its quotes), while
 our topics carry raw UTF-8 keys. Routing a web request to the worker that holds
 a key hashes the changelog key, so with JSON keys it hashed other bytes than
 the topic the table was built from and asked the wrong worker.
+
+A ``rocksdb://`` table's store is `pipeline.stores.RocksStore`.
 """
 
 from __future__ import annotations
@@ -12,10 +14,32 @@ from typing import Any
 
 import faust
 from faust.tables.globaltable import GlobalTable as FaustGlobalTable
+from faust.types import StoreT
+from yarl import URL
+
+from pipeline.stores import RocksStore
 
 
 def _serializer(typ: Any, fallback: Any) -> Any:
     return "raw" if typ is str else fallback
+
+
+def _store(table: Any, url: str | URL) -> StoreT | None:
+    """A ``rocksdb://`` table's store (`pipeline.stores`); None for others."""
+    if URL(str(url)).scheme != "rocksdb":
+        return None
+    return RocksStore(
+        url,
+        table.app,
+        table,
+        table_name=table.name,
+        key_type=table.key_type,
+        key_serializer=table.key_serializer,
+        value_serializer=table.value_serializer,
+        value_type=table.value_type,
+        loop=table.loop,
+        options=table.options,
+    )
 
 
 class Table(faust.Table):
@@ -24,9 +48,17 @@ class Table(faust.Table):
     def _serializer_from_type(self, typ: Any) -> Any:
         return _serializer(typ, super()._serializer_from_type(typ))
 
+    def _new_store_by_url(self, url: str | URL) -> StoreT:
+        store = _store(self, url)  # a store is a mapping: an empty one is falsy
+        return super()._new_store_by_url(url) if store is None else store
+
 
 class GlobalTable(FaustGlobalTable):
     """A Faust global table whose str keys are raw UTF-8 bytes."""
 
     def _serializer_from_type(self, typ: Any) -> Any:
         return _serializer(typ, super()._serializer_from_type(typ))
+
+    def _new_store_by_url(self, url: str | URL) -> StoreT:
+        store = _store(self, url)  # a store is a mapping: an empty one is falsy
+        return super()._new_store_by_url(url) if store is None else store

@@ -385,7 +385,21 @@ class Consumer(aiokafka_driver.Consumer):
         for tp in assigned:
             self._read_offset.pop(tp, None)
             self._sought(tp)
+        began = time.monotonic()
         await super().on_partitions_assigned(assigned, generation_id)
+        took, session = time.monotonic() - began, self.app.conf.broker_session_timeout
+        if took > session / 2:
+            # The client sends no heartbeat while this callback runs.
+            log.warning(
+                "taking %d partitions took %.1f s of the %.1f s session timeout: "
+                "no heartbeat goes out meanwhile, and past the timeout the "
+                "broker expires this worker",
+                len(assigned),
+                took,
+                session,
+            )
+        else:
+            log.info("took %d partitions in %.2f s", len(assigned), took)
 
     def _new_offset(self, tp: TP) -> int | None:
         """The offset to commit for ``tp``, or None to commit nothing yet.

@@ -1,0 +1,75 @@
+"""The RocksDB store collects garbage only after dropping a database."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+from pathlib import Path
+
+import pytest
+from faust.types import TP
+
+import pipeline.stores
+from pipeline.stores import RocksStore
+from tables.ledger import ledger
+
+
+def store_at(tmp_path: Path) -> RocksStore:
+    """The ledger's store as a worker makes it, under ``tmp_path``."""
+    url = f"rocksdb://{tmp_path}"
+    store = ledger._new_store_by_url(url)  # type: ignore[attr-defined]
+    assert isinstance(store, RocksStore), type(store)
+    return store
+
+
+def counting_collections(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """A list that grows by one per full collection asked for."""
+    collected: list[int] = []
+
+    def collect(*_: object) -> int:
+        collected.append(1)
+        return 0
+
+    monkeypatch.setattr(gc, "collect", collect)
+    return collected
+
+
+def test_a_rocksdb_table_gets_the_project_store(tmp_path: Path) -> None:
+    """An empty store is falsy (a mapping): it is still the one chosen."""
+    store = store_at(tmp_path)
+    assert not store
+    memory = ledger._new_store_by_url("memory://")  # type: ignore[attr-defined]
+    assert type(memory).__module__ == "faust.stores.memory"
+
+
+@pytest.fixture
+def changelog() -> str:
+    """The ledger table's changelog topic."""
+    return str(ledger.changelog_topic.get_topic_name())
+
+
+def test_nothing_revoked_collects_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, changelog: str
+) -> None:
+    collected, store = counting_collections(monkeypatch), store_at(tmp_path)
+    store.revoke_partitions(ledger, set())
+    store.revoke_partitions(ledger, {TP(changelog, 3)})  # never opened
+    assert collected == []
+
+
+def test_a_dropped_database_is_collected_once_per_turn(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, changelog: str
+) -> None:
+    collected, store = counting_collections(monkeypatch), store_at(tmp_path)
+    store._dbs[0] = object()
+    store._dbs[1] = object()
+
+    async def rebalance() -> list[int]:
+        store.revoke_partitions(ledger, {TP(changelog, 0)})
+        store.revoke_partitions(ledger, {TP(changelog, 1)})
+        assert collected == [] and pipeline.stores._scheduled
+        await asyncio.sleep(0)
+        return list(collected)
+
+    assert asyncio.run(rebalance()) == [1]
+    assert store._dbs == {}
