@@ -292,6 +292,7 @@ class Consumer(aiokafka_driver.Consumer):
           gap: the records before it come, or came, on their own.
         """
         held_back: set[TP] = set()
+        skipped: set[TP] = set()
         async for tp, message in super().getmany(timeout):
             offset: int = message.offset
             active = self._batch_active
@@ -299,12 +300,20 @@ class Consumer(aiokafka_driver.Consumer):
                 if tp not in self._buffered_partitions:
                     if tp not in held_back and tp in self.assignment():
                         held_back.add(tp)
+                        log.info(
+                            "%s paused while handed over: sought back to %d", tp, offset
+                        )
                         await self.seek(tp, offset)
                     continue
             last = self._last.get(tp)
             self._last[tp] = offset
             handed = self._handed.setdefault(tp, OffsetSet())
             if offset in handed:
+                if tp not in skipped:
+                    skipped.add(tp)
+                    log.info(
+                        "%s: %d handed over already since its last seek", tp, offset
+                    )
                 continue
             if (
                 last is not None
