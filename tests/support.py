@@ -19,7 +19,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, Message, Producer
+from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
 
 from pipeline.admin import ensure_topics
 from pipeline.broker import free_port, terminate
@@ -183,7 +183,35 @@ def read_until(
     finally:
         consumer.close()
     raise AssertionError(
-        f"condition not met within {timeout}s on {topics}; read {len(kept)}"
+        f"condition not met within {timeout}s on {topics}; read {len(kept)}: {done!r}"
+    )
+
+
+def committed_at(bootstrap: str, group: str, topic: str, partition: int) -> int:
+    """The group's committed offset on ``topic[partition]`` (-1: none)."""
+    consumer = Consumer(consumer_config(bootstrap, group))
+    try:
+        [position] = consumer.committed([TopicPartition(topic, partition)], timeout=10)
+        return int(position.offset)
+    finally:
+        consumer.close()
+
+
+def group_positions(bootstrap: str, group: str, topic: str) -> str:
+    """Per partition of ``topic``, the group's committed offset of the log's
+    end, for a failure message: where a group stands, or stalled."""
+    consumer = Consumer(consumer_config(bootstrap, unique("positions")))
+    try:
+        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        ends = {
+            p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
+            for p in sorted(partitions)
+        }
+    finally:
+        consumer.close()
+    return ", ".join(
+        f"[{p}] {committed_at(bootstrap, group, topic, p)}/{end}"
+        for p, end in ends.items()
     )
 
 
@@ -267,6 +295,21 @@ class WorkerProcess:
         """The last lines of the worker's log."""
         text = self.log_path.read_text(errors="replace").splitlines()
         return "\n".join(text[-lines:])
+
+    def log_lines(self, *marks: str) -> str:
+        """The lines of the worker's log that hold any of ``marks``."""
+        text = self.log_path.read_text(errors="replace").splitlines()
+        return "\n".join(line for line in text if any(m in line for m in marks))
+
+    #: What a worker logs about its group membership and reading positions.
+    READING_MARKS = (
+        "Joined group",
+        "Heartbeat failed",
+        "partitions in",
+        "partitions took",
+        "sought back",
+        "handed over already",
+    )
 
     def kill(self) -> None:
         """SIGKILL: no shutdown, no final commit, no flush."""

@@ -10,7 +10,14 @@ from confluent_kafka import Message
 
 from pipeline.broker import EmbeddedBroker
 from pipeline.ids import notification_id
-from tests.support import Topics, WorkerProcess, produce, read_until, unique
+from tests.support import (
+    Topics,
+    WorkerProcess,
+    group_positions,
+    produce,
+    read_until,
+    unique,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -29,6 +36,9 @@ class AllAccepted:
             self.missing.discard(orjson.loads(message.value())["notification_id"])
         self.read = len(kept)
         return not self.missing
+
+    def __repr__(self) -> str:
+        return f"{len(self.missing)} never accepted, e.g. {sorted(self.missing)[:3]}"
 
 
 def test_failed_produce_stops_the_worker_and_loses_nothing(
@@ -105,8 +115,19 @@ def test_failed_produce_stops_the_worker_and_loses_nothing(
             second.wait_ready(timeout=90)
 
             accepted = AllAccepted(wanted)
-            read_until(
-                broker.bootstrap, [topics("notify.events")], accepted, timeout=240
-            )
+            try:
+                read_until(
+                    broker.bootstrap, [topics("notify.events")], accepted, timeout=240
+                )
+            except AssertionError as exc:
+                group = f"{run}-critical"
+                where = "; ".join(
+                    f"{name}: {group_positions(broker.bootstrap, group, topics(name))}"
+                    for name in ("notify.requests.critical", "notify.accepted.critical")
+                )
+                raise AssertionError(
+                    f"{exc}; committed/end {where}\n"
+                    f"{second.log_lines(*WorkerProcess.READING_MARKS)}"
+                ) from exc
         finally:
             second.stop()

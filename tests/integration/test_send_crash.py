@@ -16,7 +16,7 @@ import time
 from datetime import UTC, datetime
 
 import pytest
-from confluent_kafka import Consumer, Message, TopicPartition
+from confluent_kafka import Message
 
 from pipeline.emulators.stack import EmulatorStack
 from pipeline.providers.base import message_id_for
@@ -25,7 +25,7 @@ from tests.support import (
     BrokerUnderTest,
     Topics,
     WorkerProcess,
-    consumer_config,
+    committed_at,
     email_job,
     produce,
     read_until,
@@ -108,7 +108,7 @@ def test_sigkill_mid_burst_loses_nothing(
             group = f"{env['NOTIFY_APP_ID']}-critical"
             return "; ".join(
                 f"partition {p}: {count} missing, group committed "
-                f"{committed_at(broker, group, jobs_topic, p)} of {ends[p]}"
+                f"{committed_at(broker.bootstrap, group, jobs_topic, p)} of {ends[p]}"
                 for p, count in sorted(counts.items())
             )
 
@@ -122,7 +122,8 @@ def test_sigkill_mid_burst_loses_nothing(
             gone = missing()
             raise AssertionError(
                 f"{len(gone)} of {JOBS} jobs never reached the provider: "
-                f"{where_missing(gone)}"
+                f"{where_missing(gone)}\n"
+                f"{second.log_lines(*WorkerProcess.READING_MARKS)}"
             ) from exc
     finally:
         second.stop()
@@ -210,16 +211,6 @@ def test_a_pending_retry_survives_a_sigkill(
 
 def committed(broker: BrokerUnderTest, group: str, record: Message) -> int:
     """The group's committed offset on ``record``'s partition (-1: none)."""
-    return committed_at(broker, group, str(record.topic()), record.partition() or 0)
-
-
-def committed_at(
-    broker: BrokerUnderTest, group: str, topic: str, partition: int
-) -> int:
-    """The group's committed offset on ``topic[partition]`` (-1: none)."""
-    consumer = Consumer(consumer_config(broker.bootstrap, group))
-    try:
-        [position] = consumer.committed([TopicPartition(topic, partition)], timeout=10)
-        return int(position.offset)
-    finally:
-        consumer.close()
+    return committed_at(
+        broker.bootstrap, group, str(record.topic()), record.partition() or 0
+    )
