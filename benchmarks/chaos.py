@@ -760,6 +760,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate", type=float, default=400.0)
     parser.add_argument("--worker-kills", type=int, default=None)
     parser.add_argument("--broker-kills", type=int, default=1)
+    parser.add_argument(
+        "--settle",
+        type=float,
+        default=Plan.settle,
+        help="seconds to wait for every outcome once the load is in",
+    )
     args = parser.parse_args(argv)
     plan = Plan(
         requests=args.requests,
@@ -767,6 +773,7 @@ def main(argv: list[str] | None = None) -> int:
         rate=args.rate,
         worker_kills=args.worker_kills,
         broker_kills=args.broker_kills,
+        settle=args.settle,
     )
     _stop_on_signals()
     directory = Path(tempfile.mkdtemp(prefix="notify-chaos-"))
