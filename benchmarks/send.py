@@ -40,7 +40,8 @@ import subprocess  # noqa: S404 - our own workers
 import sys
 import tempfile
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from contextlib import AbstractContextManager, nullcontext
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -338,14 +339,18 @@ def warm_up(stack: Stack, run: str, deadline: float) -> None:
 
 
 def chain_throughput(
-    workdir: Path, requests: int, timeout: float
+    workdir: Path,
+    requests: int,
+    timeout: float,
+    watch: Callable[[int], AbstractContextManager[object]] | None = None,
 ) -> tuple[float, float]:
     """Notifications/s through the whole chain, request to provider; CPU µs each.
 
     One worker runs ingest → fanout → send with RocksDB tables. Warm-up
     requests go first, so the user state is loaded before the window; the
     window runs from the first provider call of the measured requests to
-    the last.
+    the last. ``watch(pid)``, if given, is entered for the measured requests
+    (a sampling profiler: `benchmarks.profile_chain`).
     """
     run = f"{int(time.time()) % 100000:05d}"
     with Stack(workdir, "chain-throughput") as stack:
@@ -356,18 +361,19 @@ def chain_throughput(
         deadline = time.monotonic() + timeout
         warm_up(stack, run, deadline)
         warm_fcm, warm_sendgrid = len(fcm.calls), len(sendgrid.calls)
-        cpu0 = process_cpu_seconds(pid)
-        send_all(bootstrap, (chain_request(n, run) for n in range(requests)))
-        wait(
-            lambda: (
-                fcm.delivered + sendgrid.delivered
-                >= requests + warm_fcm + warm_sendgrid
-            ),
-            deadline,
-            stack,
-            "every notification",
-        )
-        cpu = process_cpu_seconds(pid) - cpu0
+        with nullcontext() if watch is None else watch(pid):
+            cpu0 = process_cpu_seconds(pid)
+            send_all(bootstrap, (chain_request(n, run) for n in range(requests)))
+            wait(
+                lambda: (
+                    fcm.delivered + sendgrid.delivered
+                    >= requests + warm_fcm + warm_sendgrid
+                ),
+                deadline,
+                stack,
+                "every notification",
+            )
+            cpu = process_cpu_seconds(pid) - cpu0
         calls = [*fcm.calls[warm_fcm:], *sendgrid.calls[warm_sendgrid:]]
         first = min(c.at for c in calls)
         last = max(c.at for c in calls)
