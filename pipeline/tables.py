@@ -20,10 +20,6 @@ from yarl import URL
 from pipeline.stores import RocksStore
 
 
-def _serializer(typ: Any, fallback: Any) -> Any:
-    return "raw" if typ is str else fallback
-
-
 def _store(table: Any, url: str | URL) -> StoreT | None:
     """A ``rocksdb://`` table's store (`pipeline.stores`); None for others."""
     if URL(str(url)).scheme != "rocksdb":
@@ -42,23 +38,23 @@ def _store(table: Any, url: str | URL) -> StoreT | None:
     )
 
 
-class Table(faust.Table):
+class _Ours:
+    """What both table classes change in Faust's: raw str keys, our store."""
+
+    def _serializer_from_type(self, typ: Any) -> Any:
+        fallback = super()._serializer_from_type(typ)  # type: ignore[misc]
+        return "raw" if typ is str else fallback
+
+    def _new_store_by_url(self, url: str | URL) -> StoreT:
+        store = _store(self, url)  # a store is a mapping: an empty one is falsy
+        if store is None:
+            return super()._new_store_by_url(url)  # type: ignore[misc]
+        return store
+
+
+class Table(_Ours, faust.Table):
     """A Faust table whose str keys are raw UTF-8 bytes."""
 
-    def _serializer_from_type(self, typ: Any) -> Any:
-        return _serializer(typ, super()._serializer_from_type(typ))
 
-    def _new_store_by_url(self, url: str | URL) -> StoreT:
-        store = _store(self, url)  # a store is a mapping: an empty one is falsy
-        return super()._new_store_by_url(url) if store is None else store
-
-
-class GlobalTable(FaustGlobalTable):
+class GlobalTable(_Ours, FaustGlobalTable):
     """A Faust global table whose str keys are raw UTF-8 bytes."""
-
-    def _serializer_from_type(self, typ: Any) -> Any:
-        return _serializer(typ, super()._serializer_from_type(typ))
-
-    def _new_store_by_url(self, url: str | URL) -> StoreT:
-        store = _store(self, url)  # a store is a mapping: an empty one is falsy
-        return super()._new_store_by_url(url) if store is None else store
