@@ -198,20 +198,19 @@ def committed_at(bootstrap: str, group: str, topic: str, partition: int) -> int:
 
 
 def group_positions(bootstrap: str, group: str, topic: str) -> str:
-    """Per partition of ``topic``, the group's committed offset of the log's
-    end, for a failure message: where a group stands, or stalled."""
-    consumer = Consumer(consumer_config(bootstrap, unique("positions")))
+    """Per partition of ``topic``, the group's committed offset against the
+    log's end, for a failure message: where a group stands, or stalled."""
+    consumer = Consumer(consumer_config(bootstrap, group))  # never subscribes
     try:
         partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
-        ends = {
-            p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
-            for p in sorted(partitions)
-        }
+        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+        committed = consumer.committed(tps, timeout=10)
+        ends = [consumer.get_watermark_offsets(tp, timeout=10)[1] for tp in tps]
     finally:
         consumer.close()
     return ", ".join(
-        f"[{p}] {committed_at(bootstrap, group, topic, p)}/{end}"
-        for p, end in ends.items()
+        f"[{tp.partition}] {tp.offset}/{end}"
+        for tp, end in zip(committed, ends, strict=True)
     )
 
 
