@@ -10,6 +10,7 @@ from confluent_kafka import Message
 
 from pipeline.broker import EmbeddedBroker
 from pipeline.ids import notification_id
+from pipeline.settings import Settings
 from tests.support import (
     Topics,
     WorkerProcess,
@@ -120,7 +121,7 @@ def test_failed_produce_stops_the_worker_and_loses_nothing(
                     broker.bootstrap, [topics("notify.events")], accepted, timeout=240
                 )
             except AssertionError as exc:
-                group = f"{run}-critical"
+                group = Settings(app_id=run).group_id
                 where = "; ".join(
                     f"{name}: {group_positions(broker.bootstrap, group, topics(name))}"
                     for name in ("notify.requests.critical", "notify.accepted.critical")
