@@ -9,9 +9,12 @@ from typing import Any
 import faust
 from faust.types import TransportT
 from faust.web.base import BlueprintManager, Web
+from mode.utils.objects import cached_property
+from mode.utils.queues import FlowControlEvent
 
 from pipeline import web
 from pipeline.clock import Clock, SystemClock
+from pipeline.reading import RefetchingFlowControl
 from pipeline.settings import Settings, get_settings
 from pipeline.topology import Topology
 from pipeline.transport import CommitGuard, Transport
@@ -55,6 +58,15 @@ class NotifyApp(faust.App):
 
     def _new_producer_transport(self) -> TransportT:
         return Transport(self.conf.broker_producer, self)
+
+    @cached_property
+    def flow_control(self) -> FlowControlEvent:
+        """Faust's flow control, except that the records its clears drop
+        from the stream buffers are fetched again."""
+        return RefetchingFlowControl(
+            lambda first: self.consumer.refetch(first),  # type: ignore[attr-defined]
+            loop=self.loop,
+        )
 
     def _new_web(self) -> Web:
         # Faust's built-in pages (index, stats, graph, router, tables) answer

@@ -14,7 +14,10 @@ from __future__ import annotations
 
 from bisect import bisect_right
 from collections import defaultdict
+from collections.abc import Callable
 from typing import Any
+
+from mode.utils.queues import FlowControlEvent
 
 
 class OffsetSet:
@@ -65,3 +68,38 @@ class HiddenReadOffsets(defaultdict[Any, int | None]):
 
     def __getitem__(self, tp: Any) -> int | None:
         return None
+
+
+class RefetchingFlowControl(FlowControlEvent):
+    """Faust's flow control, telling what its clears drop.
+
+    Faust clears every stream buffer when a worker loses partitions, and
+    again each time the flow resumes; a worker taking partitions resumes it
+    several times during recovery, the last time just after the seek to the
+    committed offsets. A record in a buffer then was handed over and never
+    reaches a stream: it is never acknowledged, so its partition's commits
+    stop below it, and the client's position is past it (a partition whose
+    first records were buffered at that moment stalled for good, one request
+    never accepted). ``on_dropped`` gets, per partition, the lowest offset a
+    clear dropped, to seek back to.
+    """
+
+    def __init__(
+        self, on_dropped: Callable[[dict[Any, int]], None], **kwargs: Any
+    ) -> None:
+        super().__init__(**kwargs)
+        self._on_dropped = on_dropped
+
+    def clear(self) -> None:
+        first: dict[Any, int] = {}
+        for queue in self._queues:
+            for item in queue._queue:  # type: ignore[attr-defined]
+                message = getattr(item, "message", None)
+                if message is None:
+                    continue
+                tp, offset = message.tp, message.offset
+                if offset < first.get(tp, offset + 1):
+                    first[tp] = offset
+        super().clear()
+        if first:
+            self._on_dropped(first)

@@ -328,6 +328,27 @@ class Consumer(aiokafka_driver.Consumer):
         await super().seek(partition, offset)
         self._sought(partition)
 
+    def refetch(self, first: Mapping[TP, int]) -> None:
+        """Seek back to the records a flow-control clear dropped from the
+        stream buffers (`pipeline.reading.RefetchingFlowControl`), so that
+        they are handed over again. Changelogs are left to recovery, and a
+        stopping worker or a partition no longer assigned needs nothing."""
+        if self.app.should_stop:
+            return
+        assigned = self.assignment()
+        for tp, offset in first.items():
+            if tp not in assigned or self._is_changelog_tp(tp):
+                continue
+            try:
+                self._thread.seek(tp, offset)
+            except Exception as exc:  # noqa: BLE001 - any: a rebalance redoes it
+                log.warning("%s: could not seek back to %d: %r", tp, offset, exc)
+                continue
+            self._sought(tp)
+            log.info(
+                "%s: buffered records dropped by a clear: sought back to %d", tp, offset
+            )
+
     def _sought(self, tp: TP) -> None:
         """Reading ``tp`` starts again where it was sought: what was handed
         over before may not have reached a stream (one skips records while

@@ -60,6 +60,12 @@ class Fetcher:
 
         monkeypatch.setattr(faust_consumer.Consumer, "getmany", getmany)
         monkeypatch.setattr(faust_consumer.Consumer, "seek", seek)
+        # The client's own seek, which a flow-control clear asks for.
+        monkeypatch.setattr(
+            consumer,
+            "_thread",
+            SimpleNamespace(seek=lambda tp, offset: self.seeks.append((tp, offset))),
+        )
         monkeypatch.setattr(type(consumer), "assignment", lambda self: {TP0})
         self.consumer = consumer
 
@@ -120,3 +126,40 @@ async def test_each_assignment_hands_its_records_over_again(
     monkeypatch.setattr(faust_consumer.Consumer, "on_partitions_assigned", assigned)
     await app.consumer.on_partitions_assigned({TP0}, 2)
     assert await fetcher.hand(range(5)) == list(range(5))
+
+
+def buffered(tp: TP, offset: int) -> Any:
+    """A stream buffer's entry: an event carrying its message."""
+    return SimpleNamespace(message=SimpleNamespace(tp=tp, offset=offset))
+
+
+async def test_records_a_flow_control_clear_drops_are_handed_over_again(
+    app: NotifyApp, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Recovery resumes the flow just after its seek to the committed
+    offsets, and Faust clears every stream buffer on each resume. The
+    records waiting there were handed over and would never reach a stream:
+    the partition's commits stopped below the first of them for good."""
+    fetcher = Fetcher(monkeypatch, app.consumer)
+    buffer = app.FlowControlQueue(maxsize=100, clear_on_resume=True)
+    elsewhere = TP("notify.requests.bulk", 0)  # not this worker's partition
+    assert await fetcher.hand(range(339, 345)) == list(range(339, 345))
+    for offset in range(341, 345):  # 339 and 340 reached the stream
+        buffer.put_nowait(buffered(TP0, offset))
+    buffer.put_nowait(buffered(elsewhere, 7))
+    app.flow_control.resume()
+    assert buffer.empty()
+    assert fetcher.seeks == [(TP0, 341)]
+    assert await fetcher.hand(range(341, 347)) == list(range(341, 347))
+
+
+async def test_a_clear_of_empty_buffers_seeks_nothing(
+    app: NotifyApp, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fetcher = Fetcher(monkeypatch, app.consumer)
+    app.FlowControlQueue(maxsize=100, clear_on_resume=True)
+    assert await fetcher.hand(range(5)) == list(range(5))
+    app.flow_control.resume()
+    app.flow_control.clear()
+    assert fetcher.seeks == []
+    assert await fetcher.hand(range(5)) == []  # fetched again, no seek: once is enough
