@@ -25,7 +25,7 @@ from pipeline.errors import InvalidMessage
 from pipeline.ids import notification_id
 from pipeline.partitioning import partition_for
 from pipeline.status import batch as status_batch
-from pipeline.streams import BATCH_WINDOW, acting_for, batches, state_first
+from pipeline.streams import BATCH_WINDOW, acting_for, batches, emit, state_first
 from pipeline.template_data import check_template_data
 from pipeline.topology import user_key
 from schemas.decode import decode
@@ -101,10 +101,12 @@ async def handle(event: EventT, lane: str, window: timedelta) -> None:
         # notify.accepted would only land them on this same partition.
         await fanout.handle(decision, lane, window, request)
         return
-    # Buffered like table updates: the commit waits for it, a failure trips
-    # the commit guard.
-    topology.accepted[decision.lane].send_soon(
-        key=user_key(request.tenant, request.recipient.user_id), value=decision
+    # The batch produce path: the commit waits for it, a failure trips the
+    # commit guard.
+    emit(
+        topology.accepted[decision.lane],
+        user_key(request.tenant, request.recipient.user_id),
+        decision,
     )
 
 

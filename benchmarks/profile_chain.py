@@ -136,11 +136,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="notify-profile-") as tmp:
         stacks = args.keep or Path(tmp) / "stacks.txt"
+        written: dict[str, float] = {}
         rate, cpu_us = chain_throughput(
             Path(tmp),
             args.requests,
             args.timeout,
             watch=lambda pid: sampled(pid, stacks),
+            written=written,
         )
         counts = shares(stacks)
     busy = sum(counts.values()) or 1
@@ -151,6 +153,11 @@ def main(argv: list[str] | None = None) -> int:
     for part, n in counts.most_common():
         share = n / busy
         print(f"  {part:20s} {share:6.1%}  {share * cpu_us:6,.0f} µs")  # noqa: T201
+    print(  # noqa: T201
+        f"records written per notification: {sum(written.values()):.2f}"
+    )
+    for topic, per in sorted(written.items(), key=lambda kv: -kv[1]):
+        print(f"  {per:5.2f}  {topic}")  # noqa: T201
     return 0
 
 

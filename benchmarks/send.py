@@ -46,7 +46,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import orjson
-from confluent_kafka import KafkaError, Message, Producer
+from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
 
 from benchmarks.kafka import produce
 from benchmarks.run import BY_NAME, Bench, Outcome, _start, _stop
@@ -338,11 +338,29 @@ def warm_up(stack: Stack, run: str, deadline: float) -> None:
     time.sleep(2.0)
 
 
+def topic_records(bootstrap: str) -> dict[str, int]:
+    """Records written so far to each topic: its partitions' end offsets summed."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "records-count"})
+    try:
+        topics = consumer.list_topics(timeout=10).topics
+        return {
+            name: sum(
+                consumer.get_watermark_offsets(TopicPartition(name, p), timeout=10)[1]
+                for p in meta.partitions
+            )
+            for name, meta in topics.items()
+            if not name.startswith("__")
+        }
+    finally:
+        consumer.close()
+
+
 def chain_throughput(
     workdir: Path,
     requests: int,
     timeout: float,
     watch: Callable[[int], AbstractContextManager[object]] | None = None,
+    written: dict[str, float] | None = None,
 ) -> tuple[float, float]:
     """Notifications/s through the whole chain, request to provider; CPU µs each.
 
@@ -350,7 +368,8 @@ def chain_throughput(
     requests go first, so the user state is loaded before the window; the
     window runs from the first provider call of the measured requests to
     the last. ``watch(pid)``, if given, is entered for the measured requests
-    (a sampling profiler: `benchmarks.profile_chain`).
+    (a sampling profiler: `benchmarks.profile_chain`). ``written``, if given,
+    gets the records each measured notification wrote, per topic.
     """
     run = f"{int(time.time()) % 100000:05d}"
     with Stack(workdir, "chain-throughput") as stack:
@@ -361,6 +380,7 @@ def chain_throughput(
         deadline = time.monotonic() + timeout
         warm_up(stack, run, deadline)
         warm_fcm, warm_sendgrid = len(fcm.calls), len(sendgrid.calls)
+        before = topic_records(bootstrap) if written is not None else {}
         with nullcontext() if watch is None else watch(pid):
             cpu0 = process_cpu_seconds(pid)
             send_all(bootstrap, (chain_request(n, run) for n in range(requests)))
@@ -374,6 +394,12 @@ def chain_throughput(
                 "every notification",
             )
             cpu = process_cpu_seconds(pid) - cpu0
+        if written is not None:
+            # The last writes (status, events) may trail the provider calls.
+            time.sleep(2.0)
+            for name, count in topic_records(bootstrap).items():
+                if count > before.get(name, 0):
+                    written[name] = (count - before.get(name, 0)) / requests
         calls = [*fcm.calls[warm_fcm:], *sendgrid.calls[warm_sendgrid:]]
         first = min(c.at for c in calls)
         last = max(c.at for c in calls)

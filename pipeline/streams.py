@@ -81,14 +81,20 @@ def send_effect(topic: TopicT, key: Any, value: Any) -> None:
     """Send a record that acts on a decision (an event, a delivery job).
 
     Inside `state_first` it leaves only once the batch's table writes are
-    durable; elsewhere at once. Either way through Faust's send buffer: a
-    commit waits until it is flushed, a failed send trips the commit guard.
+    durable; elsewhere at once. Either way through the batch produce path
+    (`pipeline.outbox`): a commit waits until it is acknowledged, a failed
+    batch trips the commit guard.
     """
     held = _outbox.get()
     if held is None:
-        topic.send_soon(key=key, value=value)
+        emit(topic, key, value)
     else:
         held.append((topic, key, value))
+
+
+def emit(topic: TopicT, key: Any, value: Any) -> None:
+    """Send a record through the worker's batch produce path."""
+    topic.app.producer.emit(topic, key, value)  # type: ignore[attr-defined]
 
 
 @asynccontextmanager
@@ -128,7 +134,7 @@ async def state_first(app: faust.App, events: Sequence[EventT]) -> AsyncIterator
             )
             return
         for topic, key, value in held:
-            topic.send_soon(key=key, value=value)
+            emit(topic, key, value)
 
 
 def batches(

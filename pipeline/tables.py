@@ -53,7 +53,44 @@ class _Ours:
 
 
 class Table(_Ours, faust.Table):
-    """A Faust table whose str keys are raw UTF-8 bytes."""
+    """A Faust table whose str keys are raw UTF-8 bytes, and whose changelog
+    records take the worker's batch produce path (`pipeline.outbox`)."""
+
+    def on_key_set(self, key: Any, value: Any) -> None:
+        partition = self.partition_for_key(key)
+        if partition is None:  # Faust's partitioner decides: its own path
+            super().on_key_set(key, value)
+            return
+        self._emit_changelog(partition, key, value, self.value_serializer)
+        self._maybe_set_key_ttl(key, partition)
+        self._sensor_on_set(self, key, value)
+
+    def on_key_del(self, key: Any) -> None:
+        partition = self.partition_for_key(key)
+        if partition is None:
+            super().on_key_del(key)
+            return
+        self._emit_changelog(partition, key, None, "raw")
+        self._maybe_del_key_ttl(key, partition)
+        self._sensor_on_del(self, key)
+
+    def _emit_changelog(
+        self, partition: int, key: Any, value: Any, value_serializer: Any
+    ) -> None:
+        # What Faust's `_on_changelog_sent` does per record, once per batch:
+        # recovery reads the changelog from past the persisted offset.
+        self.app.producer.emit(  # type: ignore[attr-defined]
+            self.changelog_topic,
+            key,
+            value,
+            partition=partition,
+            key_serializer=self.key_serializer,
+            value_serializer=value_serializer,
+            on_acked=self._persisted,
+        )
+
+    def _persisted(self, tp: Any, offset: int) -> None:
+        self.data.set_persisted_offset(tp, offset)
 
 
 class GlobalTable(_Ours, FaustGlobalTable):

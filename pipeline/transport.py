@@ -40,9 +40,10 @@ from faust.exceptions import NotReady
 from faust.sensors import Sensor
 from faust.transport import producer as faust_producer
 from faust.transport.drivers import aiokafka as aiokafka_driver
-from faust.types import TP, AppT, ProducerT
+from faust.types import TP, AppT, ProducerT, TopicT
 from faust.types.tuples import FutureMessage
 
+from pipeline.outbox import OnAcked, Outbox
 from pipeline.reading import HiddenReadOffsets, OffsetSet
 
 log = logging.getLogger(__name__)
@@ -163,6 +164,11 @@ class ProducerBuffer(faust_producer.ProducerBuffer):
         hold lasts until the client took the records that were waiting down
         to half the limit, not one record at a time.
         """
+        outbox: Outbox = self.app.producer.outbox  # type: ignore[union-attr]
+        if outbox.waiting > self.max_messages:
+            # Appended batches wait in the client for their partition's
+            # previous batch (a slow broker): hold until they are handed over.
+            await outbox.handed()
         waiting = self.queued - self.handed
         if waiting <= self.max_messages:
             return
@@ -212,22 +218,71 @@ class Producer(aiokafka_driver.Producer):
             raise ValueError("producer_threaded is not supported by this transport")
         self.buffer = ProducerBuffer(loop=self.loop, beacon=self.beacon)
         self.buffer.app = self.app
+        self.outbox = Outbox(self._ensure_producer, self._outbox_failed)
+
+    def _outbox_failed(self, exc: BaseException) -> None:
+        self.app.commit_guard.trip(exc)  # type: ignore[attr-defined]
+
+    def emit(
+        self,
+        topic: TopicT,
+        key: Any,
+        value: Any,
+        *,
+        partition: int | None = None,
+        key_serializer: Any = None,
+        value_serializer: Any = None,
+        on_acked: OnAcked | None = None,
+    ) -> None:
+        """Send a record through the batch produce path (`pipeline.outbox`).
+
+        Serialized as Faust would, and partitioned by Kafka's default
+        partitioner unless ``partition`` is given. A topic whose partitions
+        the client does not know yet (its first record) takes Faust's path,
+        which waits for the metadata; a commit covers both paths alike.
+        """
+        name = topic.get_topic_name()
+        key_bytes, headers = topic.prepare_key(key, key_serializer)
+        value_bytes, headers = topic.prepare_value(  # type: ignore[call-arg]
+            value, value_serializer, None, headers
+        )
+        if partition is None and key_bytes is not None:
+            partitions = self.outbox.partitions_of(name)
+            if partitions is not None:
+                partition = self.outbox.partition_for(key_bytes, partitions)
+        if partition is None:
+            topic.send_soon(
+                key=key,
+                value=value,
+                key_serializer=key_serializer,
+                value_serializer=value_serializer,
+            )
+            return
+        if isinstance(headers, Mapping):
+            headers = list(headers.items())
+        self.outbox.append(name, partition, key_bytes, value_bytes, headers, on_acked)
 
     async def acknowledged(self, timeout: float) -> bool:
         """True once every record sent before the call is acknowledged (or failed).
 
-        False if records queued before the call were still not handed to the
+        Both paths: Faust's buffer and the batch path's open batches. False
+        if records queued before the call were still not handed to the
         client after ``timeout`` seconds. A failed record trips the commit
         guard through ``on_send_error``; callers that need success check it.
         """
         sent_before = self.buffer.queued
         try:
-            await asyncio.wait_for(self.buffer.handed_over(sent_before), timeout)
+            await asyncio.wait_for(self._hand_over(sent_before), timeout)
         except TimeoutError:
             return False
         if self._producer is not None:
             await self._producer.flush()
+        await self.outbox.settled()
         return True
+
+    async def _hand_over(self, sent_before: int) -> None:
+        await self.outbox.handed()
+        await self.buffer.handed_over(sent_before)
 
     async def durable(self, timeout: float) -> str | None:
         """None once every record sent before the call is acknowledged and no

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import orjson
@@ -42,6 +43,86 @@ class AllAccepted:
         return f"{len(self.missing)} never accepted, e.g. {sorted(self.missing)[:3]}"
 
 
+class Run:
+    """A broker with 3,000 requests waiting, and the workers that take them."""
+
+    def __init__(self, broker: EmbeddedBroker, topics: Topics, tmp_path: Path) -> None:
+        self.broker, self.topics, self.tmp_path = broker, topics, tmp_path
+        topics.create(broker.url)
+        self.run = unique("guard")
+        keys = [f"{self.run}-{i}" for i in range(REQUESTS)]
+        produce(
+            broker.bootstrap,
+            topics("notify.requests.critical"),
+            [
+                (
+                    f"u{i % 97}".encode(),
+                    orjson.dumps(
+                        {
+                            "idempotency_key": key,
+                            "recipient": {"user_id": f"u{i % 97}"},
+                            "type": "order_shipped",
+                            "data": {"order_id": i},
+                        }
+                    ),
+                )
+                for i, key in enumerate(keys)
+            ],
+            **{"linger.ms": 20},
+        )
+        self.wanted = {
+            notification_id("default", key, f"u{i % 97}", "critical")
+            for i, key in enumerate(keys)
+        }
+
+    def worker(self, name: str) -> WorkerProcess:
+        """A worker of the run's group, started, with its own data dir."""
+        env = {
+            "NOTIFY_BROKER_URL": self.broker.url,
+            "NOTIFY_APP_ID": self.run,
+            "NOTIFY_TOPIC_PREFIX": self.topics.prefix,
+            "NOTIFY_BROKER_REQUEST_TIMEOUT": "2",
+            "NOTIFY_DATA_DIR": str(self.tmp_path / name),
+        }
+        return WorkerProcess("pipeline.app", env, self.tmp_path / f"{name}.log").start()
+
+    def wait_for_events(self, count: int) -> None:
+        """Until the workers wrote ``count`` events (some work is done)."""
+        read_until(
+            self.broker.bootstrap,
+            [self.topics("notify.events")],
+            lambda kept: len(kept) >= count,
+            timeout=90,
+        )
+
+    def finish(self) -> None:
+        """A fresh worker takes over; every request ends accepted."""
+        second = self.worker("second")
+        try:
+            second.wait_ready(timeout=90)
+            accepted = AllAccepted(self.wanted)
+            try:
+                read_until(
+                    self.broker.bootstrap,
+                    [self.topics("notify.events")],
+                    accepted,
+                    timeout=240,
+                )
+            except AssertionError as exc:
+                group = Settings(app_id=self.run).group_id
+                where = "; ".join(
+                    f"{name}: "
+                    f"{group_positions(self.broker.bootstrap, group, self.topics(name))}"
+                    for name in ("notify.requests.critical", "notify.accepted.critical")
+                )
+                raise AssertionError(
+                    f"{exc}; committed/end {where}\n"
+                    f"{second.log_lines(*WorkerProcess.READING_MARKS)}"
+                ) from exc
+        finally:
+            second.stop()
+
+
 def test_failed_produce_stops_the_worker_and_loses_nothing(
     tmp_path: Path, topics: Topics
 ) -> None:
@@ -49,48 +130,16 @@ def test_failed_produce_stops_the_worker_and_loses_nothing(
 
     Faust's own behaviour here is to log the failed send, drop the record and
     commit the input offset anyway. The send guard refuses that commit and
-    crashes the worker; a restarted worker redoes the uncommitted input.
+    crashes the worker; a restarted worker redoes the uncommitted input. The
+    records in flight are on both produce paths: the batch path's (events,
+    jobs, changelogs) and Faust's.
     """
     with EmbeddedBroker(log_path=tmp_path / "broker.log") as broker:
-        topics.create(broker.url)
-        run = unique("guard")
-        keys = [f"{run}-{i}" for i in range(REQUESTS)]
-        bodies = [
-            orjson.dumps(
-                {
-                    "idempotency_key": key,
-                    "recipient": {"user_id": f"u{i % 97}"},
-                    "type": "order_shipped",
-                    "data": {"order_id": i},
-                }
-            )
-            for i, key in enumerate(keys)
-        ]
-        produce(
-            broker.bootstrap,
-            topics("notify.requests.critical"),
-            [(f"u{i % 97}".encode(), body) for i, body in enumerate(bodies)],
-            **{"linger.ms": 20},
-        )
-        env = {
-            "NOTIFY_BROKER_URL": broker.url,
-            "NOTIFY_APP_ID": run,
-            "NOTIFY_TOPIC_PREFIX": topics.prefix,
-            "NOTIFY_BROKER_REQUEST_TIMEOUT": "2",
-        }
-        first = WorkerProcess(
-            "pipeline.app",
-            {**env, "NOTIFY_DATA_DIR": str(tmp_path / "first")},
-            tmp_path / "first.log",
-        ).start()
+        run = Run(broker, topics, tmp_path)
+        first = run.worker("first")
         try:
             first.wait_ready(timeout=90)
-            read_until(
-                broker.bootstrap,
-                [topics("notify.events")],
-                lambda kept: len(kept) >= 750,
-                timeout=90,
-            )
+            run.wait_for_events(750)
             broker.pause()
             try:
                 code = first.wait_exit(timeout=60)
@@ -102,33 +151,29 @@ def test_failed_produce_stops_the_worker_and_loses_nothing(
         assert code != 0, first.log_tail()
         assert "produce failed" in log
         assert "refusing further offset commits" in log
+        run.finish()
 
-        second = WorkerProcess(
-            "pipeline.app",
-            {**env, "NOTIFY_DATA_DIR": str(tmp_path / "second")},
-            tmp_path / "second.log",
-        ).start()
-        wanted = {
-            notification_id("default", key, f"u{i % 97}", "critical")
-            for i, key in enumerate(keys)
-        }
+
+def test_a_worker_killed_before_its_batches_are_acknowledged_loses_nothing(
+    tmp_path: Path, topics: Topics
+) -> None:
+    """The broker freezes, so the batches a worker handed to its client wait
+    for their acknowledgement; the worker is SIGKILLed then. Its input
+    offsets were not committed past them: a fresh worker redoes that input,
+    and every request ends accepted."""
+    with EmbeddedBroker(log_path=tmp_path / "broker.log") as broker:
+        run = Run(broker, topics, tmp_path)
+        first = run.worker("first")
         try:
-            second.wait_ready(timeout=90)
-
-            accepted = AllAccepted(wanted)
+            first.wait_ready(timeout=90)
+            run.wait_for_events(750)
+            broker.pause()
             try:
-                read_until(
-                    broker.bootstrap, [topics("notify.events")], accepted, timeout=240
-                )
-            except AssertionError as exc:
-                group = Settings(app_id=run).group_id
-                where = "; ".join(
-                    f"{name}: {group_positions(broker.bootstrap, group, topics(name))}"
-                    for name in ("notify.requests.critical", "notify.accepted.critical")
-                )
-                raise AssertionError(
-                    f"{exc}; committed/end {where}\n"
-                    f"{second.log_lines(*WorkerProcess.READING_MARKS)}"
-                ) from exc
+                time.sleep(1.0)  # batches handed over meanwhile wait for acks
+                first.kill()
+                assert first.wait_exit(timeout=30) != 0
+            finally:
+                broker.resume()
         finally:
-            second.stop()
+            first.stop()
+        run.finish()

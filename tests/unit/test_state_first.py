@@ -22,10 +22,15 @@ class Log:
         self.steps: list[tuple[str, Any]] = []
         self.problem = problem
         self.producer = self
+        self.app = self
         self.consumer_generation_id = 4
 
     def send_soon(self, *, key: Any, value: Any) -> None:
         self.steps.append(("sent", value))
+
+    def emit(self, topic: Any, key: Any, value: Any) -> None:
+        """The batch produce path."""
+        topic.steps.append(("sent", value))
 
     async def durable(self, timeout: float) -> str | None:
         self.steps.append(("durable", None))
