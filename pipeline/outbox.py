@@ -66,7 +66,8 @@ class Outbox:
         self._full: list[OpenBatch] = []
         self._shipping: asyncio.Future[None] | None = None
         self._unacked: set[asyncio.Future[Any]] = set()
-        self._partitions: dict[bytes, int] = {}
+        #: Per partition count, the partition of each key seen.
+        self._partitions: dict[int, dict[bytes, int]] = {}
         #: Records appended, and records whose batch was acknowledged.
         self.appended = 0
         self.acknowledged = 0
@@ -78,9 +79,11 @@ class Outbox:
 
     def partition_for(self, key: bytes, partitions: int) -> int:
         """Kafka's default partitioner (murmur2), remembered per key."""
-        cache = self._partitions
+        cache = self._partitions.get(partitions)
+        if cache is None:
+            cache = self._partitions[partitions] = {}
         found = cache.get(key)
-        if found is None or found >= partitions:
+        if found is None:
             if len(cache) >= PARTITION_CACHE:
                 cache.clear()
             found = cache[key] = partition_for(key, partitions)
