@@ -1,5 +1,5 @@
 """The RocksDB table store, without a full garbage collection per table on
-every rebalance.
+every rebalance, and without RocksDB's own write-ahead log.
 
 Faust's store runs ``gc.collect()`` each time a table hears of a rebalance,
 whether or not it gave up a partition (the collection closes the dropped
@@ -18,12 +18,30 @@ from __future__ import annotations
 import asyncio
 import gc
 
+import rocksdict
 from faust.stores.rocksdb import Store
 from faust.types import TP, CollectionT
 
 
 class RocksStore(Store):
     """Faust's RocksDB store; collects garbage only after dropping a database."""
+
+    def _open_for_partition(self, partition: int) -> rocksdict.Rdict:
+        """A partition's database, written without RocksDB's write-ahead log.
+
+        The changelog is the log: a crash loses the writes since the last
+        memtable flush, the persisted changelog offset (a key of the same
+        database, written after its record was acknowledged) with them, and
+        recovery reads the changelog from that older offset, as Kafka
+        Streams does. The log cost about 2 µs of a core per write, several
+        writes per notification.
+        """
+        db = super()._open_for_partition(partition)
+        unlogged = rocksdict.WriteOptions()
+        # A property at runtime; the type stubs call it a method.
+        unlogged.disable_wal = True  # type: ignore[method-assign, assignment]
+        db.set_write_options(unlogged)
+        return db
 
     def revoke_partitions(self, table: CollectionT, tps: set[TP]) -> None:
         dropped = False

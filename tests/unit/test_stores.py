@@ -1,4 +1,5 @@
-"""The RocksDB store collects garbage only after dropping a database."""
+"""The RocksDB store collects garbage only after dropping a database, and
+keeps no write-ahead log of its own."""
 
 from __future__ import annotations
 
@@ -73,3 +74,15 @@ def test_a_dropped_database_is_collected_once_per_turn(
 
     assert asyncio.run(rebalance()) == [1]
     assert store._dbs == {}
+
+
+def test_a_partition_database_keeps_no_write_ahead_log(tmp_path: Path) -> None:
+    """The changelog is the log: RocksDB's own stays empty."""
+    store = store_at(tmp_path)
+    db = store._db_for_partition(1)
+    for n in range(200):
+        db.put(b"key%d" % n, b"v" * 100)
+    logs = list(Path(store.partition_path(1)).glob("*.log"))
+    assert logs and all(log.stat().st_size == 0 for log in logs)
+    assert db.get(b"key7") == b"v" * 100
+    db.close()
