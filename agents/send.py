@@ -49,7 +49,12 @@ from pipeline.providers.registry import Providers, Route
 from pipeline.status import batch as status_batch
 from pipeline.status import current as status_now
 from pipeline.status import record as record_event
-from pipeline.streams import BATCH_WINDOW, acting_for, batches, flush_durably
+from pipeline.streams import (
+    BATCH_WINDOW,
+    acting_for,
+    flush_durably,
+    overlapped_batches,
+)
 from pipeline.topology import (
     DLQ_ATTEMPT,
     DLQ_CODE,
@@ -204,8 +209,8 @@ async def prepare(
 ) -> list[Call]:
     """The calls ``job`` still needs; every target it needs none for is settled.
 
-    ``planned`` holds the attempt keys already called for in this batch: a
-    job twice in one batch is called for once.
+    ``planned`` holds the attempt keys whose calls are in flight (this batch's
+    and the previous one's): a job twice in them is called for once.
     """
     if job.not_before is not None:
         retry_timer.done(plan.schedule_key(job))
@@ -229,7 +234,7 @@ async def prepare(
     for target in found:
         key = plan.attempt_key(job, target)
         entry = None if key in planned else ledger.get(key)
-        skip = "in_this_batch" if key in planned else plan.gate(entry, job)
+        skip = "in_flight" if key in planned else plan.gate(entry, job)
         if skip is not None:
             log.debug("not calling again for %s: %s", key, skip)
             if (
@@ -617,46 +622,113 @@ def parse_job(
     return job
 
 
+#: Attempt keys whose call was planned and whose result is not recorded yet,
+#: in this worker. The ledger says ``sending`` for each; a job for the same
+#: target in a later batch, prepared while that call is in flight, must not
+#: call again (a ``sending`` entry otherwise means a call that may have been
+#: made by a worker since gone, to be made again with the same id).
+in_flight: set[str] = set()
+
+
 async def handle_batch(events: Sequence[EventT], channel: str, lane: str) -> None:
     """Deliver one batch of jobs (see the module docstring for the order)."""
-    with status_batch():
-        await deliver_batch(events, channel, lane)
+    await finish_batch(await prepare_batch(events, channel, lane), channel, lane)
 
 
-async def deliver_batch(events: Sequence[EventT], channel: str, lane: str) -> None:
-    """Plan, call and record one batch (status changes collected by the caller)."""
+async def prepare_batch(
+    events: Sequence[EventT], channel: str, lane: str
+) -> list[Call]:
+    """Plan one batch: the calls it needs, their ``sending`` entries durable."""
     now = app.clock.now()
     calls: list[Call] = []
-    planned: set[str] = set()
-    for event in events:
-        source = source_of(event)
-        with acting_for(event), app.commit_guard.watching(source):
-            message = event.message
-            try:
-                job = parse_job(message.value, channel, lane, message.partition)
-            except InvalidMessage as exc:
-                rejection = Rejection(exc.reason, exc.code, source, f"send.{channel}")
-                await dead_letter(app, event, rejection)
-                continue
-            calls.extend(await prepare(event, job, now, planned))
-    if calls:
-        # The 'sending' entries must be durable before any call is made: a
-        # restart then knows which calls may have reached a provider.
-        await flush_durably(app)
-        await providers.opened()
-        route = providers.route(channel)
-        await asyncio.gather(*(dispatch(call, route) for call in calls))
-        await record(calls, lane, app.clock.now())
+    try:
+        await _plan(events, channel, lane, now, calls)
+        if calls:
+            # The 'sending' entries must be durable before any call is made:
+            # a restart then knows which calls may have reached a provider.
+            await flush_durably(app)
+    except BaseException:
+        forget(calls)
+        raise
+    return calls
+
+
+async def _plan(
+    events: Sequence[EventT], channel: str, lane: str, now: datetime, calls: list[Call]
+) -> None:
+    with status_batch():
+        for event in events:
+            source = source_of(event)
+            with acting_for(event), app.commit_guard.watching(source):
+                message = event.message
+                try:
+                    job = parse_job(message.value, channel, lane, message.partition)
+                except InvalidMessage as exc:
+                    rejection = Rejection(
+                        exc.reason, exc.code, source, f"send.{channel}"
+                    )
+                    await dead_letter(app, event, rejection)
+                    continue
+                calls.extend(await prepare(event, job, now, in_flight))
+
+
+async def finish_batch(calls: list[Call], channel: str, lane: str) -> None:
+    """Make a planned batch's calls and record their results."""
+    if not calls:
+        return
+    try:
+        with status_batch():
+            await providers.opened()
+            route = providers.route(channel)
+            await asyncio.gather(*(dispatch(call, route) for call in calls))
+            await record(calls, lane, app.clock.now())
+    finally:
+        forget(calls)
+
+
+def forget(calls: list[Call]) -> None:
+    """The calls' results are recorded (or never will be here): not in flight."""
+    in_flight.difference_update(plan.attempt_key(c.job, c.target) for c in calls)
+
+
+async def finished(
+    calls: list[Call], channel: str, lane: str, source: str, done: asyncio.Future[None]
+) -> None:
+    """`finish_batch`, then release the batch's acknowledgement."""
+    try:
+        with app.commit_guard.watching(source):
+            await finish_batch(calls, channel, lane)
+    except BaseException as exc:
+        done.set_exception(exc)
+        raise
+    done.set_result(None)
 
 
 def _make_agent(channel: str, lane: str) -> None:
     topic = app.topology.delivery_inputs[(channel, lane)]
 
     async def send(stream: StreamT[bytes]) -> None:
+        # Batches overlap: while one batch's calls are in flight the next is
+        # planned and its ledger entries made durable. Its calls wait for the
+        # previous batch's results (one batch of calls in flight at a time),
+        # and each batch is acknowledged once its results are recorded.
         batch = app.settings.send_batch
-        async for events in batches(stream, batch, BATCH_WINDOW[lane]):
-            with app.commit_guard.watching(source_of(events[-1])):
-                await handle_batch(events, channel, lane)
+        calling: asyncio.Future[None] | None = None
+        try:
+            async for events, done in overlapped_batches(
+                stream, batch, BATCH_WINDOW[lane]
+            ):
+                source = source_of(events[-1])
+                with app.commit_guard.watching(source):
+                    calls = await prepare_batch(events, channel, lane)
+                    if calling is not None:
+                        await calling
+                calling = asyncio.ensure_future(
+                    finished(calls, channel, lane, source, done)
+                )
+        finally:
+            if calling is not None and not calling.done():
+                await calling
 
     send.__doc__ = (
         f"Send {lane}-lane {channel} jobs: ledger, render, provider, outcome."

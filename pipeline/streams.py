@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import weakref
 from collections.abc import AsyncIterator, Iterator, Sequence
@@ -155,9 +156,38 @@ def batches(
     return agen
 
 
+def overlapped_batches(
+    stream: StreamT[Any], max_: int, within: float
+) -> AsyncIterator[tuple[Sequence[EventT], asyncio.Future[None]]]:
+    """`batches`, each with a future the agent resolves once the batch is
+    handled: its events are acknowledged then, not when the next batch is
+    asked for. An agent may so take the next batch while it still finishes
+    this one (a send batch's provider calls). A batch whose future fails, or
+    is never resolved, is not acknowledged: it is redone."""
+    agen = _batches(stream, max_, within, deferred=True)
+    stream._active_agens.add(agen)  # type: ignore[attr-defined]  # closed on stop
+    return agen
+
+
+def _ack_when_done(
+    stream: Any, events: list[EventT], done: asyncio.Future[None]
+) -> None:
+    if done.cancelled() or done.exception() is not None:
+        return
+    # A batch read before the group moved on is not acknowledged: the
+    # partitions' owner in the new generation redoes it.
+    if of_this_generation(stream.app, events):
+        asyncio.ensure_future(_ack_all(stream, events))
+
+
+async def _ack_all(stream: Any, events: list[EventT]) -> None:
+    for event in events:
+        await stream.ack(event)
+
+
 async def _batches(  # noqa: C901 - one state machine, kept whole
-    stream: Any, max_: int, within: float
-) -> AsyncIterator[Sequence[EventT]]:
+    stream: Any, max_: int, within: float, deferred: bool = False
+) -> AsyncIterator[Any]:
     events: list[EventT] = []
     started = asyncio.Event()  # the buffer holds at least one event
     full = asyncio.Event()
@@ -204,12 +234,21 @@ async def _batches(  # noqa: C901 - one state machine, kept whole
                 continue
             await stream.wait_for_stopped(full, timeout=timeout)
             consuming = stream.loop.create_future()
+            done: asyncio.Future[None] | None = None
             try:
-                yield list(events)
+                if deferred:
+                    done = stream.loop.create_future()
+                    yield list(events), done
+                else:
+                    yield list(events)
             finally:
+                if done is not None:
+                    done.add_done_callback(
+                        functools.partial(_ack_when_done, stream, list(events))
+                    )
                 # A batch read before the group moved on is not acknowledged:
                 # the partitions' owner in the new generation redoes it.
-                if of_this_generation(stream.app, events):
+                elif of_this_generation(stream.app, events):
                     for event in events:
                         await stream.ack(event)
                 events.clear()

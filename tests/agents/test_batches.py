@@ -11,7 +11,7 @@ import faust
 import pytest
 from faust.types import EventT
 
-from pipeline.streams import batches
+from pipeline.streams import batches, overlapped_batches
 
 WITHIN = 0.05
 
@@ -82,3 +82,36 @@ async def test_an_idle_stream_does_not_wake_up(harness: dict[str, Any]) -> None:
         await asyncio.sleep(WITHIN * 10)
     assert len(harness["waits"]) <= 2
     assert harness["seen"] == []
+
+
+async def test_an_overlapped_batch_is_acknowledged_once_it_is_handled() -> None:
+    """`overlapped_batches`: the next batch comes while this one is still
+    being handled; each is acknowledged when its future says so, and one
+    that failed is not (it is redone)."""
+    app = faust.App("overlapped-test", store="memory://")
+    topic = app.topic("overlapped-test-input", value_type=bytes, value_serializer="raw")
+    held: list[tuple[list[EventT], asyncio.Future[None]]] = []
+
+    @app.agent(topic, name="overlapped-test")
+    async def agent(stream: Any) -> None:
+        async for events, done in overlapped_batches(stream, 3, WITHIN):
+            held.append((list(events), done))
+
+    def acked(events: list[EventT]) -> list[bool]:
+        return [e.message.acked for e in events]
+
+    async with agent.test_context() as context:
+        for n in range(5):
+            await context.put(str(n).encode(), wait=False)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 10
+        while sum(len(b) for b, _ in held) < 5 and loop.time() < deadline:
+            await asyncio.sleep(0.005)
+        (first, first_done), (second, second_done) = held
+        assert acked(first + second) == [False] * 5
+        second_done.set_result(None)
+        await asyncio.sleep(0.05)
+        assert acked(second) == [True] * 2 and acked(first) == [False] * 3
+        first_done.set_exception(RuntimeError("the batch failed"))
+        await asyncio.sleep(0.05)
+        assert acked(first) == [False] * 3

@@ -41,6 +41,9 @@ class ScriptedSender:
         self.name, self.channel = name, channel
         self.calls: list[Outgoing] = []
         self.answers: list[Sent | ProviderFailure] = []
+        #: Set: calls answer at once; cleared, they wait for it.
+        self.gate = asyncio.Event()
+        self.gate.set()
 
     async def start(self) -> None:
         """Nothing to open."""
@@ -51,6 +54,7 @@ class ScriptedSender:
     async def send(self, message: Outgoing) -> Sent:
         """The next scripted answer (Sent when none is left)."""
         self.calls.append(message)
+        await self.gate.wait()
         answer = self.answers.pop(0) if self.answers else Sent(self.name, "pm-1")
         if isinstance(answer, ProviderFailure):
             raise answer
@@ -154,6 +158,30 @@ def events(wired: dict[str, Any]) -> list[tuple[str, str | None, str | None]]:
     """(event type, provider, reason) of every event sent."""
     sent = [c.kwargs["value"] for c in wired["sends"]["events"].call_args_list]
     return [(e.event_type, e.provider, e.reason) for e in sent]
+
+
+async def test_a_call_in_flight_is_not_made_again_by_the_next_batch(
+    wired: dict[str, Any],
+) -> None:
+    """Send batches overlap: the next batch is planned while this one's calls
+    are in flight. The ledger then says ``sending`` for a target being called;
+    the same job in the next batch (a producer's duplicate) must not call it
+    again, nor record a second outcome."""
+    smtp = wired["senders"]["smtp"]
+    smtp.gate.clear()
+    async with app.agents["send.email.critical"].test_context() as agent:
+        await agent.put(key=KEY, value=job().dumps(), partition=HOME)
+        while not smtp.calls:  # the first batch's call is in flight
+            await asyncio.sleep(0.01)
+        key = "n_0123456789ab:email:alice@example.com"
+        assert wired["tables"]["ledger"][key].state == "sending"
+        await agent.put(key=KEY, value=job().dumps(), partition=HOME)
+        await asyncio.sleep(0.2)  # the second batch is planned meanwhile
+        smtp.gate.set()
+    assert len(smtp.calls) == 1
+    assert wired["tables"]["ledger"][key].state == "sent"
+    assert events(wired) == [("sent", "smtp", None)]
+    assert not agents.send.in_flight
 
 
 async def test_an_email_is_sent_once_and_recorded(wired: dict[str, Any]) -> None:
