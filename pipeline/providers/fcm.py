@@ -16,7 +16,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import jwt
 import orjson
 
@@ -28,6 +27,7 @@ from pipeline.providers.http import (
     retry_after_seconds,
     to_json,
 )
+from pipeline.providers.wire import HttpClient
 
 PRODUCTION_URL = "https://fcm.googleapis.com"
 FCM_SCOPE = "https://www.googleapis.com/auth/firebase.messaging"
@@ -160,7 +160,7 @@ class FcmSender:
         self._private_key_id: str | None = info.get("private_key_id")
         self._ca_file = ca_file
         self._clock = clock or (lambda: datetime.now(UTC))
-        self._session: aiohttp.ClientSession | None = None
+        self._session: HttpClient | None = None
         self._token: str | None = None
         self._token_expires = datetime.min.replace(tzinfo=UTC)
         # One refresh at a time: a batch of calls starting together must not

@@ -1,4 +1,4 @@
-"""What the HTTP providers share: TLS, the session, a POST that maps no-answer
+"""What the HTTP providers share: TLS, the client, a POST that maps no-answer
 to a failure kind, Retry-After, and JSON that never refuses a big integer."""
 
 from __future__ import annotations
@@ -10,11 +10,12 @@ from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
-import aiohttp
 import orjson
 
 from pipeline.providers.base import FailureKind, ProviderFailure
+from pipeline.providers.wire import HttpClient
 
 
 def client_ssl_context(ca_file: Path | str | None) -> ssl.SSLContext:
@@ -26,32 +27,40 @@ def open_session(
     timeout: float,
     ca_file: Path | str | None = None,
     headers: Mapping[str, str] | None = None,
-) -> aiohttp.ClientSession:
-    """The one aiohttp session of a provider: verified TLS, a total timeout."""
-    return aiohttp.ClientSession(
-        connector=aiohttp.TCPConnector(ssl=client_ssl_context(ca_file)),
-        timeout=aiohttp.ClientTimeout(total=timeout),
-        headers=dict(headers or {}),
-    )
+) -> HttpClient:
+    """The one HTTP client of a provider: verified TLS, a total timeout,
+    keep-alive connections (`pipeline.providers.wire`)."""
+    return HttpClient(timeout, client_ssl_context(ca_file), headers)
 
 
 async def post(
-    session: aiohttp.ClientSession,
+    session: HttpClient,
     url: str,
     *,
     provider: str,
     timeout: float,
-    **kwargs: Any,
+    json: Any = None,
+    data: bytes | Mapping[str, str] | None = None,
+    headers: Mapping[str, str] | None = None,
 ) -> tuple[int, Mapping[str, str], bytes]:
     """POST and read the answer: (status, headers, body).
 
+    ``json`` is sent as JSON, ``data`` as bytes or, a mapping, as a form.
     A call that gets no answer is a ``ProviderFailure``: TIMEOUT past the
-    session's timeout, UNAVAILABLE with code ``TLS`` for an untrusted server
+    client's timeout, UNAVAILABLE with code ``TLS`` for an untrusted server
     certificate, UNAVAILABLE with code ``connection`` for anything else.
     """
+    sent = dict(headers or {})
+    if json is not None:
+        body = to_json(json, provider=provider).encode()
+        sent.setdefault("Content-Type", "application/json")
+    elif isinstance(data, Mapping):
+        body = urlencode(data).encode()
+        sent.setdefault("Content-Type", "application/x-www-form-urlencoded")
+    else:
+        body = data or b""
     try:
-        async with session.post(url, **kwargs) as response:
-            return response.status, response.headers, await response.read()
+        return await session.post(url, body, sent)
     except TimeoutError as error:
         raise ProviderFailure(
             FailureKind.TIMEOUT,
@@ -59,14 +68,14 @@ async def post(
             f"no answer within {timeout:g} s",
             provider=provider,
         ) from error
-    except aiohttp.ClientConnectorCertificateError as error:
+    except ssl.SSLCertVerificationError as error:
         raise ProviderFailure(
             FailureKind.UNAVAILABLE,
             "TLS",
-            f"server certificate not trusted: {error.certificate_error}",
+            f"server certificate not trusted: {error.verify_message}",
             provider=provider,
         ) from error
-    except aiohttp.ClientError as error:
+    except OSError as error:  # ConnectionError, TLS failures, refused
         raise ProviderFailure(
             FailureKind.UNAVAILABLE,
             "connection",
@@ -75,8 +84,8 @@ async def post(
         ) from error
 
 
-async def close_session(session: aiohttp.ClientSession | None) -> None:
-    """Close a provider's session, if it was opened."""
+async def close_session(session: HttpClient | None) -> None:
+    """Close a provider's client, if it was opened."""
     if session is not None:
         await session.close()
 

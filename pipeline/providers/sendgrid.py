@@ -23,7 +23,6 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-import aiohttp
 import orjson
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
@@ -47,6 +46,7 @@ from pipeline.providers.http import (
     post,
     retry_after_seconds,
 )
+from pipeline.providers.wire import HttpClient
 
 NAME = "sendgrid"
 SENDGRID_API = "https://api.sendgrid.com"
@@ -191,7 +191,7 @@ class SendGridSender:
         self.ca_file = ca_file
         self.clock = clock
         self.list_unsubscribe = list_unsubscribe
-        self._session: aiohttp.ClientSession | None = None
+        self._session: HttpClient | None = None
 
     async def start(self) -> None:
         """Open the HTTP session."""

@@ -45,6 +45,7 @@ from pipeline.providers.http import (
     post,
     retry_after_seconds,
 )
+from pipeline.providers.wire import HttpClient
 
 NAME = "twilio"
 TWILIO_API = "https://api.twilio.com"
@@ -174,7 +175,7 @@ class TwilioSender:
         self.timeout = timeout
         self.ca_file = ca_file
         self.max_segments = max_segments
-        self._session: aiohttp.ClientSession | None = None
+        self._session: HttpClient | None = None
 
     async def start(self) -> None:
         """Open the HTTP session."""
