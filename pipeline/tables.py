@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 import faust
+from faust.stores.base import SerializedStore
 from faust.tables.globaltable import GlobalTable as FaustGlobalTable
 from faust.types import StoreT
 from yarl import URL
@@ -55,6 +56,23 @@ class _Ours:
 class Table(_Ours, faust.Table):
     """A Faust table whose str keys are raw UTF-8 bytes, and whose changelog
     records take the worker's batch produce path (`pipeline.outbox`)."""
+
+    def get(self, key: Any, default: Any = None) -> Any:
+        """The value at ``key``, else ``default``: one store lookup.
+
+        Faust's ``get`` asks the store whether the key is there, then for
+        its value (two RocksDB reads), and for a missing key raises and
+        catches a KeyError: about 80 µs of a core per notification on the
+        hot path. A table with a ``default`` factory keeps Faust's way.
+        """
+        data = self.data
+        if self.default is not None or not isinstance(data, SerializedStore):
+            return super().get(key, default)
+        raw = data._get(data._encode_key(key))
+        if raw is None:
+            return default
+        self.on_key_get(key)
+        return data._decode_value(raw)
 
     def on_key_set(self, key: Any, value: Any) -> None:
         partition = self.partition_for_key(key)

@@ -5,13 +5,17 @@ from __future__ import annotations
 
 import asyncio
 import gc
+from datetime import UTC, datetime
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from faust.types import TP
 
 import pipeline.stores
 from pipeline.stores import RocksStore
+from pipeline.streams import acting_for
+from schemas.records import LedgerEntry
 from tables.ledger import ledger
 
 
@@ -86,3 +90,44 @@ def test_a_partition_database_keeps_no_write_ahead_log(tmp_path: Path) -> None:
     assert logs and all(log.stat().st_size == 0 for log in logs)
     assert db.get(b"key7") == b"v" * 100
     db.close()
+
+
+class Event:
+    """Stands for a stream's event: tables take the partition from it."""
+
+    def __init__(self, message: object) -> None:
+        self.message = message
+
+
+def test_a_table_get_reads_the_store_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, changelog: str
+) -> None:
+    """Faust's ``get`` asked whether the key was there, then for its value,
+    raising and catching a KeyError for a missing one; here one read each."""
+    store = store_at(tmp_path)
+    monkeypatch.setattr(ledger, "_data", store)
+    entry = LedgerEntry(
+        state="sent", attempt=0, redrive=0, updated_at=datetime(2026, 12, 5, tzinfo=UTC)
+    )
+    reads: list[bytes] = []
+    read = store._get
+
+    def counted(key: bytes) -> bytes | None:
+        reads.append(key)
+        return read(key)
+
+    event = Event(SimpleNamespace(partition=2, topic=changelog))
+    with acting_for(event):  # type: ignore[arg-type]
+        store["n_1:email:a@example.com"] = entry
+        monkeypatch.setattr(store, "_get", counted)
+        monkeypatch.setattr(store, "_contains", lambda key: pytest.fail("asked twice"))
+        assert ledger.get("n_1:email:a@example.com") == entry
+        assert ledger.get("n_2:email:b@example.com") is None
+        assert ledger.get("n_2:email:b@example.com", "none") == "none"
+    assert reads == [
+        b"n_1:email:a@example.com",
+        b"n_2:email:b@example.com",
+        b"n_2:email:b@example.com",
+    ]
+    for db in store._dbs.values():
+        db.close()
