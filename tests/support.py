@@ -188,7 +188,8 @@ def read_until(
 
 
 def committed_at(bootstrap: str, group: str, topic: str, partition: int) -> int:
-    """The group's committed offset on ``topic[partition]`` (-1: none)."""
+    """The group's committed offset on ``topic[partition]`` (below 0 when none:
+    the client answers -1001, its invalid offset)."""
     consumer = Consumer(consumer_config(bootstrap, group))
     try:
         [position] = consumer.committed([TopicPartition(topic, partition)], timeout=10)

@@ -210,7 +210,7 @@ def test_a_pending_retry_survives_a_sigkill(
 
 
 def committed(broker: BrokerUnderTest, group: str, record: Message) -> int:
-    """The group's committed offset on ``record``'s partition (-1: none)."""
+    """The group's committed offset on ``record``'s partition (below 0: none)."""
     return committed_at(
         broker.bootstrap, group, str(record.topic()), record.partition() or 0
     )
