@@ -49,6 +49,18 @@ class OpenBatch:
     count: int = 0
     on_acked: list[OnAcked] = field(default_factory=list)
 
+    def add(
+        self, key: bytes | None, value: bytes | None, headers: list[Any] | None
+    ) -> bool:
+        """Append one record; False if the batch is full."""
+        added = self.builder.append(
+            timestamp=None, key=key, value=value, headers=headers or []
+        )
+        if added is None:
+            return False
+        self.count += 1
+        return True
+
 
 class Outbox:
     """Open batches per topic-partition, handed to the client in one go.
@@ -104,36 +116,23 @@ class Outbox:
         the batch holding this record is acknowledged.
         """
         slot = (topic, partition)
-        batch = self._open.get(slot)
-        if batch is None:
-            batch = self._open[slot] = OpenBatch(
-                topic, partition, self._client().create_batch()
-            )
-        if (
-            batch.builder.append(
-                timestamp=None, key=key, value=value, headers=headers or []
-            )
-            is None
-        ):
+        batch = self._open.get(slot) or self._open_batch(slot)
+        if not batch.add(key, value, headers):
             # Full: it goes as it is, and a new one takes the record.
             self._full.append(self._open.pop(slot))
-            batch = self._open[slot] = OpenBatch(
-                topic, partition, self._client().create_batch()
-            )
-            if (
-                batch.builder.append(
-                    timestamp=None, key=key, value=value, headers=headers or []
-                )
-                is None
-            ):
+            batch = self._open_batch(slot)
+            if not batch.add(key, value, headers):
                 raise ValueError(
                     f"a record of {len(value or b'')} bytes does not fit a batch of {topic}"
                 )
-        batch.count += 1
         if on_acked is not None and on_acked not in batch.on_acked:
             batch.on_acked.append(on_acked)
         self.appended += 1
         self._ship_soon()
+
+    def _open_batch(self, slot: tuple[str, int]) -> OpenBatch:
+        batch = self._open[slot] = OpenBatch(*slot, self._client().create_batch())
+        return batch
 
     @property
     def waiting(self) -> int:
