@@ -120,7 +120,6 @@ class _Connection(asyncio.Protocol):
             del buffer[: end + 4]
             if self._head is None:  # an interim 1xx answer: read the next
                 return self._parse(eof=eof)
-        status, _ = self._head
         if self._chunked:
             return self._read_chunks()
         if self._length is not None:
