@@ -249,8 +249,7 @@ async def _batches(  # noqa: C901 - one state machine, kept whole
                 # A batch read before the group moved on is not acknowledged:
                 # the partitions' owner in the new generation redoes it.
                 elif of_this_generation(stream.app, events):
-                    for event in events:
-                        await stream.ack(event)
+                    await _ack_all(stream, events)
                 events.clear()
                 started.clear()
                 notify(consuming)
