@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import orjson
 import pytest
@@ -24,6 +26,7 @@ from tests.support import (
 pytestmark = pytest.mark.integration
 
 REQUESTS = 3_000
+T = TypeVar("T")
 
 
 class AllAccepted:
@@ -95,6 +98,24 @@ class Run:
             timeout=90,
         )
 
+    def frozen(
+        self, meanwhile: Callable[[WorkerProcess], T]
+    ) -> tuple[WorkerProcess, T]:
+        """A first worker does some of the work; then the broker freezes and
+        ``meanwhile(worker)`` runs; the broker resumes, the worker is stopped."""
+        first = self.worker("first")
+        try:
+            first.wait_ready(timeout=90)
+            self.wait_for_events(750)
+            self.broker.pause()
+            try:
+                result = meanwhile(first)
+            finally:
+                self.broker.resume()
+        finally:
+            first.stop()
+        return first, result
+
     def finish(self) -> None:
         """A fresh worker takes over; every request ends accepted."""
         second = self.worker("second")
@@ -136,17 +157,7 @@ def test_failed_produce_stops_the_worker_and_loses_nothing(
     """
     with EmbeddedBroker(log_path=tmp_path / "broker.log") as broker:
         run = Run(broker, topics, tmp_path)
-        first = run.worker("first")
-        try:
-            first.wait_ready(timeout=90)
-            run.wait_for_events(750)
-            broker.pause()
-            try:
-                code = first.wait_exit(timeout=60)
-            finally:
-                broker.resume()
-        finally:
-            first.stop()
+        first, code = run.frozen(lambda worker: worker.wait_exit(timeout=60))
         log = first.log_path.read_text(errors="replace")
         assert code != 0, first.log_tail()
         assert "produce failed" in log
@@ -163,17 +174,13 @@ def test_a_worker_killed_before_its_batches_are_acknowledged_loses_nothing(
     and every request ends accepted."""
     with EmbeddedBroker(log_path=tmp_path / "broker.log") as broker:
         run = Run(broker, topics, tmp_path)
-        first = run.worker("first")
-        try:
-            first.wait_ready(timeout=90)
-            run.wait_for_events(750)
-            broker.pause()
-            try:
-                time.sleep(1.0)  # batches handed over meanwhile wait for acks
-                first.kill()
-                assert first.wait_exit(timeout=30) != 0
-            finally:
-                broker.resume()
-        finally:
-            first.stop()
+        _, code = run.frozen(killed_with_batches_unacknowledged)
+        assert code != 0
         run.finish()
+
+
+def killed_with_batches_unacknowledged(worker: WorkerProcess) -> int:
+    """SIGKILL a worker of a frozen broker; its exit code."""
+    time.sleep(1.0)  # batches handed over meanwhile wait for acks
+    worker.kill()
+    return worker.wait_exit(timeout=30)
