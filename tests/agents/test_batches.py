@@ -110,7 +110,8 @@ async def test_an_overlapped_batch_is_acknowledged_once_it_is_handled() -> None:
         (first, first_done), (second, second_done) = held
         assert acked(first + second) == [False] * 5
         second_done.set_result(None)
-        await asyncio.sleep(0.05)
+        while acked(second) != [True] * 2 and loop.time() < deadline:
+            await asyncio.sleep(0.005)
         assert acked(second) == [True] * 2 and acked(first) == [False] * 3
         first_done.set_exception(RuntimeError("the batch failed"))
         await asyncio.sleep(0.05)

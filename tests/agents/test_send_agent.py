@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import logging
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from unittest.mock import AsyncMock, MagicMock
@@ -160,8 +161,17 @@ def events(wired: dict[str, Any]) -> list[tuple[str, str | None, str | None]]:
     return [(e.event_type, e.provider, e.reason) for e in sent]
 
 
+async def until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
+    """Poll ``condition`` until it holds; fail past ``timeout`` seconds."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not condition():
+        assert loop.time() < deadline, "condition not met in time"
+        await asyncio.sleep(0.01)
+
+
 async def test_a_call_in_flight_is_not_made_again_by_the_next_batch(
-    wired: dict[str, Any],
+    wired: dict[str, Any], caplog: pytest.LogCaptureFixture
 ) -> None:
     """Send batches overlap: the next batch is planned while this one's calls
     are in flight. The ledger then says ``sending`` for a target being called;
@@ -171,12 +181,13 @@ async def test_a_call_in_flight_is_not_made_again_by_the_next_batch(
     smtp.gate.clear()
     async with app.agents["send.email.critical"].test_context() as agent:
         await agent.put(key=KEY, value=job().dumps(), partition=HOME)
-        while not smtp.calls:  # the first batch's call is in flight
-            await asyncio.sleep(0.01)
+        await until(lambda: bool(smtp.calls))  # the first batch's call is in flight
         key = "n_0123456789ab:email:alice@example.com"
         assert wired["tables"]["ledger"][key].state == "sending"
+        caplog.set_level(logging.DEBUG, logger="agents.send")
         await agent.put(key=KEY, value=job().dumps(), partition=HOME)
-        await asyncio.sleep(0.2)  # the second batch is planned meanwhile
+        # The second batch is planned meanwhile, and refuses the target.
+        await until(lambda: f"{key}: in_flight" in caplog.text)
         smtp.gate.set()
     assert len(smtp.calls) == 1
     assert wired["tables"]["ledger"][key].state == "sent"
