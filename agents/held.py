@@ -25,7 +25,7 @@ async def release(accepted: AcceptedRequest) -> None:
     key = user_key(request.tenant, request.recipient.user_id)
     partition = partition_for(key.encode(), app.settings.topic_partitions)
     topic = app.topology.accepted[accepted.lane]
-    await topic.send(key=key, value=accepted, partition=partition)
+    app.producer.emit(topic, key, accepted, partition=partition)  # type: ignore[attr-defined]
 
 
 held_timer = DueTimer(app, held, release, "held requests")

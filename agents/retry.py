@@ -23,7 +23,7 @@ async def release(scheduled: ScheduledJob) -> None:
     job = scheduled.delivery_job()
     topic = app.topology.deliveries[(job.channel, job.lane)]
     partition = partition_for(scheduled.key.encode(), app.settings.topic_partitions)
-    await topic.send(key=scheduled.key, value=job, partition=partition)
+    app.producer.emit(topic, scheduled.key, job, partition=partition)  # type: ignore[attr-defined]
 
 
 retry_timer = DueTimer(app, retries, release, "retries")

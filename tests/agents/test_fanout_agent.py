@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
-from unittest.mock import AsyncMock, MagicMock
+from unittest.mock import AsyncMock, MagicMock, Mock
 
 import pytest
 
@@ -380,14 +380,14 @@ async def test_a_request_for_an_unknown_user_waits_for_its_profile(
     assert tables["status"][nid].trail[-1].reason == "unknown_user"
 
     tables["profiles"][KEY] = UserProfile(user_id="u_991", email="a@b.co")
-    released = AsyncMock()
-    monkeypatch.setattr(app.topology.accepted["critical"], "send", released)
+    released = Mock()
+    monkeypatch.setattr(app.topology.accepted["critical"], "send_soon", released)
     timer = DueTimer(app, tables["held"], agents.held.release, "held requests")
     assert await timer.tick() == 0  # due in 0.5 s
     app.clock.advance(timedelta(seconds=1))  # type: ignore[attr-defined]
     assert await timer.tick() == 1
     assert await timer.tick() == 0  # released once
-    call = released.await_args.kwargs
+    call = released.call_args.kwargs
     assert (call["key"], call["partition"], call["value"]) == (KEY, HOME, held)
 
     async with app.agents["fanout.critical"].test_context() as agent:
@@ -409,8 +409,8 @@ async def test_each_look_at_a_held_request_is_released_once(
     tables = wired["tables"]
     start = NOW + timedelta(microseconds=123_456)
     monkeypatch.setattr(app, "clock", FrozenClock(start))
-    released = AsyncMock()
-    monkeypatch.setattr(app.topology.accepted["critical"], "send", released)
+    released = Mock()
+    monkeypatch.setattr(app.topology.accepted["critical"], "send_soon", released)
     timer = agents.held.held_timer
     monkeypatch.setattr(timer, "released", set())
     accepted = accept(
@@ -426,7 +426,7 @@ async def test_each_look_at_a_held_request_is_released_once(
     while app.clock.now() < start + wait + timedelta(seconds=5):
         app.clock.advance(timedelta(seconds=agents.held.TICK))  # type: ignore[attr-defined]
         await timer.tick()
-        looks = [call.kwargs["value"] for call in released.await_args_list]
+        looks = [call.kwargs["value"] for call in released.call_args_list]
         released.reset_mock()
         for look in looks:
             keys.append(look.held_key)

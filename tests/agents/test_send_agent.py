@@ -7,7 +7,7 @@ import logging
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
-from unittest.mock import AsyncMock, MagicMock
+from unittest.mock import AsyncMock, MagicMock, Mock
 
 import pytest
 
@@ -444,15 +444,15 @@ async def test_the_retry_timer_releases_due_jobs_once(
     await deliver(job())
     [scheduled] = wired["tables"]["retries"].values()
     topic = app.topology.deliveries[("email", "critical")]
-    sent = AsyncMock()
-    monkeypatch.setattr(topic, "send", sent)
+    sent = Mock()
+    monkeypatch.setattr(topic, "send_soon", sent)
     timer = DueTimer(app, wired["tables"]["retries"], agents.retry.release, "retries")
     assert await timer.tick() == 0  # not due yet
     wired["clock"].advance(timedelta(seconds=2))
     assert await timer.tick() == 1
     assert await timer.tick() == 0  # released once, until the agent takes it
-    assert sent.await_args.kwargs["value"] == scheduled.delivery_job()
-    assert sent.await_args.kwargs["partition"] == HOME
+    assert sent.call_args.kwargs["value"] == scheduled.delivery_job()
+    assert sent.call_args.kwargs["partition"] == HOME
 
 
 @pytest.mark.parametrize(
