@@ -11,15 +11,20 @@ BROKER_STAMP := broker/lib/.resolved
 # Swagger UI for the API docs at /docs, pinned in web/package-lock.json; npm ci
 # empties node_modules first, so the stamp inside it goes with a stale install.
 DOCS_STAMP := web/node_modules/.installed
+# Debian packages the suite drives: promtool (the alert rules' checks and unit
+# tests), chromium and its chromedriver (the dashboard page in a browser).
+TOOLS := promtool chromium chromedriver
+TOOLS_PACKAGES := prometheus chromium chromium-driver
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test install lint typecheck pytest bench clean
+.PHONY: run test install tools lint typecheck pytest bench clean
 
 run: install
 	$(BIN)/python -m pipeline.devstack
 
 test: install lint typecheck pytest
 
-install: $(STAMP) $(BROKER_STAMP) $(DOCS_STAMP)
+install: $(STAMP) $(BROKER_STAMP) $(DOCS_STAMP) tools
 
 $(STAMP): requirements.lock pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -43,6 +48,16 @@ $(DOCS_STAMP): web/package.json web/package-lock.json
 	exit 1; }
 	cd web && npm ci --ignore-scripts --no-audit --no-fund
 	touch $(DOCS_STAMP)
+
+# Installed only when one is missing, so a machine that has them needs no root.
+tools:
+	@missing=""; for tool in $(TOOLS); do command -v $$tool >/dev/null || missing=1; done; \
+	if [ -n "$$missing" ]; then \
+		command -v apt-get >/dev/null || { echo "promtool, chromium and chromedriver \
+	are needed (Debian: $(TOOLS_PACKAGES)); see the README's prerequisites"; exit 1; }; \
+		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) \
+			apt-get install -y -qq --no-install-recommends $(TOOLS_PACKAGES) >/dev/null; \
+	fi
 
 lint: install
 	$(BIN)/ruff check .
