@@ -199,6 +199,7 @@ def delivery_job(
         channel=channel,
         data=dict(request.data),
         created_at=now,
+        ready_at=ready_at(accepted),
         locale=locale or None,
         timezone=(prefs and prefs.timezone) or (profile and profile.timezone) or None,
         campaign_id=request.campaign_id,
@@ -208,6 +209,13 @@ def delivery_job(
         phone=profile.phone if profile and channel == "sms" else None,
         devices=state.devices.active() if state.devices and channel == "push" else [],
     )
+
+
+def ready_at(accepted: AcceptedRequest) -> datetime:
+    """When ``accepted`` could first be sent: accepted, or released when due."""
+    if accepted.held_key is None:
+        return accepted.accepted_at
+    return max(accepted.accepted_at, time_at(due_ms(accepted.held_key)))
 
 
 def fan_out(

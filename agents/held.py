@@ -28,7 +28,7 @@ async def release(accepted: AcceptedRequest) -> None:
     app.producer.emit(topic, key, accepted, partition=partition)  # type: ignore[attr-defined]
 
 
-held_timer = DueTimer(app, held, release, "held requests")
+held_timer = DueTimer(app, held, release, "held requests", "held")
 
 
 @app.timer(TICK, name="held.release")

@@ -26,7 +26,7 @@ async def release(scheduled: ScheduledJob) -> None:
     app.producer.emit(topic, scheduled.key, job, partition=partition)  # type: ignore[attr-defined]
 
 
-retry_timer = DueTimer(app, retries, release, "retries")
+retry_timer = DueTimer(app, retries, release, "retries", "retries")
 
 
 @app.timer(TICK, name="retry.release")

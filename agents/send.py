@@ -27,6 +27,7 @@ from faust.types import EventT, StreamT
 from mode import Service
 
 from agents.retry import retry_timer
+from pipeline import metrics
 from pipeline.app import app
 from pipeline.cancel import cancel_event, said_cancelled, stopped
 from pipeline.deadletter import Rejection, dead_letter, source_of
@@ -375,6 +376,7 @@ def deliver_in_app(
     record_event(
         job_event(job, "sent", now, target.id, provider="inbox", content=content)
     )
+    metrics.sent(job, now)
 
 
 async def dispatch(call: Call, route: Route) -> None:
@@ -433,6 +435,7 @@ async def record(calls: list[Call], lane: str, now: datetime) -> None:
                         content=call.content,
                     )
                 )
+                metrics.sent(job, now)
                 continue
             assert result is not None  # noqa: S101 - dispatch always sets one
             outcome = outcomes.setdefault(id(call.event), JobOutcome(call.event, job))
@@ -538,6 +541,7 @@ async def settle_failed(
         value=dead.dumps(),
         headers=headers,
     )
+    metrics.dead_lettered(f"send.{job.channel}", first.kind.value)
     record_event(
         job_event(
             job,

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 from faust.types import EventT
 
+from pipeline import metrics
 from pipeline.ids import event_id
 from pipeline.topology import DLQ_CODE, DLQ_REASON, DLQ_SOURCE, DLQ_STAGE
 from schemas.records import NotificationEvent
@@ -63,3 +64,5 @@ async def dead_letter(app: NotifyApp, event: EventT, rejection: Rejection) -> No
     )
     outcome = rejection.event(app.clock.now())
     await app.topology.events.send(key=rejection.source, value=outcome)
+    metrics.dead_lettered(rejection.stage, rejection.code)
+    metrics.count(outcome)

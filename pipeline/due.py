@@ -20,6 +20,8 @@ from typing import TYPE_CHECKING, Any
 
 from faust.types import TP
 
+from pipeline import metrics
+
 if TYPE_CHECKING:
     import faust
 
@@ -113,11 +115,14 @@ class DueTimer:
         table: Any,
         release: Callable[[Any], Awaitable[None]],
         what: str,
+        name: str = "",
     ) -> None:
         self.app = app
         self.table = table
         self.release = release
         self.what = what
+        #: The ``timer`` label of its metrics.
+        self.name = name or what
         self.released: set[str] = set()
         #: Per partition, the due time (ms) its next scan begins at: a little
         #: before the last entry released there. Valid in one group generation.
@@ -152,6 +157,7 @@ class DueTimer:
             if entry is None:
                 continue
             await self.release(entry)
+            metrics.released(self.name, (now_ms - due_ms(key)) / 1000)
             self.released.add(key)
             self.resume[partition] = due_ms(key) - BACKSCAN_MS
             sent += 1

@@ -97,6 +97,12 @@ class Settings(BaseSettings):
         description="URL other workers use to reach this one (table routing); "
         "empty = http://<web_host>:<web_port> (the hostname if bound to all).",
     )
+    metrics: bool = Field(
+        True,
+        description="Prometheus metrics: counted on the hot path and served at "
+        "`GET /metrics` (and the `/dashboard` page); false counts nothing and "
+        "both answer 404.",
+    )
     clickhouse_dsn: str = Field(
         "",
         description="clickhouse-connect DSN; empty = in-process chDB under data_dir.",

@@ -23,6 +23,7 @@ from typing import Any
 from faust.streams import current_event
 from faust.types import EventT
 
+from pipeline import metrics
 from pipeline.app import app
 from pipeline.campaigns import channel_deltas
 from pipeline.ids import event_id
@@ -308,6 +309,7 @@ def emit(event: NotificationEvent) -> None:
     """Put ``event`` on ``notify.events`` (buffered, as ``record`` explains;
     inside `pipeline.streams.state_first` once the batch's state is durable)."""
     send_effect(app.topology.events, event.notification_id, event)
+    metrics.count(event)
 
 
 def record(event: NotificationEvent) -> None:

@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING
 from faust.tables.manager import TableManager
 from faust.web import Request, Response, View
 
+from pipeline import metrics
+
 if TYPE_CHECKING:
     from pipeline.app import NotifyApp
 
@@ -46,6 +48,40 @@ def register(app: NotifyApp) -> None:
             if send is not None:
                 body["providers"] = send.providers.health()
             return self.json(body, status=200 if ok else 503)
+
+    @route("/metrics", on=app)
+    class Metrics(View):
+        """This worker's Prometheus metrics (`pipeline.metrics`)."""
+
+        @operation(
+            operation_id="getMetrics",
+            summary="This worker's metrics, in the Prometheus text format",
+            status=200,
+            media={metrics.CONTENT_TYPE: "Every metric the worker exports."},
+            errors=(404,),
+            public=True,
+        )
+        async def get(self, request: Request) -> Response:
+            """Counters, histograms and gauges for Prometheus to scrape; no
+            key (no label names a user, a notification or a tenant). 404 when
+            NOTIFY_METRICS is false."""
+            if not app.settings.metrics:
+                return self.json(
+                    {
+                        "error": {
+                            "code": "not_found",
+                            "message": "metrics are off (NOTIFY_METRICS=false)",
+                        }
+                    },
+                    status=404,
+                )
+            # The type carries parameters (version, charset), which the web
+            # driver's content_type refuses: it goes as a header.
+            return self.bytes(
+                metrics.exposition(), headers={"Content-Type": metrics.CONTENT_TYPE}
+            )
+
+    metrics.register(app)
 
 
 def recovered(app: NotifyApp) -> bool:

@@ -289,6 +289,9 @@ class DeliveryJob(Record):
     channel: Channel
     data: dict[str, Any]
     created_at: Instant
+    #: When the notification could first be sent: accepted, or due when it
+    #: was held or scheduled (what its send latency is measured from).
+    ready_at: Instant | None = None
     locale: str | None = None
     timezone: str | None = None
     campaign_id: str | None = None

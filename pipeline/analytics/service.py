@@ -21,13 +21,18 @@ import hmac
 import logging
 import signal
 import threading
+from collections.abc import Iterator
 
 from aiohttp import web
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from pipeline.analytics.backfill import insert_span
 from pipeline.analytics.sink import Sink
 from pipeline.analytics.store import Reader, connect, media_type, migrate
 from pipeline.errors import InvalidMessage
+from pipeline.metrics import CONTENT_TYPE, exposition
 from pipeline.replay import Span
 from pipeline.settings import Settings
 from schemas.analytics import ReplaySpan, SqlQuery
@@ -52,6 +57,52 @@ def admin_only(settings: Settings, request: web.Request) -> web.Response | None:
     return None
 
 
+class SinkCollector(Collector):
+    """The sink's figures, read at each scrape."""
+
+    def __init__(self, service: SinkService) -> None:
+        self.service = service
+
+    def collect(self) -> Iterator[Metric]:
+        stats = self.service.sink.stats
+        lag = GaugeMetricFamily(
+            "notify_sink_lag_records",
+            "Events on notify.events not yet inserted into the analytics store "
+            "and committed, per partition this sink reads.",
+            labels=["partition"],
+        )
+        for partition, behind in stats.lag().items():
+            lag.add_metric([str(partition)], behind)
+        yield lag
+        for name, doc, value in (
+            ("notify_sink_rows_inserted", "Event rows inserted.", stats.rows),
+            ("notify_sink_batches", "Batches inserted.", stats.batches),
+            (
+                "notify_sink_rejected_rows",
+                "Records that were not events, dead-lettered.",
+                stats.rejected,
+            ),
+            (
+                "notify_sink_insert_failures",
+                "Inserts that failed (each retried until it goes).",
+                stats.failures,
+            ),
+        ):
+            yield CounterMetricFamily(name, doc, value=value)
+        last = GaugeMetricFamily(
+            "notify_sink_last_insert_timestamp_seconds",
+            "When the last batch was inserted (Unix time; 0 before the first).",
+            value=stats.last_insert or 0.0,
+        )
+        up = GaugeMetricFamily(
+            "notify_sink_up",
+            "1 while the sink's loop runs, 0 once it died.",
+            value=0.0 if self.service.failed else 1.0,
+        )
+        yield last
+        yield up
+
+
 class SinkService:
     """The sink thread and the query server of one process."""
 
@@ -65,6 +116,8 @@ class SinkService:
         self.sink = Sink(settings, self.writer)
         self.thread = threading.Thread(target=self._run, name="sink", daemon=True)
         self.failed: BaseException | None = None
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(SinkCollector(self))
 
     def _run(self) -> None:
         try:
@@ -88,6 +141,14 @@ class SinkService:
             "committed": {str(p): o for p, o in sorted(stats.committed.items())},
         }
         return web.json_response(body, status=503 if self.failed else 200)
+
+    async def metrics(self, _request: web.Request) -> web.Response:
+        """The sink's figures in the Prometheus text format."""
+        if not self.settings.metrics:
+            return error(404, "not_found", "metrics are off (NOTIFY_METRICS=false)")
+        return web.Response(
+            body=exposition(self.registry), headers={"Content-Type": CONTENT_TYPE}
+        )
 
     async def query(self, request: web.Request) -> web.Response:
         """One read-only query, answered in the asked format."""
@@ -129,6 +190,7 @@ class SinkService:
         self.thread.start()
         application = web.Application()
         application.router.add_get("/health", self.health)
+        application.router.add_get("/metrics", self.metrics)
         application.router.add_post("/query", self.query)
         application.router.add_post("/replay", self.replay)
         runner = web.AppRunner(application, access_log=None)

@@ -50,6 +50,8 @@ log = logging.getLogger(__name__)
 STAGE = "sink"
 #: Longest wait between two tries of an insert that failed.
 MAX_BACKOFF = 30.0
+#: Seconds between two looks at the events topic's offsets (the sink's lag).
+WATERMARK_EVERY = 1.0
 
 
 class SinkStopped(RuntimeError):
@@ -68,6 +70,16 @@ class SinkStats:
     last_insert: float | None = None
     #: Partition → the next offset to read (what was committed).
     committed: dict[int, int] = field(default_factory=dict)
+    #: Partition → (earliest, end) offsets of the events topic, looked up
+    #: about once a second for the assigned partitions.
+    watermarks: dict[int, tuple[int, int]] = field(default_factory=dict)
+
+    def lag(self) -> dict[int, int]:
+        """Partition → events not yet inserted and committed."""
+        return {
+            partition: max(0, end - self.committed.get(partition, low))
+            for partition, (low, end) in sorted(self.watermarks.items())
+        }
 
 
 class Sink:
@@ -122,9 +134,12 @@ class Sink:
             }
         )
         consumer.subscribe([self.topic], on_revoke=self._on_revoke)
-        started = time.monotonic()
+        started = looked = time.monotonic()
         try:
             while not self.stopping.is_set():
+                if time.monotonic() - looked >= WATERMARK_EVERY:
+                    self._look_at_watermarks()
+                    looked = time.monotonic()
                 wait = max(0.05, self.batch_seconds - (time.monotonic() - started))
                 room = max(1, self.batch_rows - len(self.batch))
                 for message in consumer.consume(num_messages=room, timeout=wait):
@@ -137,6 +152,22 @@ class Sink:
         finally:
             consumer.close()
             self.producer.flush(10)
+
+    def _look_at_watermarks(self) -> None:
+        """The events topic's offsets on the assigned partitions (its lag)."""
+        if self.consumer is None:
+            return
+        found = {}
+        for tp in self.consumer.assignment():
+            try:
+                low, end = self.consumer.get_watermark_offsets(
+                    tp, timeout=1.0, cached=False
+                )
+            except Exception as exc:  # noqa: BLE001 - a broker away: next time
+                log.debug("sink: watermarks of %s not read: %s", tp, exc)
+                continue
+            found[tp.partition] = (low, end)
+        self.stats.watermarks = found
 
     def stop(self) -> None:
         """Ask the loop to insert what it holds and end."""

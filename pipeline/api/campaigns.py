@@ -13,6 +13,7 @@ import asyncio
 import uuid
 from collections import Counter
 from collections.abc import Iterable
+from datetime import timedelta
 from typing import Any
 
 from faust.web import Request, Response
@@ -117,6 +118,28 @@ def local_parts(cid: str) -> dict[int, CampaignPart]:
             progress=progress, counts=counts.counts if counts else {}
         )
     return parts
+
+
+def recent_counts(
+    limit: int = 20, within: timedelta = timedelta(days=1)
+) -> list[tuple[str, dict[str, int]]]:
+    """The newest campaigns' counts on this worker's partitions (for
+    ``/metrics``: at most ``limit``, created ``within`` that long)."""
+    now = app.clock.now()
+    newest = sorted(
+        (c for c in stored_campaigns() if now - c.created_at <= within),
+        key=lambda c: c.created_at,
+        reverse=True,
+    )[:limit]
+    found = []
+    for campaign in newest:
+        parts = local_parts(campaign.campaign_id).values()
+        progress = [part.progress for part in parts if part.progress]
+        counts = summed(part.counts for part in parts)
+        counts["targeted"] = sum(p.targeted for p in progress)
+        counts["expanded"] = sum(p.expanded for p in progress)
+        found.append((campaign.campaign_id, counts))
+    return found
 
 
 async def all_parts(cid: str, request: Request) -> dict[int, CampaignPart]:

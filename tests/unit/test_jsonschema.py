@@ -159,6 +159,7 @@ EXAMPLES: dict[str, Record] = {
         channel="push",
         data={"order_id": 4412},
         created_at=NOW,
+        ready_at=NOW,
         locale="fr-FR",
         timezone="Europe/Paris",
         campaign_id="1042",

@@ -8,7 +8,7 @@ import re
 import pytest
 from jsonschema import Draft202012Validator
 
-from pipeline.api import docs
+from pipeline.api import dashboard, docs
 from pipeline.api.openapi import openapi_document
 from pipeline.app import DISCOVER, app
 
@@ -18,10 +18,11 @@ for _module in DISCOVER:
 
 def served() -> dict[str, set[str]]:
     """Path → HTTP methods of every view registered on the app's web server,
-    but the interactive docs, which show the document rather than being in it."""
+    but the pages (the interactive docs, the dashboard), which show the API
+    rather than being part of it."""
     routes: dict[str, set[str]] = {}
     for path, view in app.web.views.items():
-        if path in docs.ROUTES:
+        if path in docs.ROUTES or path in dashboard.ROUTES:
             continue
         # A parameter's pattern is the router's business, not the document's.
         template = re.sub(r"\{(\w+):[^{}]*\}", r"{\1}", path)
@@ -42,8 +43,9 @@ def test_no_faust_builtin_pages_are_served() -> None:
 
 
 def test_only_health_the_document_and_signed_calls_are_public() -> None:
-    """Every operation requires the bearer key but /health, /openapi.json, and
-    those that providers and mail clients call, which check their own signature."""
+    """Every operation requires the bearer key but /health, /metrics (no
+    label names a user or a tenant), /openapi.json, and those that providers
+    and mail clients call, which check their own signature."""
     document = openapi_document()
     public = {
         (path, method)
@@ -53,6 +55,7 @@ def test_only_health_the_document_and_signed_calls_are_public() -> None:
     }
     assert public == {
         ("/health", "get"),
+        ("/metrics", "get"),
         ("/openapi.json", "get"),
         ("/v1/webhooks/{provider}", "post"),
         ("/t/o/{token}", "get"),
