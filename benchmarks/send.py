@@ -361,6 +361,7 @@ def chain_throughput(
     timeout: float,
     watch: Callable[[int], AbstractContextManager[object]] | None = None,
     written: dict[str, float] | None = None,
+    worker_env: dict[str, str] | None = None,
 ) -> tuple[float, float]:
     """Notifications/s through the whole chain, request to provider; CPU µs each.
 
@@ -370,13 +371,14 @@ def chain_throughput(
     the last. ``watch(pid)``, if given, is entered for the measured requests
     (a sampling profiler: `benchmarks.profile_chain`). ``written``, if given,
     gets the records each measured notification wrote, per topic.
+    ``worker_env`` adds settings to the worker's environment.
     """
     run = f"{int(time.time()) % 100000:05d}"
     with Stack(workdir, "chain-throughput") as stack:
         bootstrap = stack.broker.bootstrap
         preload_users(bootstrap, [user(n) for n in range(USERS)])
         fcm, sendgrid = stack.emulators.fcm.calls, stack.emulators.sendgrid.calls
-        pid = stack.start_worker(NOTIFY_LANES="critical")
+        pid = stack.start_worker(NOTIFY_LANES="critical", **(worker_env or {}))
         deadline = time.monotonic() + timeout
         warm_up(stack, run, deadline)
         warm_fcm, warm_sendgrid = len(fcm.calls), len(sendgrid.calls)

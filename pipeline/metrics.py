@@ -110,6 +110,7 @@ class _State:
     #: Label tuple → the counter's child: ``labels()`` checks and hashes its
     #: arguments each call, a dict lookup does not.
     counted: dict[tuple[str, ...], Any] = {}
+    timed: dict[tuple[str, ...], Any] = {}
     reasons: dict[str, str] = {}
 
 
@@ -160,9 +161,11 @@ def sent(job: DeliveryJob, now: datetime) -> None:
     if not _State.enabled:
         return
     since = job.ready_at or job.created_at
-    SEND_LATENCY.labels(job.lane, job.priority, job.channel).observe(
-        max(0.0, (now - since).total_seconds())
-    )
+    key = (job.lane, job.priority, job.channel)
+    child = _State.timed.get(key)
+    if child is None:
+        child = _State.timed[key] = SEND_LATENCY.labels(*key)
+    child.observe(max(0.0, (now - since).total_seconds()))
 
 
 def released(timer: str, late: float) -> None:
