@@ -4,7 +4,7 @@ Counted where the decisions are made, gauged when scraped:
 
 - every analytics event a worker emits counts in ``notify_notifications_total``
   by lane, channel, provider, outcome (the event type) and reason (a bounded
-  code: ``cap marketing/day 5``, ``opted_out``, ``timeout``; never an id);
+  code: ``cap marketing/day 5``, ``global_opt_out``, ``timeout``; never an id);
 - every send observes ``notify_send_latency_seconds`` (from the moment the
   notification could first be sent: accepted, or due when it was scheduled);
 - the due timers count releases and observe how late each was;
@@ -31,6 +31,7 @@ from prometheus_client import (
     CollectorRegistry,
     Counter,
     Histogram,
+    ProcessCollector,
     disable_created_metrics,
     generate_latest,
 )
@@ -53,6 +54,9 @@ CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4
 #: The worker's own registry: nothing of the process's default one (a test
 #: process may build several apps; each registers its collector here once).
 REGISTRY = CollectorRegistry(auto_describe=False)
+# process_start_time_seconds and friends: a worker whose commit guard tripped
+# exits within seconds, so a restart is what a scrape reliably sees.
+ProcessCollector(registry=REGISTRY)
 
 #: Accepted→sent seconds: the critical SLO is 1 s, transactional 30 s,
 #: promotional 15 min (seed 001); buckets around each.

@@ -24,7 +24,7 @@ import threading
 from collections.abc import Iterator
 
 from aiohttp import web
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, ProcessCollector
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -118,6 +118,7 @@ class SinkService:
         self.failed: BaseException | None = None
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(SinkCollector(self))
+        ProcessCollector(registry=self.registry)
 
     def _run(self) -> None:
         try:

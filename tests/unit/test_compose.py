@@ -9,7 +9,7 @@ import re
 import shlex
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
@@ -33,6 +33,7 @@ OPERATOR_ENV = {
     "NOTIFY_ADMIN_API_KEY": "an-admin-key-of-at-least-24-chars",
     "NOTIFY_TRACKING_SECRET": "a-tracking-secret-of-24-chars-or-more",
     "NOTIFY_WEBHOOK_SECRET": "a-webhook-secret-of-24-chars-or-more",
+    "GRAFANA_ADMIN_PASSWORD": "a-grafana-admin-password",
 }
 WORKER_ARGV = ("notify", "worker")
 TOPICS_ARGV = ("notify", "topics")
@@ -781,3 +782,419 @@ def test_one_sink_inserts_into_the_stacks_clickhouse(
     assert {w.app_id for w in workers} == {settings.app_id}
     probe = " ".join(compose["services"][name]["healthcheck"]["test"])
     assert "NOTIFY_SINK_PORT" in probe and "/health" in probe
+
+
+# ---------------------------------------------------------------------------
+# Monitoring: Prometheus scrapes the services the stack runs, on the ports
+# their settings give them, and Grafana shows it through the provisioned
+# datasource.
+
+PROMETHEUS_IMAGE = "prom/prometheus"
+GRAFANA_IMAGE = "grafana/grafana-oss"
+#: Where the images look when the command or environment says nothing else.
+PROMETHEUS_CONFIG = "/etc/prometheus/prometheus.yml"
+GRAFANA_PROVISIONING = "/etc/grafana/provisioning"
+PROMETHEUS_LISTEN_PORT = 9090
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+@dataclass
+class Monitoring:
+    """The stack and the files its Prometheus and Grafana read, as loaded."""
+
+    compose: Compose
+    #: prometheus.yml, as the prometheus service mounts it.
+    config: dict[str, Any]
+    #: Every datasource of the provisioning directory Grafana mounts.
+    datasources: list[dict[str, Any]]
+    #: File name → dashboard JSON, from the directory the file provider reads.
+    dashboards: dict[str, dict[str, Any]]
+
+
+def _binds(service: Service, base_dir: Path) -> list[tuple[Path, str, bool]]:
+    """(host path, container path, read-only) of each bind mount."""
+    result = []
+    for volume in service.get("volumes", []):
+        if isinstance(volume, dict):
+            if volume.get("type") != "bind":
+                continue
+            source, target = str(volume["source"]), str(volume["target"])
+            read_only = bool(volume.get("read_only"))
+        else:
+            source, target, *mode = str(volume).split(":")
+            read_only = "ro" in (mode[0].split(",") if mode else [])
+        if source.startswith((".", "/")):
+            result.append(((base_dir / source).resolve(), target, read_only))
+    return result
+
+
+def host_path(service: Service, base_dir: Path, container_path: str) -> Path | None:
+    """The host file or directory a container path comes from, via bind mounts."""
+    inside = PurePosixPath(container_path)
+    for source, target, _ in _binds(service, base_dir):
+        if inside == PurePosixPath(target) or PurePosixPath(target) in inside.parents:
+            return source.joinpath(*inside.relative_to(target).parts)
+    return None
+
+
+def _image_services(compose: Compose, image: str) -> dict[str, Service]:
+    return {
+        name: service
+        for name, service in compose.get("services", {}).items()
+        if str(service.get("image", "")).split(":")[0] == image
+    }
+
+
+def _flag(service: Service, name: str) -> str | None:
+    for arg in _argv(service.get("command")):
+        if arg.startswith(f"{name}="):
+            return arg.split("=", 1)[1]
+    return None
+
+
+def prometheus_config_path(service: Service) -> str:
+    """Where the prometheus service reads its configuration."""
+    return _flag(service, "--config.file") or PROMETHEUS_CONFIG
+
+
+def grafana_provisioning_path(service: Service) -> str:
+    """Where the grafana service reads its provisioning."""
+    return declared_env(service).get("GF_PATHS_PROVISIONING") or GRAFANA_PROVISIONING
+
+
+def load_monitoring(compose: Compose, base_dir: Path = REPO) -> Monitoring:
+    """The files the stack's prometheus and grafana services mount."""
+    [prometheus] = _image_services(compose, PROMETHEUS_IMAGE).values()
+    config_file = host_path(prometheus, base_dir, prometheus_config_path(prometheus))
+    assert config_file is not None, "prometheus mounts no configuration"
+    [grafana] = _image_services(compose, GRAFANA_IMAGE).values()
+    provisioning = host_path(grafana, base_dir, grafana_provisioning_path(grafana))
+    assert provisioning is not None, "grafana mounts no provisioning"
+    datasources = [
+        source
+        for path in sorted((provisioning / "datasources").glob("*.yml"))
+        for source in yaml.safe_load(path.read_text()).get("datasources", [])
+    ]
+    dashboards = {}
+    for path in sorted((provisioning / "dashboards").glob("*.yml")):
+        for provider in yaml.safe_load(path.read_text()).get("providers", []):
+            directory = host_path(grafana, base_dir, provider["options"]["path"])
+            for board in sorted(directory.glob("*.json")) if directory else []:
+                dashboards[board.name] = json.loads(board.read_text())
+    return Monitoring(
+        compose, yaml.safe_load(config_file.read_text()), datasources, dashboards
+    )
+
+
+def _pinned(name: str, service: Service) -> list[str]:
+    image = str(service.get("image", ""))
+    tag = image.partition(":")[2]
+    if not re.fullmatch(r"v?\d+\.\d+\.\d+", tag):
+        return [f"{name}: image {image!r} is not pinned to a release"]
+    return []
+
+
+def prometheus_problems(compose: Compose, base_dir: Path) -> list[str]:
+    """One prometheus service, pinned, mounting prometheus.yml where it reads
+    it and each rule file where the config's relative path points, read-only."""
+    services = _image_services(compose, PROMETHEUS_IMAGE)
+    if len(services) != 1:
+        return [f"{len(services)} prometheus services"]
+    [(name, service)] = services.items()
+    problems = _pinned(name, service)
+    expected = base_dir / "deploy" / "prometheus"
+    config_path = prometheus_config_path(service)
+    files = {config_path: expected / "prometheus.yml"}
+    config = yaml.safe_load(files[config_path].read_text())
+    for rule_file in config.get("rule_files", []):
+        inside = PurePosixPath(config_path).parent / rule_file
+        files[str(inside)] = expected / rule_file
+    binds = {target: (source, ro) for source, target, ro in _binds(service, base_dir)}
+    for inside, wanted in files.items():
+        found, read_only = binds.get(inside, (None, False))
+        if found != wanted.resolve():
+            problems.append(f"{name}: {wanted.name} is not mounted at {inside}")
+        elif not read_only:
+            problems.append(f"{name}: {inside} is mounted writable")
+    return problems
+
+
+def scrape_target_problems(
+    compose: Compose, base_dir: Path, config: dict[str, Any]
+) -> list[str]:
+    """Each target names a worker or sink service and the port its settings
+    give it, bound beyond loopback; every worker and the sink are scraped, and
+    Prometheus starts after them."""
+    workers = services_running(compose, base_dir, WORKER_ARGV)
+    sinks = services_running(compose, base_dir, SINK_ARGV)
+    port_variable = {name: f"{PREFIX}WEB_PORT" for name in workers}
+    port_variable |= {name: f"{PREFIX}SINK_PORT" for name in sinks}
+    problems = []
+    scraped = set()
+    for job in config.get("scrape_configs", []):
+        for static in job.get("static_configs", []):
+            for target in static.get("targets", []):
+                host, _, port = str(target).rpartition(":")
+                found = _service_at(compose, host)
+                if found is None:
+                    problems.append(f"{job['job_name']}: {host!r} is no service")
+                    continue
+                name, service = found
+                scraped.add(name)
+                if name not in port_variable:
+                    problems.append(f"{job['job_name']}: {name} is no worker or sink")
+                    continue
+                env = container_env(service, image_of(service, base_dir))
+                serves = env.get(port_variable[name])
+                if serves != port:
+                    problems.append(
+                        f"{job['job_name']}: scrapes {name}:{port}, but "
+                        f"{port_variable[name]} is {serves}"
+                    )
+                if (env.get(f"{PREFIX}WEB_HOST") or "127.0.0.1") in LOOPBACK:
+                    problems.append(
+                        f"{name}: binds loopback, Prometheus cannot reach it"
+                    )
+    for name in port_variable.keys() - scraped:
+        problems.append(f"{name} is not scraped")
+    for prometheus_name, prometheus in _image_services(
+        compose, PROMETHEUS_IMAGE
+    ).items():
+        for name in sorted(scraped & workers.keys()):
+            if not _depends_with(prometheus, name, "service_started"):
+                problems.append(f"{prometheus_name}: does not start after {name}")
+    return problems
+
+
+def _datasource_uids(node: Any) -> set[str]:
+    """Every ``datasource.uid`` a dashboard (or part of one) names."""
+    found = set()
+    if isinstance(node, dict):
+        source = node.get("datasource")
+        if isinstance(source, dict) and source.get("type") != "grafana":
+            found.add(str(source.get("uid")))
+        elif isinstance(source, str):  # the older form: a datasource's name
+            found.add(source)
+        for value in node.values():
+            found |= _datasource_uids(value)
+    elif isinstance(node, list):
+        for item in node:
+            found |= _datasource_uids(item)
+    return found
+
+
+def grafana_problems(
+    compose: Compose,
+    base_dir: Path,
+    datasources: list[dict[str, Any]],
+    dashboards: dict[str, dict[str, Any]],
+) -> list[str]:
+    """One grafana service, pinned, anonymous access off, an admin password;
+    provisioning and dashboards mounted read-only; the dashboards name only
+    the provisioned datasource, which is the stack's Prometheus."""
+    services = _image_services(compose, GRAFANA_IMAGE)
+    if len(services) != 1:
+        return [f"{len(services)} grafana services"]
+    [(name, service)] = services.items()
+    problems = _pinned(name, service)
+    env = declared_env(service)
+    if (env.get("GF_AUTH_ANONYMOUS_ENABLED") or "").lower() != "false":
+        problems.append(f"{name}: anonymous access is not turned off")
+    if not env.get("GF_SECURITY_ADMIN_PASSWORD"):
+        problems.append(f"{name}: no admin password")
+    binds = {target: (source, ro) for source, target, ro in _binds(service, base_dir)}
+    provisioning = grafana_provisioning_path(service)
+    expected = base_dir / "deploy" / "grafana"
+    if binds.get(provisioning) != ((expected / "provisioning").resolve(), True):
+        problems.append(f"{name}: provisioning is not mounted read-only at it")
+    if not dashboards:
+        problems.append(f"{name}: its file provider finds no dashboard")
+    for board in dashboards:
+        if not (expected / "dashboards" / board).is_file():
+            problems.append(f"{name}: dashboard {board} is not the repository's")
+    for target, (source, read_only) in binds.items():
+        if source == (expected / "dashboards").resolve() and not read_only:
+            problems.append(f"{name}: {target} is mounted writable")
+    home = env.get("GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH")
+    if home and PurePosixPath(home).name not in dashboards:
+        problems.append(f"{name}: home dashboard {home} is not provisioned")
+    problems += _datasource_problems(compose, name, datasources, dashboards)
+    return problems
+
+
+def _datasource_problems(
+    compose: Compose,
+    name: str,
+    datasources: list[dict[str, Any]],
+    dashboards: dict[str, dict[str, Any]],
+) -> list[str]:
+    problems = []
+    uids = {str(source.get("uid")) for source in datasources}
+    for source in datasources:
+        url = urlsplit(str(source.get("url", "")))
+        found = _service_at(compose, url.hostname or "")
+        if source.get("type") != "prometheus" or found is None:
+            problems.append(f"{name}: datasource {source.get('uid')} is no service")
+            continue
+        server_name, server = found
+        image = str(server.get("image", "")).split(":")[0]
+        listen = _flag(server, "--web.listen-address") or f":{PROMETHEUS_LISTEN_PORT}"
+        if image != PROMETHEUS_IMAGE or url.port != int(listen.rpartition(":")[2]):
+            problems.append(f"{name}: datasource URL {url.geturl()} is no Prometheus")
+        elif not _depends_with(
+            compose["services"][name], server_name, "service_healthy"
+        ):
+            problems.append(f"{name}: does not wait for {server_name} to be healthy")
+    for board, dashboard in dashboards.items():
+        for uid in sorted(_datasource_uids(dashboard) - uids):
+            problems.append(f"{name}: {board} names datasource {uid}, not provisioned")
+    return problems
+
+
+@pytest.fixture
+def monitoring(compose: Compose) -> Monitoring:
+    """The stack with the monitoring files its services mount."""
+    return load_monitoring(compose)
+
+
+def _monitoring_problems(stack: Monitoring) -> list[str]:
+    return [
+        *prometheus_problems(stack.compose, REPO),
+        *scrape_target_problems(stack.compose, REPO, stack.config),
+        *grafana_problems(stack.compose, REPO, stack.datasources, stack.dashboards),
+    ]
+
+
+def test_prometheus_mounts_its_config_and_rules(monitoring: Monitoring) -> None:
+    """prometheus.yml where Prometheus reads it, the alert rules where its
+    relative rule_files path points inside the container, both read-only."""
+    assert prometheus_problems(monitoring.compose, REPO) == []
+    assert monitoring.config["rule_files"], "prometheus.yml loads no rules"
+
+
+def test_prometheus_scrapes_each_worker_and_the_sink_on_their_ports(
+    monitoring: Monitoring,
+) -> None:
+    """Every target is a worker (NOTIFY_WEB_PORT) or the sink
+    (NOTIFY_SINK_PORT) on the port its environment gives it, and none is
+    left out."""
+    targets = [
+        target
+        for job in monitoring.config["scrape_configs"]
+        for static in job["static_configs"]
+        for target in static["targets"]
+    ]
+    assert len(targets) == 3, targets
+    assert scrape_target_problems(monitoring.compose, REPO, monitoring.config) == []
+
+
+def test_grafana_shows_the_dashboard_through_the_provisioned_datasource(
+    monitoring: Monitoring,
+) -> None:
+    """Provisioning and dashboards mounted read-only; each dashboard's
+    datasource uid is the provisioned one, which is the stack's Prometheus."""
+    assert [source["uid"] for source in monitoring.datasources] == ["notify-prometheus"]
+    assert "notify-pipeline.json" in monitoring.dashboards
+    assert _datasource_uids(monitoring.dashboards["notify-pipeline.json"]) == {
+        "notify-prometheus"
+    }
+    assert (
+        grafana_problems(
+            monitoring.compose, REPO, monitoring.datasources, monitoring.dashboards
+        )
+        == []
+    )
+
+
+def test_compose_requires_the_grafana_admin_password() -> None:
+    """No Grafana password is baked into the file: the operator must set one."""
+    env = {k: v for k, v in OPERATOR_ENV.items() if k != "GRAFANA_ADMIN_PASSWORD"}
+    with pytest.raises(ValueError, match="GRAFANA_ADMIN_PASSWORD"):
+        load_compose(COMPOSE_FILE, env)
+
+
+def _worker_serves_another_port(stack: Monitoring) -> None:
+    environment = stack.compose["services"]["worker-critical"]["environment"]
+    environment[f"{PREFIX}WEB_PORT"] = "6068"
+
+
+def _sink_on_loopback(stack: Monitoring) -> None:
+    environment = stack.compose["services"]["sink"]["environment"]
+    environment[f"{PREFIX}WEB_HOST"] = "127.0.0.1"
+
+
+def _worker_left_out(stack: Monitoring) -> None:
+    for job in stack.config["scrape_configs"]:
+        for static in job["static_configs"]:
+            static["targets"] = [
+                t for t in static["targets"] if not t.startswith("worker-bulk:")
+            ]
+
+
+def _target_no_service(stack: Monitoring) -> None:
+    stack.config["scrape_configs"][0]["static_configs"][0]["targets"][0] = (
+        "worker-standard:6066"
+    )
+
+
+def _rules_not_mounted(stack: Monitoring) -> None:
+    service = stack.compose["services"]["prometheus"]
+    service["volumes"] = [v for v in service["volumes"] if "alerts.yml" not in v]
+
+
+def _config_writable(stack: Monitoring) -> None:
+    service = stack.compose["services"]["prometheus"]
+    service["volumes"] = [v.removesuffix(":ro") for v in service["volumes"]]
+
+
+def _prometheus_unpinned(stack: Monitoring) -> None:
+    stack.compose["services"]["prometheus"]["image"] = f"{PROMETHEUS_IMAGE}:latest"
+
+
+def _dashboard_other_datasource(stack: Monitoring) -> None:
+    panel = stack.dashboards["notify-pipeline.json"]["panels"][0]
+    panel["targets"][0]["datasource"] = {"type": "prometheus", "uid": "P1809F7CD0C"}
+
+
+def _datasource_to_a_worker(stack: Monitoring) -> None:
+    stack.datasources[0]["url"] = "http://worker-bulk:6067"
+
+
+def _grafana_anonymous(stack: Monitoring) -> None:
+    environment = stack.compose["services"]["grafana"]["environment"]
+    environment["GF_AUTH_ANONYMOUS_ENABLED"] = "true"
+
+
+def _provisioning_elsewhere(stack: Monitoring) -> None:
+    service = stack.compose["services"]["grafana"]
+    service["volumes"] = [
+        v.replace(":/etc/grafana/provisioning:", ":/etc/grafana/provision:")
+        for v in service["volumes"]
+    ]
+
+
+@pytest.mark.parametrize(
+    ("mutate", "expected"),
+    [
+        (_worker_serves_another_port, "scrapes worker-critical:6066, but"),
+        (_sink_on_loopback, "sink: binds loopback"),
+        (_worker_left_out, "worker-bulk is not scraped"),
+        (_target_no_service, "'worker-standard' is no service"),
+        (_rules_not_mounted, "alerts.yml is not mounted at /etc/prometheus/alerts.yml"),
+        (_config_writable, "is mounted writable"),
+        (_prometheus_unpinned, "is not pinned to a release"),
+        (_dashboard_other_datasource, "names datasource P1809F7CD0C"),
+        (_datasource_to_a_worker, "is no Prometheus"),
+        (_grafana_anonymous, "anonymous access is not turned off"),
+        (_provisioning_elsewhere, "provisioning is not mounted"),
+    ],
+)
+def test_monitoring_checks_reject_a_broken_stack(
+    monitoring: Monitoring, mutate: Callable[[Monitoring], None], expected: str
+) -> None:
+    """Each monitoring check fails on a stack broken the way it guards against."""
+    assert _monitoring_problems(monitoring) == []
+    mutated = copy.deepcopy(monitoring)
+    mutate(mutated)
+    problems = _monitoring_problems(mutated)
+    assert any(expected in problem for problem in problems), problems
