@@ -1,18 +1,25 @@
 # The notify-pipeline worker image: the project installed at its locked versions.
 
-# The interactive API docs (/docs) load Swagger UI from the worker itself: the
-# npm package pinned in web/package-lock.json, installed here as `make install`
-# does. The worker image receives only the files the page loads (and the
-# package's licence); it has no Node.js.
-FROM node:20-slim AS docs-assets
+# The worker's pages load their browser files from the worker itself: the
+# interactive API docs (/docs) Swagger UI, and the dashboard (/dashboard) uPlot
+# and its own script and style sheet. The npm packages are pinned in
+# web/package-lock.json and installed here as `make install` does. The worker
+# image receives only the files the pages load (and the packages' licences);
+# it has no Node.js.
+FROM node:20-slim AS web-assets
 WORKDIR /web
 COPY web/package.json web/package-lock.json web/.npmrc ./
 RUN npm ci --ignore-scripts --no-audit --no-fund \
-    && mkdir /swagger-ui \
+    && mkdir /swagger-ui /dashboard \
     && cd node_modules/swagger-ui-dist \
     && cp swagger-ui.css index.css swagger-ui-bundle.js \
         swagger-ui-standalone-preset.js favicon-32x32.png favicon-16x16.png \
-        LICENSE NOTICE package.json /swagger-ui/
+        LICENSE NOTICE package.json /swagger-ui/ \
+    && cd ../uplot \
+    && cp dist/uPlot.iife.min.js dist/uPlot.min.css /dashboard/ \
+    && cp LICENSE /dashboard/uPlot.LICENSE \
+    && cp package.json /dashboard/uPlot.package.json
+COPY web/dashboard/dashboard.js web/dashboard/dashboard.css /dashboard/
 
 FROM python:3.11-slim
 
@@ -45,8 +52,10 @@ RUN pip install --no-cache-dir --no-deps . \
 
 # Installed without -e, the package cannot find web/ next to its source: it
 # looks under its Python prefix instead, <sys.prefix>/share/notify-pipeline/
-# swagger-ui (pipeline/api/docs.py); this image's prefix is /usr/local.
-COPY --from=docs-assets /swagger-ui/ /usr/local/share/notify-pipeline/swagger-ui/
+# swagger-ui (pipeline/api/docs.py) and .../dashboard (pipeline/api/
+# dashboard.py); this image's prefix is /usr/local.
+COPY --from=web-assets /swagger-ui/ /usr/local/share/notify-pipeline/swagger-ui/
+COPY --from=web-assets /dashboard/ /usr/local/share/notify-pipeline/dashboard/
 
 USER notify:notify
 ENV NOTIFY_DATA_DIR=/var/lib/notify

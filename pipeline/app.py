@@ -39,6 +39,8 @@ DISCOVER = [
     "pipeline.api.delivery",
     "pipeline.api.analytics",
     "pipeline.api.docs",
+    "pipeline.dashboard",
+    "pipeline.api.dashboard",
 ]
 
 #: Never change by accident: the version is part of every internal topic name.

@@ -325,6 +325,8 @@ def main(argv: list[str] | None = None) -> int:
                     f"  API           {web}/openapi.json",
                     f"  API docs      {web}/docs",
                     f"  API key       {api_key}   (NOTIFY_DEV_API_KEY)",
+                    f"  dashboard     {web}/dashboard   sign in with the admin key "
+                    f"{base.admin_api_key.get_secret_value()}   (NOTIFY_ADMIN_API_KEY)",
                     f"  providers     APNs {emulators.apns.url}  FCM "
                     f"{emulators.fcm.url}  SMTP {emulators.smtp.url}",
                     f"                SendGrid {emulators.sendgrid.url}  Twilio "
