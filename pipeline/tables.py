@@ -113,3 +113,14 @@ class Table(_Ours, faust.Table):
 
 class GlobalTable(_Ours, FaustGlobalTable):
     """A Faust global table whose str keys are raw UTF-8 bytes."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        # Faust counts every partition of a global table among recovery's
+        # active ones, for good: after recovery, what another worker writes
+        # to a partition it owns reaches this worker as a changelog event that
+        # waits in a buffer of ``recovery_buffer_size`` events (1,000 by
+        # default) before it is applied, so a key created, a limit set or an
+        # address suppressed on one worker was not seen by the others for
+        # that many writes. One event at a time, each applies as it comes.
+        kwargs["recovery_buffer_size"] = 1
+        super().__init__(*args, **kwargs)

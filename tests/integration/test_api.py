@@ -343,6 +343,49 @@ def test_status_is_answered_by_whichever_worker_is_asked(
             assert body["notification_id"] == nid
 
 
+def test_keys_and_limits_written_on_one_worker_hold_on_every_worker(
+    broker_with_topics: BrokerUnderTest, start_worker: WorkerFactory
+) -> None:
+    """A key created, or a tenant's limits set, through either of two workers
+    sharing the partitions is honoured by both within moments: the global
+    tables apply another worker's writes as they come (Faust held them in a
+    1,000-event buffer, so each worker saw only its own partitions' keys)."""
+    app_id = unique("global")
+    pair = [start_worker(app_id=app_id, name=name) for name in ("first", "second")]
+    for worker in pair:
+        worker.wait_ready(timeout=90)
+    wait_for(
+        lambda: all((w.get("/health") or {}).get("assigned", 0) > 0 for w in pair),
+        timeout=60,
+    )
+    for n in range(4):
+        tenant = unique("t")
+        created = api(
+            pair[n % 2], "POST", "/v1/admin/keys", {"tenant": tenant}, key=ADMIN_KEY
+        )
+        assert created.status == 201, created.body
+        key = created.body["api_key"]
+        for worker in pair:
+            # 404: the key is known (a 401 otherwise), the user is not.
+            wait_for(
+                lambda w=worker, k=key: (
+                    api(w, "GET", "/v1/users/nobody", key=k).status == 404
+                ),
+                timeout=10,
+                interval=0.2,
+            )
+        path = f"/v1/tenants/{tenant}/limits"
+        put = api(pair[n % 2], "PUT", path, {"caps": []}, key=ADMIN_KEY)
+        assert put.status == 202, put.body
+        wait_for(
+            lambda w=pair[(n + 1) % 2], p=path: (
+                api(w, "GET", p, key=ADMIN_KEY).body.get("caps") == []
+            ),
+            timeout=10,
+            interval=0.2,
+        )
+
+
 def lane_workers(start_worker: WorkerFactory, app_id: str) -> dict[str, WorkerProcess]:
     """One worker per lane of one app (two consumer groups), each knowing
     where the other lane answers (NOTIFY_LANE_URLS); not yet ready."""
