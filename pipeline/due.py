@@ -18,9 +18,8 @@ from collections.abc import Awaitable, Callable, Iterator, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from faust.types import TP
-
 from pipeline import metrics
+from pipeline.stores import active_dbs
 
 if TYPE_CHECKING:
     import faust
@@ -82,18 +81,13 @@ def due_keys(
     burst leaves tens of thousands (walking 100,000 costs ~100 ms a tick).
     The memory store (tests) is scanned whole.
     """
-    store: Any = getattr(table, "data", None)
-    dbs = getattr(store, "_dbs", None)
+    dbs = active_dbs(table)
     if dbs is None:
         keys = sorted(k for k in table.keys() if due_ms(k) <= now_ms)
         yield from ((0, key) for key in keys)
         return
-    actives = table.app.assignor.assigned_actives()
-    changelog = table.changelog_topic_name
-    offset_key = store.offset_key
-    for partition, db in list(dbs.items()):
-        if TP(changelog, partition) not in actives:
-            continue
+    offset_key = table.data.offset_key
+    for partition, db in dbs:
         first = (start or {}).get(partition)
         begin = None if first is None else due_key(first, "").encode()
         for raw in db.keys(from_key=begin):

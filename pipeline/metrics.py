@@ -38,6 +38,8 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from pipeline.stores import active_dbs
+
 if TYPE_CHECKING:
     from pipeline.app import NotifyApp
     from schemas.records import DeliveryJob, NotificationEvent
@@ -358,21 +360,14 @@ def consumer_lag(app: NotifyApp, topics: dict[str, str]) -> Iterator[tuple[Any, 
 
 def entries(table: Any) -> int:
     """Entries of ``table`` on this worker's active partitions (an estimate)."""
-    store: Any = getattr(table, "data", None)
-    dbs = getattr(store, "_dbs", None)
+    dbs = active_dbs(table)
     if dbs is None:
         return len(table)
-    actives = table.app.assignor.assigned_actives()
-    changelog = table.changelog_topic_name
-    from faust.types import TP
-
-    total = 0
-    for partition, db in list(dbs.items()):
-        if TP(changelog, partition) in actives:
-            # The estimate counts the offset key Faust keeps in each store.
-            found = db.property_int_value("rocksdb.estimate-num-keys") or 0
-            total += max(0, found - 1)
-    return total
+    # Each estimate counts the offset key Faust keeps in every store.
+    return sum(
+        max(0, (db.property_int_value("rocksdb.estimate-num-keys") or 0) - 1)
+        for _, db in dbs
+    )
 
 
 #: One per process: a scrape reads the app that registered last.

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+from typing import Any
 
 import rocksdict
 from faust.stores.rocksdb import Store
@@ -78,3 +79,16 @@ def _collect() -> None:
     global _scheduled
     _scheduled = False
     gc.collect()
+
+
+def active_dbs(table: Any) -> list[tuple[int, Any]] | None:
+    """(partition, its RocksDB database) for each partition of ``table`` this
+    worker actively owns, as Faust's own ``_dbs_for_actives`` picks them but
+    with the partition; None for a store without a database per partition
+    (the memory store of tests)."""
+    dbs = getattr(getattr(table, "data", None), "_dbs", None)
+    if dbs is None:
+        return None
+    actives = table.app.assignor.assigned_actives()
+    changelog = table.changelog_topic_name
+    return [(p, db) for p, db in list(dbs.items()) if TP(changelog, p) in actives]
