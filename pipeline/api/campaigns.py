@@ -131,15 +131,7 @@ def recent_counts(
         key=lambda c: c.created_at,
         reverse=True,
     )[:limit]
-    found = []
-    for campaign in newest:
-        parts = local_parts(campaign.campaign_id).values()
-        progress = [part.progress for part in parts if part.progress]
-        counts = summed(part.counts for part in parts)
-        counts["targeted"] = sum(p.targeted for p in progress)
-        counts["expanded"] = sum(p.expanded for p in progress)
-        found.append((campaign.campaign_id, counts))
-    return found
+    return [(c.campaign_id, counts_of(local_parts(c.campaign_id))) for c in newest]
 
 
 async def all_parts(cid: str, request: Request) -> dict[int, CampaignPart]:
@@ -165,13 +157,20 @@ async def all_parts(cid: str, request: Request) -> dict[int, CampaignPart]:
     return parts
 
 
-def status_of(campaign: Campaign, parts: dict[int, CampaignPart]) -> CampaignStatus:
-    """The campaign's state and counts, summed over every partition's part."""
-    partitions = app.settings.topic_partitions
+def counts_of(parts: dict[int, CampaignPart]) -> dict[str, int]:
+    """The outcome counts of ``parts`` summed, with how many were targeted
+    and expanded."""
     progress = [part.progress for part in parts.values() if part.progress]
     counts = summed(part.counts for part in parts.values())
     counts["targeted"] = sum(p.targeted for p in progress)
     counts["expanded"] = sum(p.expanded for p in progress)
+    return counts
+
+
+def status_of(campaign: Campaign, parts: dict[int, CampaignPart]) -> CampaignStatus:
+    """The campaign's state and counts, summed over every partition's part."""
+    partitions = app.settings.topic_partitions
+    progress = [part.progress for part in parts.values() if part.progress]
     asked = campaign.request
     return CampaignStatus(
         campaign_id=campaign.campaign_id,
@@ -186,7 +185,7 @@ def status_of(campaign: Campaign, parts: dict[int, CampaignPart]) -> CampaignSta
         expanded_by=dict(Counter(p.by for p in progress if p.by)),
         audience=audience_size(target_audience(campaign)),
         walked=walked_share(progress, partitions),
-        counts=counts,
+        counts=counts_of(parts),
     )
 
 
