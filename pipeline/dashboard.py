@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import pairwise
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import Consumer, KafkaException, TopicPartition
 from prometheus_client.core import Metric
 
 from pipeline import dlq, metrics
@@ -334,18 +334,11 @@ def topic_offsets(
     exist (no dead letter was ever written)."""
     consumer = Consumer(dlq.consumer_config(bootstrap))
     try:
-        found = consumer.list_topics(topic, timeout=timeout).topics.get(topic)
-        if found is None:
-            return {}
-        if found.error is not None:
-            if found.error.code() == KafkaError.UNKNOWN_TOPIC_OR_PART:
-                return {}
-            raise dlq.DlqError(f"{topic}: {found.error}")
         return {
             partition: consumer.get_watermark_offsets(
                 TopicPartition(topic, partition), timeout=timeout
             )
-            for partition in sorted(found.partitions)
+            for partition in dlq.partitions_of(consumer, topic, timeout)
         }
     except KafkaException as exc:
         raise dlq.DlqError(f"reading {topic}'s offsets: {exc}") from exc

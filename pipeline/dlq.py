@@ -518,7 +518,7 @@ def read_entries(
     """
     consumer = Consumer(consumer_config(bootstrap))
     try:
-        partitions = _partitions(consumer, topic, metadata_timeout)
+        partitions = partitions_of(consumer, topic, metadata_timeout)
         if ranges is None:
             ranges = {p: (OFFSET_BEGINNING, -1) for p in partitions}
         unknown = [str(p) for p in sorted(ranges) if p not in partitions]
@@ -542,7 +542,8 @@ def read_entries(
         consumer.close()
 
 
-def _partitions(consumer: Consumer, topic: str, timeout: float) -> list[int]:
+def partitions_of(consumer: Consumer, topic: str, timeout: float) -> list[int]:
+    """``topic``'s partitions; none if it does not exist yet."""
     metadata = consumer.list_topics(topic, timeout=timeout).topics.get(topic)
     if metadata is None:
         return []
