@@ -196,28 +196,20 @@ class WorkerCollector(Collector):
     """What a scrape reads from the running worker."""
 
     def __init__(self) -> None:
-        self._app: NotifyApp | None = None
-
-    @property
-    def app(self) -> NotifyApp:
-        if self._app is None:
-            raise RuntimeError("no app registered its metrics")
-        return self._app
-
-    @app.setter
-    def app(self, app: NotifyApp) -> None:
-        self._app = app
+        #: The app a scrape reads (``register`` sets it).
+        self.app: NotifyApp | None = None
 
     def collect(self) -> Iterator[Metric]:
-        if not _State.enabled or self._app is None:
+        app = self.app
+        if not _State.enabled or app is None:
             return
-        yield from self._lag()
+        yield from self._lag(app)
         yield from self._breakers()
         yield from self._backlog()
-        yield from self._campaigns()
-        yield from self._worker()
+        yield from self._campaigns(app)
+        yield from self._worker(app)
 
-    def _lag(self) -> Iterator[Metric]:
+    def _lag(self, app: NotifyApp) -> Iterator[Metric]:
         """Committed offset against the high watermark, per input partition."""
         lag = _gauge(
             "notify_consumer_lag_records",
@@ -231,9 +223,9 @@ class WorkerCollector(Collector):
             "deliveries) on the partitions this worker owns.",
             ("lane",),
         )
-        lanes = self._lanes()
-        by_lane = dict.fromkeys(self.app.settings.worker_lanes, 0)
-        for tp, behind in consumer_lag(self.app, lanes):
+        lanes = self._lanes(app)
+        by_lane = dict.fromkeys(app.settings.worker_lanes, 0)
+        for tp, behind in consumer_lag(app, lanes):
             lane = lanes[tp.topic]
             lag.add_metric([tp.topic, str(tp.partition), lane], behind)
             if lane:
@@ -243,9 +235,9 @@ class WorkerCollector(Collector):
         yield lag
         yield depth
 
-    def _lanes(self) -> dict[str, str]:
+    def _lanes(self, app: NotifyApp) -> dict[str, str]:
         """Broker topic name → the lane whose work it carries ("" for none)."""
-        topology = self.app.topology
+        topology = app.topology
         lanes = {}
         for lane, topic in topology.requests.items():
             lanes[topic.get_topic_name()] = lane
@@ -291,7 +283,7 @@ class WorkerCollector(Collector):
                 backlog.add_metric([timer], entries(getattr(loaded, name).table))
         yield backlog
 
-    def _campaigns(self) -> Iterator[Metric]:
+    def _campaigns(self, app: NotifyApp) -> Iterator[Metric]:
         progress = _gauge(
             "notify_campaign_recipients",
             "Recipients of the newest campaigns (at most 20, created in the "
@@ -300,7 +292,7 @@ class WorkerCollector(Collector):
             ("campaign_id", "state"),
         )
         api = sys.modules.get("pipeline.api.campaigns")
-        if api is not None and "bulk" in self.app.settings.worker_lanes:
+        if api is not None and "bulk" in app.settings.worker_lanes:
             try:
                 for cid, counts in api.recent_counts():
                     for state, n in sorted(counts.items()):
@@ -309,10 +301,10 @@ class WorkerCollector(Collector):
                 log.exception("campaign progress not read for /metrics")
         yield progress
 
-    def _worker(self) -> Iterator[Metric]:
+    def _worker(self, app: NotifyApp) -> Iterator[Metric]:
         from pipeline.web import recovered
 
-        guard = self.app.commit_guard
+        guard = app.commit_guard
         tripped = _gauge(
             "notify_commit_guard_tripped",
             "1 once a failed send tripped the commit guard (the worker stops).",
@@ -324,8 +316,8 @@ class WorkerCollector(Collector):
             "1 once the worker's tables are recovered and it answers the API.",
             ("lanes",),
         )
-        lanes = "+".join(self.app.settings.worker_lanes)
-        ready.add_metric([lanes], 1.0 if recovered(self.app) else 0.0)
+        lanes = "+".join(app.settings.worker_lanes)
+        ready.add_metric([lanes], 1.0 if recovered(app) else 0.0)
         yield tripped
         yield ready
 
