@@ -338,6 +338,19 @@ class SinkProcess:
     port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
 
+    @classmethod
+    def reading(
+        cls, broker_url: str, topics: Topics, directory: Path, app_id: str, **more: Any
+    ) -> SinkProcess:
+        """A sink of ``topics``' events, its data and log under ``directory``."""
+        env = {
+            "NOTIFY_BROKER_URL": broker_url,
+            "NOTIFY_APP_ID": app_id,
+            "NOTIFY_TOPIC_PREFIX": topics.prefix,
+            "NOTIFY_DATA_DIR": str(directory / "sink"),
+        }
+        return cls(env=env, log_path=directory / "sink.log", **more)
+
     @property
     def url(self) -> str:
         """Where it answers (what workers get as NOTIFY_SINK_URL)."""

@@ -62,10 +62,7 @@ def analytics(
         "NOTIFY_APP_ID": unique("analytics"),
         "NOTIFY_TOPIC_PREFIX": topics.prefix,
     }
-    sink = SinkProcess(
-        env={**common, "NOTIFY_DATA_DIR": str(directory / "sink")},
-        log_path=directory / "sink.log",
-    )
+    sink = SinkProcess.reading(broker.url, topics, directory, common["NOTIFY_APP_ID"])
     worker = WorkerProcess(
         app="pipeline.app", env={}, log_path=directory / "worker.log"
     )

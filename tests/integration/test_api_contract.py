@@ -109,15 +109,7 @@ def worker(
     """One ready worker running both lanes, on this test's own topics, and
     the sink that owns the analytics store its /v1/analytics calls reach."""
     topics.create(broker.url)
-    sink = SinkProcess(
-        env={
-            "NOTIFY_BROKER_URL": broker.url,
-            "NOTIFY_APP_ID": unique("contract"),
-            "NOTIFY_TOPIC_PREFIX": topics.prefix,
-            "NOTIFY_DATA_DIR": str(tmp_path / "sink"),
-        },
-        log_path=tmp_path / "sink.log",
-    ).start()
+    sink = SinkProcess.reading(broker.url, topics, tmp_path, unique("contract")).start()
     try:
         started = start_worker(notify_sink_url=sink.url)
         sink.wait_ready(timeout=90)

@@ -114,15 +114,8 @@ def stack(
             worker, topics = running.enter_context(
                 module_worker(broker.url, directory, "dash")
             )
-        sink = SinkProcess(
-            env={
-                "NOTIFY_BROKER_URL": broker.url,
-                "NOTIFY_APP_ID": unique("dash-sink"),
-                "NOTIFY_TOPIC_PREFIX": topics.prefix,
-                "NOTIFY_DATA_DIR": str(directory / "sink"),
-            },
-            log_path=directory / "sink.log",
-            port=sink_port,
+        sink = SinkProcess.reading(
+            broker.url, topics, directory, unique("dash-sink"), port=sink_port
         ).start()
         running.callback(sink.stop)
         sink.wait_ready(timeout=90)
